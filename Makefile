@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 PYTEST_ARGS ?=
+# rules run `python -m ltaug ...`: the environment's python comes first on PATH
+export PATH := $(abspath $(BIN)):$(PATH)
+export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test env lint clean
 
@@ -26,7 +29,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test (e.g. a -k that matches nothing): said, not failed
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	$(BIN)/python -m pytest $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; rc=0; fi; exit $$rc
 
 lint: $(STAMP)

@@ -1,0 +1,52 @@
+"""Time ``ltaug.demo.make_demo`` on the default demo config (3,200 images at 128x128).
+
+    python benchmarks/demo_data.py [--out benchmarks/results/demo_data.json] [--workers 2]
+
+Writes wall seconds, images per second and the training split's per-class prevalence as
+JSON, and prints it. The data set itself goes to a temporary directory and is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ltaug.demo import SPLITS, DemoConfig, class_names, make_demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/demo_data.json", help="JSON file to write")
+    parser.add_argument("--workers", type=int, default=2, help="rendering processes")
+    args = parser.parse_args()
+
+    cfg = DemoConfig()
+    n_images = sum(getattr(cfg, f"n_{s}") for s in SPLITS)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        make_demo(Path(tmp) / "demo", cfg, workers=args.workers)
+        wall = time.perf_counter() - start
+        train = pd.read_csv(Path(tmp) / "demo" / "train.csv")
+    result = {
+        "config": {"image_size": cfg.image_size, "n_images": n_images, "seed": cfg.seed},
+        "workers": args.workers,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "wall_s": round(wall, 2),
+        "images_per_s": round(n_images / wall, 1),
+        "train_prevalence": {c: round(float(train[c].mean()), 4) for c in class_names()},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

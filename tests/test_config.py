@@ -1,0 +1,87 @@
+"""Config at the edge: schema validation, defaults, and agreement of schema, config.yaml and dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import yaml
+from conftest import REPO
+
+from ltaug.config import SCHEMA, from_dict, validate_config
+from ltaug.data import DataConfig, LongTailConfig
+from ltaug.demo import DemoConfig
+from ltaug.errors import ConfigError
+
+CONFIG = REPO / "config.yaml"
+SECTIONS = {"demo": DemoConfig, "data": DataConfig, "long_tail": LongTailConfig}
+WORKFLOW_ONLY = {("demo", "enabled"), ("demo", "outdir")}  # used by the Snakefile, not passed to the stage
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def test_demo_config_is_valid():
+    config = validate_config(yaml.safe_load(CONFIG.read_text()))
+    assert config["demo"]["enabled"] is True
+    for name, cls in SECTIONS.items():  # every section builds its stage's dataclass, as the rules pass it
+        stage_keys = {k: v for k, v in config[name].items() if (name, k) not in WORKFLOW_ONLY}
+        from_dict(cls, stage_keys, name)
+
+
+def test_defaults_fill_an_empty_config():
+    config = validate_config({})
+    assert config["outdir"] == "results"
+    assert config["long_tail"]["head_min_prevalence"] == 0.15
+    assert config["data"]["labels"]["train"] == "data/demo/train.csv"
+
+
+@pytest.mark.parametrize(
+    "config,pattern",
+    [
+        ({"data": {"imageroot": "x"}}, r"unknown key data\.imageroot; the keys allowed here are: .*image_root"),
+        ({"colour": 1}, r"unknown key colour"),
+        ({"demo": {"image_size": "big"}}, r"demo\.image_size: 'big' is not of type 'integer'"),
+        ({"demo": {"image_size": 100}}, r"demo\.image_size: 100 is not a multiple of 8"),
+        ({"long_tail": {"tail_max_prevalence": "0.02"}}, r"long_tail\.tail_max_prevalence: '0\.02' is not of type 'number'"),
+        ({"data": {"check_images": "all"}}, r"data\.check_images: 'all' is not one of"),
+        ({"demo": {"prevalence": {"Nodule": 1.5}}}, r"demo\.prevalence\.Nodule: 1\.5 is greater than or equal to the maximum"),
+        ({"data": {"labels": {"train": "a.csv"}}}, r"data\.labels: 'val' is a required property"),
+    ],
+)
+def test_bad_config_names_the_key(config, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        validate_config(config)
+
+
+def test_every_schema_key_has_type_default_and_description():
+    def walk(node: dict, key: str):
+        for name, sub in node.get("properties", {}).items():
+            where = f"{key}.{name}".lstrip(".")
+            assert "description" in sub, f"{where} has no description"
+            assert "type" in sub, f"{where} has no type"
+            if not where.startswith("data.labels."):
+                assert "default" in sub, f"{where} has no default"
+            if sub.get("type") == "object":
+                walk(sub, where)
+
+    walk(schema(), "")
+
+
+def test_schema_defaults_equal_dataclass_defaults():
+    props = schema()["properties"]
+    for name, cls in SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            assert props[name]["properties"][field.name]["default"] == default, f"{name}.{field.name}"
+        stage_keys = {k for k in props[name]["properties"] if (name, k) not in WORKFLOW_ONLY}
+        assert stage_keys == {f.name for f in dataclasses.fields(cls)}, name
+
+
+def test_every_config_key_is_commented():
+    lines = CONFIG.read_text().splitlines()
+    keyed = [l for l in lines if re.match(r"^\s*[\w ]+:", l) and not l.lstrip().startswith("#")]
+    uncommented = [l for l in keyed if "#" not in l and not l.rstrip().endswith(":")]
+    assert not uncommented, f"config.yaml keys without a comment: {uncommented}"

@@ -1,0 +1,146 @@
+"""The real Snakefile on a tiny config in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, write_dataset
+
+pytestmark = pytest.mark.workflow
+
+TINY_DEMO = {
+    "seed": 3,
+    "image_size": 32,
+    "n_train": 60,
+    "n_val": 12,
+    "n_test": 12,
+    "prevalence": {
+        "Cardiomegaly": 0.3, "Pleural Effusion": 0.2, "Lung Opacity": 0.1, "Support Devices": 0.1,
+        "Atelectasis": 0.05, "Pneumothorax": 0.05,
+        "Nodule": 0.02, "Fracture": 0.02, "Calcification of the Aorta": 0.02, "Pneumoperitoneum": 0.02,
+    },
+}  # fmt: skip
+TAIL = ["Nodule", "Fracture", "Calcification of the Aorta", "Pneumoperitoneum"]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--cores", "2", "--resources", "gpu=1", "--show-failed-logs",
+        *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # jobs' python
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def write_config(workdir: Path, **sections) -> dict:
+    config = {"demo": {"enabled": True, **TINY_DEMO}, "data": {"check_images": "full"}}
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts from the 'Job stats' table of a dry run."""
+    table = result.stdout.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_lint_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    write_config(workdir)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir
+
+
+def test_tiny_workflow_end_to_end(tiny_run):
+    manifest = pd.read_csv(tiny_run / "results/data/manifest.csv")
+    demo_train = pd.read_csv(tiny_run / "data/demo/train.csv")
+    classes = json.loads((tiny_run / "results/data/classes.json").read_text())
+    assert manifest["split"].value_counts().to_dict() == {"train": 60, "val": 12, "test": 12}
+    assert classes["classes"] == list(demo_train.columns[4:])
+    assert manifest.loc[manifest["split"] == "train", "id"].tolist() == demo_train["dicom_id"].tolist()
+    # round(p * n) positives per class of the 60 training images: 18, 12, ..., 1 for each tail finding
+    assert classes["train_counts"]["Cardiomegaly"] == 18 and classes["train_counts"]["Pleural Effusion"] == 12
+    assert all(classes["train_counts"][c] == 1 for c in TAIL)
+    assert classes["head"][:2] == ["Cardiomegaly", "Pleural Effusion"]
+    assert classes["tail"] == TAIL
+    for rule in ("demo_dataset", "prepare_data", "split_classes"):
+        assert (tiny_run / f"logs/data/{rule}.log").is_file()
+        assert (tiny_run / f"benchmarks/data/{rule}.tsv").is_file()
+
+
+def test_nothing_to_do_on_a_second_run(tiny_run):
+    result = snakemake(tiny_run, "--dry-run")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_threshold_change_reruns_only_the_class_split(tiny_run, tmp_path):
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["long_tail"] = {"tail_max_prevalence": 0.05}
+    (tiny_run / "config.yaml").write_text(yaml.safe_dump(config))
+    try:
+        result = snakemake(tiny_run, "--dry-run")
+        assert planned_jobs(result) == {"split_classes": 1, "all": 1}, result.stdout
+        config["data"]["check_images"] = "header"
+        (tiny_run / "config.yaml").write_text(yaml.safe_dump(config))
+        result = snakemake(tiny_run, "--dry-run")
+        assert planned_jobs(result) == {"prepare_data": 1, "split_classes": 1, "all": 1}, result.stdout
+    finally:
+        write_config(tiny_run)
+
+
+def test_unknown_config_key_fails_before_any_job(tmp_path):
+    write_config(tmp_path, data={"check_image": "full"})
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "unknown key data.check_image" in result.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+def test_wrong_type_fails_naming_the_key(tmp_path):
+    write_config(tmp_path, long_tail={"head_min_prevalence": "high"})
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "long_tail.head_min_prevalence: 'high' is not of type 'number'" in result.stderr
+
+
+def test_missing_labels_file_is_a_config_error(tmp_path):
+    write_config(tmp_path, demo={"enabled": False}, data={"labels": {"train": "nowhere/train.csv", "val": "v.csv", "test": "t.csv"}})
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "nowhere/train.csv: labels CSV of the train split (data.labels.train) does not exist" in result.stderr
+
+
+def test_bad_label_fails_with_the_rows_and_leaves_no_manifest(tmp_path):
+    data = write_dataset(tmp_path / "real")
+    path = data["labels"]["val"]
+    df = pd.read_csv(path)
+    df.loc[2, "Nodule"] = -1
+    df.to_csv(path, index=False)
+    write_config(tmp_path, demo={"enabled": False}, data=data)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "label values must be 0 or 1" in result.stdout + result.stderr
+    assert "column 'Nodule': 1 row(s): line 4 ('-1')" in result.stdout + result.stderr
+    assert not (tmp_path / "results/data/manifest.csv").exists()

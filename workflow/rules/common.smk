@@ -1,0 +1,62 @@
+# Config validation (once, at the edge) and input functions. No other logic lives in rules.
+
+import json
+
+from ltaug.config import validate_config
+from ltaug.data import SPLITS, DataConfig, LongTailConfig
+from ltaug.errors import ConfigError
+
+
+def _validated(config):
+    """Config with schema defaults, or a WorkflowError naming the bad key."""
+    try:
+        values = validate_config(
+            config,
+            f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+            source=" + ".join(os.path.normpath(f) for f in workflow.configfiles)
+            or "config",
+        )
+        DataConfig(**values["data"])  # cross-key checks of each section, before any job runs
+        LongTailConfig(**values["long_tail"])
+    except ConfigError as exc:
+        raise WorkflowError(f"invalid configuration:\n{exc}") from None
+    return values
+
+
+config.update(_validated(config))
+
+OUT = config["outdir"]  # results/<stage>/...
+DEMO = config["demo"]["outdir"]
+ENV = "../../envs/ltaug.yaml"  # one environment for every rule, pins as in pyproject.toml
+
+
+def section_json(name, drop=()):
+    """One config section as JSON, for a rule's params: a change reruns exactly that stage."""
+    values = {k: v for k, v in config[name].items() if k not in drop}
+    return json.dumps(values, sort_keys=True)
+
+
+def demo_outputs():
+    """Files rule demo_dataset writes (none when the demo is off)."""
+    if not config["demo"]["enabled"]:
+        return []
+    return [f"{DEMO}/{split}.csv" for split in SPLITS] + [f"{DEMO}/boxes.csv", f"{DEMO}/demo.json"]
+
+
+def labels_files(wildcards=None):
+    """The labels CSV of each split; a missing one (that the demo will not draw) is a config error."""
+    files = config["data"]["labels"]
+    made = {os.path.normpath(p) for p in demo_outputs()}
+    for split, path in files.items():
+        if not os.path.exists(path) and os.path.normpath(path) not in made:
+            raise WorkflowError(
+                f"{path}: labels CSV of the {split} split (data.labels.{split}) does not exist; "
+                f"point data.labels.{split} at the labels file of that split, or set demo.enabled: true "
+                f"to draw the demo data set there."
+            )
+    return files
+
+
+def get_final_output():
+    """Everything `snakemake` with no target builds; later stages extend this list."""
+    return [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]

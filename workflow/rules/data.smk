@@ -1,0 +1,61 @@
+# Data: the demo data set (optional) and the validated manifest with the head/tail split.
+
+
+if config["demo"]["enabled"]:
+
+    rule demo_dataset:
+        output:
+            labels=expand(f"{DEMO}/{{split}}.csv", split=SPLITS),
+            boxes=f"{DEMO}/boxes.csv",
+            info=f"{DEMO}/demo.json",
+            images=directory(f"{DEMO}/images"),
+        params:
+            cfg=section_json("demo", drop=("enabled", "outdir")),
+            outdir=lambda wildcards, output: os.path.dirname(output.boxes),
+        log:
+            "logs/data/demo_dataset.log",
+        benchmark:
+            "benchmarks/data/demo_dataset.tsv"
+        threads: 8
+        conda:
+            ENV
+        shell:
+            "python -m ltaug demo_dataset --outdir {params.outdir:q} --params {params.cfg:q}"
+            " --threads {threads} > {log} 2>&1"
+
+
+rule prepare_data:
+    input:
+        unpack(labels_files),
+    output:
+        manifest=f"{OUT}/data/manifest.csv",
+    params:
+        cfg=section_json("data"),
+    log:
+        "logs/data/prepare_data.log",
+    benchmark:
+        "benchmarks/data/prepare_data.tsv"
+    threads: 4
+    conda:
+        ENV
+    shell:
+        "python -m ltaug prepare_data --manifest {output.manifest:q} --params {params.cfg:q}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule split_classes:
+    input:
+        manifest=rules.prepare_data.output.manifest,
+    output:
+        classes=f"{OUT}/data/classes.json",
+    params:
+        cfg=section_json("long_tail"),
+    log:
+        "logs/data/split_classes.log",
+    benchmark:
+        "benchmarks/data/split_classes.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m ltaug split_classes --manifest {input.manifest:q} --classes {output.classes:q}"
+        " --params {params.cfg:q} > {log} 2>&1"
