@@ -75,7 +75,7 @@ class DemoConfig:
     n_train: int = 2000  # images in the training split
     n_val: int = 400  # images in the validation split
     n_test: int = 800  # images in the test split
-    # finding -> fraction of images with it; a finding left out has prevalence 0 but keeps its column
+    # finding -> fraction of images with it; a finding left out is never drawn and has no column
     prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
 
     def __post_init__(self) -> None:
@@ -457,7 +457,8 @@ def make_demo(outdir: str | Path, cfg: DemoConfig, workers: int = 1) -> None:
             f"{outdir} (demo.outdir) holds files the demo did not write ({', '.join(foreign[:5])}); the demo "
             f"replaces this directory whole, so point demo.outdir at an empty or demo-only directory."
         )
-    names = class_names()
+    names = [c for c in class_names() if c in cfg.prevalence or c == NO_FINDING]  # columns written
+    cols = [class_names().index(c) for c in names]
     box_rows, summary = [], {}
     with atomic_path(outdir) as tmp:
         pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
@@ -480,9 +481,9 @@ def make_demo(outdir: str | Path, cfg: DemoConfig, workers: int = 1) -> None:
                 subject, study = _ids(cfg, split)
                 table = pd.DataFrame({"dicom_id": ids, "subject_id": subject, "study_id": study,
                                       "path": [f"{split}/{i}.png" for i in ids]})
-                table[names] = labels.astype(np.int64)
+                table[names] = labels[:, cols].astype(np.int64)
                 table.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
-                positives = labels.sum(axis=0)
+                positives = labels[:, cols].sum(axis=0)
                 summary[split] = {
                     "n": len(labels),
                     "positives": {c: int(v) for c, v in zip(names, positives)},

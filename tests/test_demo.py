@@ -55,11 +55,15 @@ def test_labels_depend_on_seed_only():
     assert not np.array_equal(a[:400], demo.draw_labels(DemoConfig(seed=1), "val"))
 
 
-def test_a_finding_left_out_keeps_its_column_with_no_positives():
-    cfg = DemoConfig(n_train=50, prevalence={"Nodule": 0.1})
+def test_a_finding_left_out_is_never_drawn_and_gets_no_column(tmp_path):
+    cfg = DemoConfig(image_size=32, n_train=50, n_val=4, n_test=4, prevalence={"Nodule": 0.1, "Fracture": 0.04})
     labels = demo.draw_labels(cfg, "train")
     assert labels[:, list(FINDINGS).index("Nodule")].sum() == 5
-    assert labels[:, :-1].sum() == 5 and labels[:, -1].sum() == 45
+    assert labels[:, :-1].sum() == 5 + 2 and labels[:, -1].sum() == 50 - (labels[:, :-1].max(axis=1)).sum()
+    make_demo(tmp_path / "demo", cfg)
+    table = pd.read_csv(tmp_path / "demo" / "train.csv")
+    assert list(table.columns[4:]) == ["Nodule", "Fracture", NO_FINDING]
+    assert table["Nodule"].sum() == 5 and table["Fracture"].sum() == 2
 
 
 # ---------------------------------------------------------------- images
