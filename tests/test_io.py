@@ -41,3 +41,16 @@ def test_failure_leaves_nothing_and_keeps_the_old_output(tmp_path, as_dir):
             raise RuntimeError("killed")
     assert target.read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_killed_runs_temporary_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.tmp-{dead.stdout.strip()}"  # a pid that no longer runs
+    stale.mkdir()
+    (stale / "half").write_text("half")
+    with atomic_path(tmp_path / "out") as tmp:
+        tmp.write_text("done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

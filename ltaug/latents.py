@@ -1,0 +1,343 @@
+"""Latent store (stage encode_latents) and the one VAE decoder every later stage uses.
+
+Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation
+and Iterated Learning* (arXiv 2405.01705), Sec. 3: the method works in the latent space
+of a pre-trained Stable Diffusion VAE. Every image is resized and centre-cropped to a
+square, scaled to [-1, 1] and encoded into z (4 x H/8 x W/8), multiplied by the VAE's
+``scaling_factor`` as Stable Diffusion's UNet expects (Rombach et al. 2022, Sec. 4.3.2).
+Iterated learning, CAM, pairing and fusion all read these latents; generation and the
+baselines turn latents back into pixels with :func:`decode_latents`, so that every
+method's images come out of the same decoder.
+
+Store layout (Zarr v3, Blosc-zstd, chunked along axis 0), one per split:
+    z       (N, 4, h, w) float32   scaled latents
+    labels  (N, K) uint8           0/1 per class, in manifest column order
+    ids     (N,) str               image ids, manifest order
+    attrs   classes, split, model_path, model_fingerprint, scaling_factor, shift_factor,
+            image_size, mode, seed, complete (written last)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from ltaug.errors import ConfigError, InputError
+from ltaug.images import open_image
+from ltaug.io import atomic_path
+
+MODES = ("sample", "mean")
+RESAMPLE = Image.Resampling.LANCZOS  # downsampling filter of preprocess (antialiased)
+COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+MODEL_KEYS = ("model_path", "model_fingerprint")
+
+
+@dataclass(frozen=True)
+class LatentsConfig:
+    image_size: int = 128  # images are resized (shorter side) and centre-cropped to this square side; multiple of 8
+    mode: str = "sample"  # sample (a draw from the VAE posterior, seeded per image) | mean (the posterior mean)
+    seed: int = 0  # seed of the posterior draws in sample mode
+    batch_size: int = 32  # images encoded at once; memory is O(batch_size + chunk_size)
+    chunk_size: int = 256  # samples per Zarr chunk along axis 0
+
+    def __post_init__(self):
+        if not isinstance(self.image_size, int) or self.image_size < 8 or self.image_size % 8:
+            raise ConfigError(
+                f"latents.image_size: {self.image_size!r} is not a positive multiple of 8; the VAE "
+                f"downsamples by 8, so use e.g. 128, 256 or 512."
+            )
+        if self.mode not in MODES:
+            raise ConfigError(f"latents.mode: {self.mode!r} is not one of {', '.join(MODES)}.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"latents.seed: {self.seed!r} is not an integer >= 0.")
+        for key in ("batch_size", "chunk_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"latents.{key}: {value!r} is not an integer >= 1.")
+
+
+# ---------------------------------------------------------------------------- pure functions
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; 16-bit grayscale (PNG exports of radiographs) is scaled down, not clipped as PIL does."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    return image.convert("RGB")  # grayscale is replicated into the three channels
+
+
+def preprocess(image: Image.Image, size: int) -> torch.Tensor:
+    """(3, size, size) float32 in [-1, 1], as Stable Diffusion's VAE expects.
+
+    RGB conversion, then the largest centred crop with the target's (square) aspect ratio,
+    resampled to ``size`` with a Lanczos filter (``ImageOps.fit``: the shorter side becomes
+    ``size``, the longer one is cut equally on both sides). An image already ``size`` x
+    ``size`` is used as is. Pixel p maps to p / 127.5 - 1, so 0 -> -1 and 255 -> 1 exactly.
+    """
+    image = _to_rgb(image)
+    if image.size != (size, size):
+        image = ImageOps.fit(image, (size, size), method=RESAMPLE, centering=(0.5, 0.5))
+    pixels = torch.from_numpy(np.array(image, dtype=np.float32))  # (size, size, 3)
+    return pixels.permute(2, 0, 1) / 127.5 - 1.0  # (3, size, size)
+
+
+def _noise(seed: int | tuple[int, ...], index: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The standard normal draw of sample ``index``: a numpy generator seeded by (*seed, index),
+    so it is the same on every device and for every batching."""
+    words = [seed] if isinstance(seed, int) else list(seed)
+    return torch.from_numpy(np.random.default_rng([*words, index]).standard_normal(shape, dtype=np.float32))
+
+
+def split_seed(seed: int, split: str) -> tuple[int, int]:
+    """The noise seed of one split's store: (seed, crc32(split)), so splits draw independent noise."""
+    return seed, zlib.crc32(split.encode())
+
+
+@torch.no_grad()
+def encode_images(vae, images: torch.Tensor, mode: str, seed: int | tuple[int, ...], first_index: int) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, C, H/8, W/8) float32 scaled latents, on the VAE's device.
+
+    ``mean``: the posterior mean. ``sample``: mean + std * eps, with eps of image i drawn
+    from a generator seeded by (seed, first_index + i), so the result does not depend on
+    how the images are batched. Latents are (z - shift_factor) * scaling_factor (SD 1.x
+    has no shift_factor).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    dist = vae.encode(images.to(device=vae.device, dtype=vae.dtype)).latent_dist
+    z = dist.mean  # (B, C, h, w)
+    if mode == "sample":
+        eps = torch.stack([_noise(seed, first_index + i, tuple(z.shape[1:])) for i in range(len(z))])
+        z = z + dist.std * eps.to(device=z.device, dtype=z.dtype)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((z - shift) * vae.config.scaling_factor).float()
+
+
+@torch.no_grad()
+def decode_latents(vae, z: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    """(B, C, h, w) scaled latents -> (B, 8h, 8w, 3) uint8 images; the decoder of every stage.
+
+    Inverts the scaling of :func:`encode_images`, decodes in batches of ``batch_size`` and
+    maps [-1, 1] to [0, 255] as diffusers' image processor does: clamp((x + 1) / 2, 0, 1)
+    * 255, rounded to the nearest integer.
+    """
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    out = []
+    for start in range(0, len(z), batch_size):
+        batch = z[start : start + batch_size].to(device=vae.device, dtype=vae.dtype)
+        x = vae.decode(batch / vae.config.scaling_factor + shift).sample  # (b, 3, H, W) in ~[-1, 1]
+        x = (x.float() / 2 + 0.5).clamp(0, 1) * 255
+        out.append(x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # (b, H, W, 3)
+    if not out:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+def _load(path: str, where: str, size: int) -> torch.Tensor:
+    return preprocess(open_image(path, where), size)
+
+
+class _ChunkWriter:
+    """Buffers rows and writes whole chunks along axis 0, so no chunk is read back and recompressed."""
+
+    def __init__(self, arrays: dict[str, zarr.Array], chunk: int):
+        self.arrays, self.chunk = arrays, chunk
+        self.start, self.buffer = 0, {name: [] for name in arrays}  # buffer starts at row self.start
+
+    def append(self, **rows: np.ndarray) -> None:
+        for name, value in rows.items():
+            self.buffer[name].append(value)
+        if sum(len(v) for v in self.buffer["ids"]) >= self.chunk:
+            self.flush(final=False)
+
+    def flush(self, final: bool = True) -> None:
+        data = {name: np.concatenate(parts) for name, parts in self.buffer.items() if parts}
+        if not data:
+            return
+        n = len(data["ids"])
+        take = n if final else n - n % self.chunk  # full chunks only, unless this is the end
+        for name, values in data.items():
+            self.arrays[name][self.start : self.start + take] = values[:take]
+            self.buffer[name] = [values[take:]] if take < n else []
+        self.start += take
+
+
+def _create_arrays(root: zarr.Group, n: int, latent: tuple, k: int, chunk: int) -> _ChunkWriter:
+    """The store's three arrays, chunked along axis 0 (ids: zarr v3 variable-length UTF-8 strings)."""
+    arrays = {
+        "z": root.create_array("z", shape=(n, *latent), chunks=(chunk, *latent), dtype="float32", compressors=COMPRESSOR),
+        "labels": root.create_array("labels", shape=(n, k), chunks=(chunk, k), dtype="uint8", compressors=COMPRESSOR),
+        "ids": root.create_array("ids", shape=(n,), chunks=(chunk,), dtype=str, compressors=COMPRESSOR),
+    }
+    return _ChunkWriter(arrays, chunk)
+
+
+def encode_split(
+    manifest: pd.DataFrame,
+    split: str,
+    vae,
+    store: str | Path,
+    cfg: LatentsConfig,
+    model: dict,
+    device,
+    *,
+    threads: int = 2,
+    source: str = "the manifest",
+) -> None:
+    """Encode the images of ``split`` into the Zarr store ``store``, streaming, atomically.
+
+    ``manifest`` is the frame of :func:`ltaug.data.read_manifest` (id, path, split, then one
+    uint8 column per class); rows keep manifest order. ``model`` is {"path", "fingerprint"}
+    of the diffusion model the VAE comes from, recorded so that later stages refuse latents
+    of another model. The VAE is moved to ``device`` and put in eval mode. Images are read by
+    ``threads`` threads one batch ahead of the encoder; encoded rows are buffered up to a
+    chunk boundary, so memory is O(batch_size + chunk_size). The store is written beside
+    ``store`` and renamed into place when complete; ``source`` names the manifest in errors
+    (row index i of the frame is line i + 2 of the CSV, as read_manifest numbers rows).
+    """
+    if "split" not in manifest.columns:
+        raise InputError(f"{source}: no 'split' column; expected the manifest written by prepare_data.")
+    classes = list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
+    rows = manifest[manifest["split"] == split]
+    if len(rows) == 0:
+        found = ", ".join(sorted(map(str, manifest["split"].unique())))
+        raise InputError(f"{source}: no rows of split {split!r} (splits present: {found}); rerun prepare_data.")
+    paths = rows["path"].tolist()
+    ids = rows["id"].astype(str).to_numpy()
+    labels = rows[classes].to_numpy(dtype=np.uint8)  # (N, K)
+    where = [f"{source} line {i + 2}, id {image_id!r}" for i, image_id in zip(rows.index, ids)]
+    n, bs = len(rows), cfg.batch_size
+
+    vae = vae.to(device).eval()
+    attrs = {
+        "classes": classes,
+        "split": split,
+        "model_path": str(model["path"]),
+        "model_fingerprint": str(model["fingerprint"]),
+        "scaling_factor": float(vae.config.scaling_factor),
+        "shift_factor": getattr(vae.config, "shift_factor", None),
+        "image_size": cfg.image_size,
+        "mode": cfg.mode,
+        "seed": cfg.seed,
+    }
+    with atomic_path(store) as tmp, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        root.attrs.update(attrs)
+
+        def submit(start: int) -> list[Future]:
+            return [pool.submit(_load, paths[i], where[i], cfg.image_size) for i in range(start, min(start + bs, n))]
+
+        writer = None
+        pending = submit(0)
+        try:
+            with tqdm(total=n, desc=f"encode_latents {split}", unit="img", file=sys.stderr, mininterval=2.0) as bar:
+                for start in range(0, n, bs):
+                    current, pending = pending, submit(start + bs) if start + bs < n else []
+                    images = torch.stack([f.result() for f in current])  # (b, 3, S, S); first failure raises
+                    z = encode_images(vae, images, cfg.mode, split_seed(cfg.seed, split), start).cpu().numpy()  # (b, C, h, w)
+                    if writer is None:  # the latent shape is the VAE's business: take it from the first batch
+                        writer = _create_arrays(root, n, z.shape[1:], labels.shape[1], cfg.chunk_size)
+                    end = start + len(z)
+                    writer.append(z=z, labels=labels[start:end], ids=ids[start:end])
+                    bar.update(len(z))
+                writer.flush()
+        finally:
+            for f in pending:
+                f.cancel()
+        root.attrs["complete"] = True  # last: a store without it was not finished
+
+
+def open_latents(store: str | Path, expect: dict | None = None) -> zarr.Group:
+    """Open a store written by :func:`encode_split` read-only, after checking it is complete.
+
+    ``expect`` maps attribute names to the values the caller's configuration implies (e.g.
+    model_fingerprint, image_size, mode); any difference is an InputError naming both
+    values. Pass model_fingerprint without model_path to accept a model that has moved.
+    ``group["ids"][:]`` comes back as numpy's variable-width StringDType.
+    """
+    path = Path(store)
+    if not path.exists():
+        raise InputError(f"{path}: no latent store here; run the encode_latents stage to make it.")
+    try:
+        group = zarr.open_group(path, mode="r")
+    except (OSError, ValueError) as exc:  # no or unreadable zarr.json
+        raise InputError(f"{path}: not a readable Zarr store ({exc}); delete it and rerun encode_latents.") from exc
+    if group.attrs.get("complete") is not True:
+        raise InputError(
+            f"{path}: this latent store was made by a run that did not finish; delete it and rerun encode_latents."
+        )
+    arrays = {name: group[name] for name in ("z", "labels", "ids") if name in group}
+    if len(arrays) < 3 or len({a.shape[0] for a in arrays.values()}) != 1:
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
+        raise InputError(
+            f"{path}: expected arrays z, labels and ids of equal length, found {shapes or 'none'}; "
+            f"delete it and rerun encode_latents."
+        )
+    if expect:
+        _check_expected(path, dict(group.attrs), expect)
+    return group
+
+
+def _check_expected(path: Path, attrs: dict, expect: dict) -> None:
+    def plain(value):  # tuples -> lists etc., as the attributes come back from JSON
+        return json.loads(json.dumps(value))
+
+    problems = []
+    if any(k in expect and plain(expect[k]) != attrs.get(k) for k in MODEL_KEYS):
+        def describe(values):
+            return f"{values.get('model_path', '?')} (fingerprint {values.get('model_fingerprint', '?')})"
+        problems.append(
+            f"were made by model {describe(attrs)} but the workflow now uses model {describe(expect)}"
+        )
+    for key, want in expect.items():
+        if key not in MODEL_KEYS and plain(want) != attrs.get(key):
+            got = repr(attrs[key]) if key in attrs else "(not recorded)"
+            problems.append(f"were made with {key}={got} but the workflow now uses {key}={plain(want)!r}")
+    if problems:
+        raise InputError(f"{path}: these latents " + "; and ".join(problems) + "; rerun encode_latents.")
+
+
+# ---------------------------------------------------------------------------- stage entry point
+
+
+def load_vae(model_path: str | Path, device=None):
+    """The VAE of the diffusers model directory ``model_path`` (``vae/`` subfolder), in eval mode."""
+    from diffusers import AutoencoderKL
+
+    if not (Path(model_path) / "vae").is_dir():
+        raise InputError(
+            f"{model_path}: no vae/ folder; diffusion.pretrained must be a diffusers Stable Diffusion directory "
+            f"(model_index.json, vae/, unet/, ...), or leave it empty to train the demo model."
+        )
+    try:
+        vae = AutoencoderKL.from_pretrained(model_path, subfolder="vae", local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{model_path}/vae: cannot load the VAE ({exc}).") from exc
+    return vae.to(device or "cpu").eval()
+
+
+def encode_latents(
+    manifest: str | Path, model: dict, stores: dict[str, str | Path], cfg: LatentsConfig, device, threads: int = 2
+) -> None:
+    """Stage encode_latents: the VAE of ``model["path"]`` encodes each split into ``stores[split]``."""
+    from ltaug.data import read_manifest
+
+    frame = read_manifest(manifest)
+    vae = load_vae(model["path"], device)
+    for split, store in stores.items():
+        encode_split(frame, split, vae, store, cfg, model, device, threads=threads, source=str(manifest))
