@@ -13,9 +13,10 @@ from ltaug.config import SCHEMA, from_dict, validate_config
 from ltaug.data import DataConfig, LongTailConfig
 from ltaug.demo import DemoConfig
 from ltaug.errors import ConfigError
+from ltaug.latents import LatentsConfig
 
 CONFIG = REPO / "config.yaml"
-SECTIONS = {"demo": DemoConfig, "data": DataConfig, "long_tail": LongTailConfig}
+SECTIONS = {"demo": DemoConfig, "data": DataConfig, "long_tail": LongTailConfig, "latents": LatentsConfig}
 WORKFLOW_ONLY = {("demo", "enabled"), ("demo", "outdir")}  # used by the Snakefile, not passed to the stage
 
 
