@@ -23,6 +23,8 @@ shell.prefix(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/diffusion.smk"
+include: "workflow/rules/latents.smk"
 
 
 rule all:

@@ -61,10 +61,11 @@ def child(args: argparse.Namespace) -> None:
     from diffusers import AutoencoderKL
 
     from ltaug.data import read_manifest
-    from ltaug.latents import LatentsConfig, encode_split, load_vae
+    from ltaug.diffusion import load_vae
+    from ltaug.latents import LatentsConfig, encode_split
 
     if args.model:
-        vae, model = load_vae(args.model), {"path": args.model, "fingerprint": "benchmark"}
+        vae, model = load_vae(args.model, torch.device("cpu")), {"path": args.model, "fingerprint": "benchmark"}
     else:
         torch.manual_seed(0)
         vae = AutoencoderKL(block_out_channels=(32, 64, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,

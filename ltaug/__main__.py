@@ -8,6 +8,7 @@ run with one message on stderr that names the file, row or key, and exit status 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -42,6 +43,33 @@ def _split_classes(args: argparse.Namespace) -> None:
         print(f"{group}: " + ", ".join(f"{c} ({split.prevalence[c]:.3f})" for c in names))
 
 
+def _bootstrap_diffusion(args: argparse.Namespace) -> None:
+    from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion
+    from ltaug.config import from_dict, from_json
+    from ltaug.diffusion import DiffusionConfig, pick_device
+
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    params = json.loads(args.params)
+    params.setdefault("threads", args.threads)
+    cfg = from_dict(BootstrapConfig, params, "diffusion.bootstrap")
+    bootstrap_diffusion(args.manifest, args.model, args.samples, cfg, pick_device(runtime.device))
+
+
+def _encode_latents(args: argparse.Namespace) -> None:
+    from ltaug.config import from_json
+    from ltaug.diffusion import DiffusionConfig, fingerprint, load_vae, pick_device
+    from ltaug.data import read_manifest
+    from ltaug.latents import LatentsConfig, encode_split
+
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    cfg = from_json(LatentsConfig, args.params, "latents")
+    device = pick_device(runtime.device)
+    model = {"path": args.model, "fingerprint": fingerprint(args.model)}
+    vae = load_vae(args.model, device)
+    encode_split(read_manifest(args.manifest), args.split, vae, args.store, cfg, model, device,
+                 threads=args.threads, source=args.manifest)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ltaug", description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -62,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("split_classes", _split_classes, "split the classes into head, medium and tail")
     p.add_argument("--manifest", required=True, help="input manifest.csv")
     p.add_argument("--classes", required=True, help="output classes.json")
+    p = stage("bootstrap_diffusion", _bootstrap_diffusion, "train the small demo Stable Diffusion model")
+    p.add_argument("--manifest", required=True, help="input manifest.csv (its training split)")
+    p.add_argument("--model", required=True, help="output diffusers directory")
+    p.add_argument("--samples", required=True, help="output directory of sample grids and metrics.json")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+
+    p = stage("encode_latents", _encode_latents, "encode one split into a Zarr store of VAE latents")
+    p.add_argument("--manifest", required=True, help="input manifest.csv")
+    p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
+    p.add_argument("--split", required=True, help="train, val or test")
+    p.add_argument("--store", required=True, help="output .zarr store")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
     return parser
 
 

@@ -311,33 +311,3 @@ def _check_expected(path: Path, attrs: dict, expect: dict) -> None:
     if problems:
         raise InputError(f"{path}: these latents " + "; and ".join(problems) + "; rerun encode_latents.")
 
-
-# ---------------------------------------------------------------------------- stage entry point
-
-
-def load_vae(model_path: str | Path, device=None):
-    """The VAE of the diffusers model directory ``model_path`` (``vae/`` subfolder), in eval mode."""
-    from diffusers import AutoencoderKL
-
-    if not (Path(model_path) / "vae").is_dir():
-        raise InputError(
-            f"{model_path}: no vae/ folder; diffusion.pretrained must be a diffusers Stable Diffusion directory "
-            f"(model_index.json, vae/, unet/, ...), or leave it empty to train the demo model."
-        )
-    try:
-        vae = AutoencoderKL.from_pretrained(model_path, subfolder="vae", local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{model_path}/vae: cannot load the VAE ({exc}).") from exc
-    return vae.to(device or "cpu").eval()
-
-
-def encode_latents(
-    manifest: str | Path, model: dict, stores: dict[str, str | Path], cfg: LatentsConfig, device, threads: int = 2
-) -> None:
-    """Stage encode_latents: the VAE of ``model["path"]`` encodes each split into ``stores[split]``."""
-    from ltaug.data import read_manifest
-
-    frame = read_manifest(manifest)
-    vae = load_vae(model["path"], device)
-    for split, store in stores.items():
-        encode_split(frame, split, vae, store, cfg, model, device, threads=threads, source=str(manifest))

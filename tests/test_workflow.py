@@ -41,8 +41,21 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+TINY_BOOTSTRAP = {
+    "vae_channels": [8, 8, 16, 16], "vae_norm_groups": 4, "vae_steps": 6, "vae_batch_size": 4,
+    "unet_channels": [16, 32], "unet_cross_attention": [False, True], "unet_norm_groups": 8,
+    "unet_attention_heads": 2, "text_hidden_size": 16, "text_layers": 1, "text_heads": 2,
+    "unet_steps": 6, "unet_batch_size": 8, "sample_steps": 2, "samples_per_class": 2, "reconstruction_images": 2,
+}  # fmt: skip
+
+
 def write_config(workdir: Path, **sections) -> dict:
-    config = {"demo": {"enabled": True, **TINY_DEMO}, "data": {"check_images": "full"}}
+    config = {
+        "demo": {"enabled": True, **TINY_DEMO},
+        "data": {"check_images": "full"},
+        "diffusion": {"device": "cpu", "bootstrap": TINY_BOOTSTRAP},
+        "latents": {"image_size": 32, "batch_size": 16, "chunk_size": 32},
+    }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
     workdir.mkdir(parents=True, exist_ok=True)
@@ -85,9 +98,27 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert all(classes["train_counts"][c] == 1 for c in TAIL)
     assert classes["head"][:2] == ["Cardiomegaly", "Pleural Effusion"]
     assert classes["tail"] == TAIL
-    for rule in ("demo_dataset", "prepare_data", "split_classes"):
-        assert (tiny_run / f"logs/data/{rule}.log").is_file()
-        assert (tiny_run / f"benchmarks/data/{rule}.tsv").is_file()
+    for stage, rule in (("data", "demo_dataset"), ("data", "prepare_data"), ("data", "split_classes"),
+                        ("diffusion", "bootstrap_diffusion"), ("latents", "encode_latents_train")):  # fmt: skip
+        assert (tiny_run / f"logs/{stage}/{rule}.log").is_file()
+        assert (tiny_run / f"benchmarks/{stage}/{rule}.tsv").is_file()
+
+
+def test_tiny_workflow_latents_follow_the_manifest(tiny_run):
+    from ltaug.diffusion import fingerprint
+    from ltaug.latents import open_latents
+
+    manifest = pd.read_csv(tiny_run / "results/data/manifest.csv")
+    model = tiny_run / "results/diffusion/model"
+    for split, n in (("train", 60), ("val", 12), ("test", 12)):
+        store = open_latents(tiny_run / f"results/latents/{split}.zarr", expect={"model_fingerprint": fingerprint(model)})
+        rows = manifest[manifest["split"] == split]
+        assert store["z"].shape == (n, 4, 4, 4) and store["z"].dtype == "float32"
+        assert store["ids"][:].tolist() == rows["id"].tolist()
+        assert (store["labels"][:] == rows.iloc[:, 3:].to_numpy()).all()
+        assert store.attrs["image_size"] == 32 and store.attrs["mode"] == "sample"
+    samples = tiny_run / "results/diffusion/samples"
+    assert (samples / "Nodule.png").is_file() and (samples / "metrics.json").is_file()
 
 
 def test_nothing_to_do_on_a_second_run(tiny_run):
@@ -95,17 +126,24 @@ def test_nothing_to_do_on_a_second_run(tiny_run):
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_threshold_change_reruns_only_the_class_split(tiny_run, tmp_path):
+@pytest.mark.parametrize(
+    "section,key,value,jobs",
+    [
+        ("long_tail", "tail_max_prevalence", 0.05, {"split_classes": 1}),
+        ("latents", "mode", "mean", {"encode_latents": 3}),  # re-encodes every split, keeps the model
+        ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_diffusion": 1, "encode_latents": 3}),
+    ],
+)
+def test_a_config_change_reruns_exactly_the_stages_that_depend_on_it(tiny_run, section, key, value, jobs):
     config = yaml.safe_load((tiny_run / "config.yaml").read_text())
-    config["long_tail"] = {"tail_max_prevalence": 0.05}
+    node = config
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node[key] = value
     (tiny_run / "config.yaml").write_text(yaml.safe_dump(config))
     try:
         result = snakemake(tiny_run, "--dry-run")
-        assert planned_jobs(result) == {"split_classes": 1, "all": 1}, result.stdout
-        config["data"]["check_images"] = "header"
-        (tiny_run / "config.yaml").write_text(yaml.safe_dump(config))
-        result = snakemake(tiny_run, "--dry-run")
-        assert planned_jobs(result) == {"prepare_data": 1, "split_classes": 1, "all": 1}, result.stdout
+        assert planned_jobs(result) == {**jobs, "all": 1}, result.stdout
     finally:
         write_config(tiny_run)
 

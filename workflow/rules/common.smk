@@ -30,10 +30,14 @@ DEMO = config["demo"]["outdir"]
 ENV = "../../envs/ltaug.yaml"  # one environment for every rule, pins as in pyproject.toml
 
 
-def section_json(name, drop=()):
-    """One config section as JSON, for a rule's params: a change reruns exactly that stage."""
-    values = {k: v for k, v in config[name].items() if k not in drop}
-    return json.dumps(values, sort_keys=True)
+def section_json(name, keep=None, drop=()):
+    """One config section (dotted, e.g. "diffusion.bootstrap") as JSON, for a rule's params:
+    a change reruns exactly the stages that depend on it. ``keep``/``drop`` select keys."""
+    values = config
+    for part in name.split("."):
+        values = values[part]
+    chosen = {k: v for k, v in values.items() if (keep is None or k in keep) and k not in drop}
+    return json.dumps(chosen, sort_keys=True)
 
 
 def demo_outputs():
@@ -57,6 +61,30 @@ def labels_files(wildcards=None):
     return files
 
 
+def bootstrap_params():
+    """The bootstrap's hyper-parameters, with the image size the latents will be encoded at."""
+    values = {**config["diffusion"]["bootstrap"], "image_size": config["latents"]["image_size"]}
+    return json.dumps(values, sort_keys=True)
+
+
+def diffusion_model():
+    """The diffusers Stable Diffusion directory: diffusion.pretrained, or the bootstrapped one."""
+    pretrained = config["diffusion"]["pretrained"]
+    if not pretrained:
+        return f"{OUT}/diffusion/model"
+    if not os.path.isdir(pretrained):
+        raise WorkflowError(
+            f"{pretrained}: diffusion.pretrained is not a directory; point it at a local diffusers "
+            f"Stable Diffusion directory (e.g. RoentGen: model_index.json, vae/, unet/, text_encoder/, "
+            f"tokenizer/, scheduler/), or leave it empty to train the small demo model."
+        )
+    return pretrained
+
+
 def get_final_output():
     """Everything `snakemake` with no target builds; later stages extend this list."""
-    return [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]
+    outputs = [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]
+    outputs += [f"{OUT}/latents/{split}.zarr" for split in SPLITS]
+    if not config["diffusion"]["pretrained"]:
+        outputs.append(f"{OUT}/diffusion/samples")
+    return outputs

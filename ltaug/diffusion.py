@@ -1,0 +1,250 @@
+"""The Stable Diffusion backbone: one loader for every stage, the device choice, class-name prompts.
+
+Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation and
+Iterated Learning* (arXiv 2405.01705) work in the latent space of a pre-trained Stable
+Diffusion VAE (RoentGen for chest X-rays, Sec. 3), decode fused latents with it and
+optionally pull them back onto the VAE manifold with a few UNet denoising steps
+conditioned on the class names (Sec. 3.3); the text-to-image baseline samples it from
+the class-name prompt alone (RoentGen@75, Table 1).
+
+The model is always a diffusers Stable Diffusion directory (``model_index.json`` plus
+``vae/``, ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``), loaded from local
+files only: RoentGen or any SD 1.x fine-tune when ``diffusion.pretrained`` is set, else
+the small model :mod:`ltaug.bootstrap` trains on the demo images. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import AutoTokenizer, CLIPTextModel
+
+from ltaug.errors import ConfigError, InputError
+
+COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+# The file that marks each component folder as present (the tokenizer has several layouts).
+CONFIG_FILES = {
+    "vae": ("config.json",),
+    "unet": ("config.json",),
+    "text_encoder": ("config.json",),
+    "tokenizer": ("tokenizer_config.json", "tokenizer.json", "vocab.json"),
+    "scheduler": ("scheduler_config.json",),
+}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    pretrained: str = ""  # local diffusers Stable Diffusion directory (e.g. RoentGen); "" = the bootstrapped demo model
+    device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (half precision only on CUDA)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pretrained, str):
+            raise ConfigError(
+                f"diffusion.pretrained: {self.pretrained!r} is not a path; give a local diffusers directory "
+                f"or leave it empty to bootstrap the demo model."
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"diffusion.dtype: {self.dtype!r} is not one of {', '.join(DTYPES)}.")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The torch device for ``diffusion.device``: auto picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise ConfigError(f"diffusion.device: {name!r} is not a device name ({exc}); use auto, cpu, cuda or cuda:N.")
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"diffusion.device: {name!r} asks for CUDA, but this machine has no usable CUDA device "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); set diffusion.device to auto or cpu."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"diffusion.device: {name!r}, but only {torch.cuda.device_count()} CUDA device(s) are visible; "
+                f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, or auto."
+            )
+        return device
+    raise ConfigError(f"diffusion.device: {name!r} is not one of auto, cpu, cuda, cuda:N.")
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The torch dtype for ``diffusion.dtype`` on ``device``; half precision needs CUDA."""
+    if name not in DTYPES:
+        raise ConfigError(f"diffusion.dtype: {name!r} is not one of {', '.join(DTYPES)}.")
+    if name != "float32" and device.type != "cuda":
+        raise ConfigError(
+            f"diffusion.dtype: {name} runs only on CUDA, but the device is {device}; "
+            f"set diffusion.dtype to float32 (or run on a CUDA device)."
+        )
+    return DTYPES[name]
+
+
+@dataclass
+class StableDiffusion:
+    """The loaded components of one diffusers Stable Diffusion directory, in eval mode.
+
+    ``unet`` and ``text_encoder`` are on the requested device and dtype; ``vae`` is on the
+    device in float32 whatever the dtype (SD-family VAEs overflow in float16 when decoding,
+    which is why diffusers upcasts them too; the VAE is a small share of the compute), so
+    feed it float32 pixels or latents.
+    """
+
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    tokenizer: object  # a transformers tokenizer: CLIPTokenizer(Fast) or a word-level PreTrainedTokenizerFast
+    scheduler: object  # a diffusers scheduler (DDIMScheduler, PNDMScheduler, ...)
+    path: str  # the directory it was loaded from
+    fingerprint: str  # see fingerprint()
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the UNet's native latent (image side / 8)."""
+        return int(self.unet.config.sample_size)
+
+
+def _component_config(root: Path, name: str) -> Path | None:
+    for file in CONFIG_FILES[name]:
+        if (root / name / file).is_file():
+            return root / name / file
+    return None
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Raise InputError unless ``path`` is a diffusers SD directory with every one of COMPONENTS."""
+    root = Path(path)
+    if not root.exists():
+        raise InputError(
+            f"{root}: the Stable Diffusion model directory does not exist. Set diffusion.pretrained to a "
+            f"local diffusers Stable Diffusion directory (e.g. RoentGen), or leave it empty to bootstrap "
+            f"the demo model."
+        )
+    if not (root / "model_index.json").is_file():
+        raise InputError(
+            f"{root}: not a diffusers directory (no model_index.json). diffusion.pretrained must point at "
+            f"the folder that holds model_index.json and the {', '.join(COMPONENTS)} subfolders "
+            f"(save a pipeline with save_pretrained, or use a RoentGen/SD 1.x snapshot as distributed)."
+        )
+    missing = [name for name in COMPONENTS if _component_config(root, name) is None]
+    if missing:
+        expected = "; ".join(f"{n}/{' or '.join(CONFIG_FILES[n])}" for n in missing)
+        raise InputError(
+            f"{root}: component(s) {', '.join(missing)} missing (expected {expected}). A Stable Diffusion "
+            f"directory needs all of {', '.join(COMPONENTS)}; copy the complete model, or fix diffusion.pretrained."
+        )
+    return root
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 over model_index.json, every component's config and the tokenizer files; never reads weights.
+
+    Cheap enough to compute on every run; it changes when an architecture, the scheduler or
+    the vocabulary changes (a retrained model with the same configs keeps its fingerprint).
+    """
+    root = check_model_dir(path)
+    files = [root / "model_index.json"]
+    files += [root / name / "config.json" for name in ("vae", "unet", "text_encoder")]
+    files += [root / "scheduler" / "scheduler_config.json"]
+    files += sorted(p for p in (root / "tokenizer").iterdir() if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        if file.is_file():
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _scheduler_class(root: Path):
+    config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    name = config.get("_class_name")
+    if name is None:
+        index = json.loads((root / "model_index.json").read_text())
+        name = (index.get("scheduler") or [None, None])[1]
+    cls = getattr(diffusers, name or "", None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise InputError(
+            f"{root / 'scheduler' / 'scheduler_config.json'}: scheduler class {name!r} is not a diffusers "
+            f"scheduler (diffusers {diffusers.__version__}); set _class_name to e.g. DDIMScheduler."
+        )
+    return cls
+
+
+def load_vae(path: str | Path, device: torch.device) -> AutoencoderKL:
+    """Only the VAE of a checked SD directory, in float32 (SD VAEs overflow in float16), eval mode."""
+    root = check_model_dir(path)
+    try:
+        vae = AutoencoderKL.from_pretrained(
+            root, subfolder="vae", torch_dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{root}/vae: cannot load the VAE ({type(exc).__name__}: {exc}).") from exc
+    return vae.to(device).eval()
+
+
+def load_stable_diffusion(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> StableDiffusion:
+    """Load a diffusers SD directory from local files only (feature_extractor/safety_checker are ignored)."""
+    root = check_model_dir(path)
+    scheduler_cls = _scheduler_class(root)
+    local = {"local_files_only": True}
+    models = {"local_files_only": True, "low_cpu_mem_usage": False}  # no `accelerate` needed
+    try:
+        unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, **models)
+        text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype, **local)
+        tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", **local)
+        scheduler = scheduler_cls.from_pretrained(root, subfolder="scheduler", **local)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"{root}: cannot load the Stable Diffusion components ({type(exc).__name__}: {exc}). "
+            f"The directory is incomplete or from an incompatible version; re-save it with save_pretrained."
+        ) from exc
+    for model in (unet, text_encoder):
+        model.to(device).eval()
+    vae = load_vae(root, device)
+    return StableDiffusion(vae, unet, text_encoder, tokenizer, scheduler, str(root), fingerprint(root))
+
+
+def prompt(labels_row: Sequence[int] | np.ndarray, classes: Sequence[str]) -> str:
+    """The class-name prompt of one sample: positive classes, lower case, in manifest order.
+
+    ``prompt([1, 0, 1], ["Cardiomegaly", "Edema", "Nodule"]) == "cardiomegaly, nodule"``;
+    an all-zero row gives "" (the unconditional prompt of classifier-free guidance).
+    """
+    labels_row = np.asarray(labels_row)
+    if labels_row.shape != (len(classes),):
+        raise ValueError(f"labels row of shape {labels_row.shape} does not match {len(classes)} classes")
+    return ", ".join(c.lower() for c, y in zip(classes, labels_row) if y)
+
+
+def encode_prompts(tokenizer, text_encoder: CLIPTextModel, prompts: Sequence[str]) -> torch.Tensor:
+    """(B, L, D) text-encoder hidden states for the UNet's cross-attention, as SD 1.x computes them.
+
+    Prompts are padded (and truncated) to the tokenizer's ``model_max_length``; no attention
+    mask is passed to the encoder, as in SD 1.x.
+    """
+    ids = tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    return text_encoder(ids.to(text_encoder.device))[0]

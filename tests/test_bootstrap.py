@@ -1,0 +1,319 @@
+"""ltaug.bootstrap: a tiny bootstrap end to end, save -> load identity, tokenizer, samplers, sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+from safetensors.torch import load_file
+
+from ltaug.bootstrap import (
+    NO_FINDING_PROMPT,
+    BootstrapConfig,
+    balanced_indices,
+    bootstrap_diffusion,
+    build_scheduler,
+    build_text_encoder,
+    build_tokenizer,
+    build_unet,
+    build_vae,
+    check_prompt_lengths,
+    load_images,
+    psnr,
+    save_model,
+    text_to_image_latents,
+    training_prompts,
+)
+from ltaug.diffusion import COMPONENTS, encode_prompts, load_stable_diffusion, prompt
+from ltaug.errors import ConfigError, InputError
+
+CPU = torch.device("cpu")
+CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Calcification of the Aorta", "No Finding"]
+TINY = BootstrapConfig(
+    image_size=32, threads=2, vae_channels=(8, 8, 8, 8), vae_norm_groups=4, vae_steps=4, vae_batch_size=4,
+    unet_channels=(16, 32), unet_cross_attention=(True, True), unet_norm_groups=8, unet_attention_heads=2,
+    text_hidden_size=16, text_layers=1, text_heads=2, unet_steps=4, unet_batch_size=8,
+    sample_steps=3, samples_per_class=2, reconstruction_images=2,
+)  # fmt: skip
+
+
+def write_manifest(root, n_train: int = 16, n_val: int = 4) -> str:
+    """Images of 32x32 and a manifest in the layout of results/data/manifest.csv (id, path, split, classes)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    rows = []
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            labels = {"Cardiomegaly": i % 2, "Pleural Effusion": int(i % 3 == 0), "Nodule": int(i % 4 == 1),
+                      "Calcification of the Aorta": int(i % 8 == 5)}  # fmt: skip
+            labels["No Finding"] = int(not any(labels.values()))
+            pixels = 60 + 40 * np.sin(xx / 5 + i) + 10 * rng.standard_normal((32, 32))
+            if labels["Nodule"]:
+                pixels[(yy - 12) ** 2 + (xx - 10) ** 2 < 6] = 230
+            path = root / "images" / split / f"{split}-{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
+            rows.append({"id": f"{split}-{i:03d}", "path": str(path), "split": split, **labels})
+    manifest = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return str(manifest)
+
+
+@pytest.fixture(scope="module")
+def boot(tmp_path_factory):
+    """One tiny bootstrap run: (manifest, model dir, samples dir, returned metrics)."""
+    root = tmp_path_factory.mktemp("boot")
+    manifest = write_manifest(root)
+    metrics = bootstrap_diffusion(manifest, root / "model", root / "samples", TINY, CPU)
+    return manifest, root / "model", root / "samples", metrics
+
+
+def _pixels(paths) -> torch.Tensor:
+    """Independent of load_images: grayscale PNGs as (N, 3, S, S) in [-1, 1]."""
+    gray = np.stack([np.asarray(Image.open(p).convert("L")) for p in paths]).astype(np.float32)
+    return torch.from_numpy(gray / 127.5 - 1)[:, None].expand(-1, 3, -1, -1)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def test_writes_loadable_model_and_samples(boot):
+    manifest, model, samples, metrics = boot
+    assert sorted(os.listdir(model)) == sorted([*COMPONENTS, "model_index.json"])
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline" and index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert not [p for p in os.listdir(model.parent) if ".tmp-" in p]  # nothing left of the atomic writes
+    sd = load_stable_diffusion(model, CPU)
+    assert sd.vae.config.block_out_channels == [8, 8, 8, 8] and sd.unet.config.sample_size == 4
+    assert sd.scheduler.config.beta_schedule == "scaled_linear" and sd.scheduler.config.beta_end == 0.012
+
+    names = {f"{c.replace(' ', '_')}.png" for c in CLASSES} | {"reconstructions.png", "metrics.json"}
+    assert set(os.listdir(samples)) == names
+    assert Image.open(samples / "Calcification_of_the_Aorta.png").size == (2 * 32 + 2, 32)  # 2 samples, 2 px gap
+    assert Image.open(samples / "reconstructions.png").size == (2 * 32 + 2, 2 * 32 + 2)  # originals over recons
+    assert json.loads((samples / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert set(metrics["wall_s"]) == {"load", "vae", "latents", "unet", "save", "samples", "total"}
+    assert [s for s, _ in metrics["losses"]["vae"]] == [1, 2, 3, 4] and len(metrics["losses"]["unet"]) == 4
+
+
+def test_val_psnr_is_that_of_the_saved_vae(boot):
+    manifest, model, _, metrics = boot
+    sd = load_stable_diffusion(model, CPU)
+    val = pd.read_csv(manifest).query("split == 'val'")
+    x = _pixels(val["path"])
+    with torch.no_grad():
+        y = sd.vae.decode(sd.vae.encode(x).latent_dist.mode()).sample
+    recon = ((y.clamp(-1, 1) + 1) * 127.5).round().numpy()
+    mse = ((recon - (x.numpy() + 1) * 127.5) ** 2).reshape(len(x), -1).mean(axis=1)
+    assert metrics["val_psnr_db"] == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), abs=2e-3)
+
+
+def test_scaling_factor_is_inverse_latent_std(boot):
+    manifest, model, _, _ = boot
+    sd = load_stable_diffusion(model, CPU)
+    train = pd.read_csv(manifest).query("split == 'train'")
+    with torch.no_grad():
+        z = sd.vae.encode(_pixels(train["path"])).latent_dist.mode()
+    assert sd.vae.config.scaling_factor == pytest.approx(1 / z.std().item(), rel=1e-5)
+
+
+def test_same_seed_same_model(tmp_path, boot):
+    manifest, model, _, _ = boot
+    bootstrap_diffusion(manifest, tmp_path / "same", tmp_path / "s1", TINY, CPU)
+    bootstrap_diffusion(manifest, tmp_path / "other", tmp_path / "s2", BootstrapConfig(**{**vars(TINY), "seed": 1}), CPU)
+    for part in ("vae", "unet", "text_encoder"):
+        file = next(p.name for p in (model / part).iterdir() if p.suffix == ".safetensors")
+        a, b, c = (load_file(d / part / file) for d in (model, tmp_path / "same", tmp_path / "other"))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+        assert not all(torch.equal(a[k], c[k]) for k in a), part
+
+
+def test_no_val_split(tmp_path):
+    manifest = write_manifest(tmp_path, n_val=0)
+    with pytest.raises(InputError, match="no val images"):
+        bootstrap_diffusion(manifest, tmp_path / "m", tmp_path / "s", TINY, CPU)
+    assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------------------- save -> load
+
+
+def test_save_load_identical(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(CLASSES, TINY.max_prompt_tokens)
+    vae, unet, text_encoder = build_vae(TINY).eval(), build_unet(TINY).eval(), build_text_encoder(TINY, tokenizer).eval()
+    vae.register_to_config(scaling_factor=0.37)
+    save_model(tmp_path / "m", vae, unet, text_encoder, tokenizer, build_scheduler())
+    sd = load_stable_diffusion(tmp_path / "m", CPU)
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    z = torch.randn(2, 4, 4, 4, generator=g)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        assert torch.equal(vae.encode(x).latent_dist.mean, sd.vae.encode(x).latent_dist.mean)
+        assert torch.equal(vae.encode(x).latent_dist.logvar, sd.vae.encode(x).latent_dist.logvar)
+        assert torch.equal(vae.decode(z).sample, sd.vae.decode(z).sample)
+        hidden = encode_prompts(tokenizer, text_encoder, ["nodule", "cardiomegaly, pleural effusion"])
+        assert torch.equal(hidden, encode_prompts(sd.tokenizer, sd.text_encoder, ["nodule", "cardiomegaly, pleural effusion"]))
+        assert torch.equal(unet(z, t, encoder_hidden_states=hidden).sample, sd.unet(z, t, encoder_hidden_states=hidden).sample)
+    assert sd.vae.config.scaling_factor == 0.37
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_word_level():
+    tok = build_tokenizer(CLASSES, 16)
+    vocab = tok.get_vocab()
+    words = ["cardiomegaly", "pleural", "effusion", "nodule", "calcification", "of", "the", "aorta", "no", "finding"]
+    ids = [tok.convert_tokens_to_ids(w) for w in words]
+    assert tok.unk_token_id not in ids and len(set(ids)) == len(words)
+    assert set(vocab) == {*words, ",", "<pad>", "<bos>", "<unk>", "<eos>"}
+
+    enc = tok("Nodule, calcification of the aorta").input_ids
+    assert enc == [tok.bos_token_id, vocab["nodule"], vocab[","], *(vocab[w] for w in words[4:8]), tok.eos_token_id]
+    assert tok("pneumonia nodule").input_ids == [tok.bos_token_id, tok.unk_token_id, vocab["nodule"], tok.eos_token_id]
+    padded = tok("", padding="max_length", max_length=16).input_ids
+    assert padded == [tok.bos_token_id, tok.eos_token_id] + [tok.pad_token_id] * 14
+    assert tok.eos_token_id != 2  # CLIPTextTransformer treats eos id 2 as the legacy "argmax" case
+
+
+def test_saved_tokenizer_gives_same_ids(boot):
+    _, model, _, _ = boot
+    sd = load_stable_diffusion(model, CPU)
+    tok = build_tokenizer(CLASSES, TINY.max_prompt_tokens)
+    for text in ("cardiomegaly, nodule", "no finding", "", "fracture"):
+        assert sd.tokenizer(text).input_ids == tok(text).input_ids
+    assert sd.tokenizer.model_max_length == TINY.max_prompt_tokens
+
+
+def test_prompt_too_long():
+    tok = build_tokenizer(CLASSES, 6)
+    labels = np.array([[1, 0, 0, 0, 0], [0, 0, 1, 1, 0]])  # bos + 6 words + eos = 8 tokens
+    with pytest.raises(ConfigError, match="diffusion.bootstrap.max_prompt_tokens.*at least 8"):
+        check_prompt_lengths(tok, labels, CLASSES)
+    check_prompt_lengths(build_tokenizer(CLASSES, 8), labels, CLASSES)
+
+
+# ---------------------------------------------------------------------------- samplers
+
+
+def test_training_prompts_empty_share():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((20_000, len(CLASSES) - 1)) < 0.2).astype(np.uint8)
+    labels = np.column_stack([labels, labels.sum(axis=1) == 0]) * np.array([1, 1, 1, 1, 0])  # some all-zero rows
+    prompts = training_prompts(labels, CLASSES, 0.15, torch.Generator().manual_seed(0))
+    empty = np.array([p == "" for p in prompts])
+    # binomial std of the share is sqrt(0.15 * 0.85 / 20000) = 0.0025: 4 std
+    assert abs(empty.mean() - 0.15) < 0.01
+    for p, row in zip(prompts, labels):
+        assert p in ("", prompt(row, CLASSES) or NO_FINDING_PROMPT)
+    assert NO_FINDING_PROMPT in prompts
+    assert "" not in training_prompts(labels[:1000], CLASSES, 0.0, torch.Generator().manual_seed(0))
+
+
+def test_balanced_indices():
+    labels = np.zeros((1000, 3), dtype=np.uint8)
+    labels[:900, 0] = 1  # head
+    labels[900:990, 1] = 1  # medium
+    labels[990:, 2] = 1  # tail: 10 rows
+    g = torch.Generator().manual_seed(0)
+    group = lambda idx: np.searchsorted([900, 990], idx.numpy(), side="right")  # noqa: E731
+    balanced = np.bincount(group(balanced_indices(labels, 30_000, 1.0, g)), minlength=3) / 30_000
+    natural = np.bincount(group(balanced_indices(labels, 30_000, 0.0, g)), minlength=3) / 30_000
+    # std of a share p over 30000 draws is <= 0.003: tolerance 0.015
+    np.testing.assert_allclose(balanced, [1 / 3] * 3, atol=0.015)
+    np.testing.assert_allclose(natural, [0.9, 0.09, 0.01], atol=0.015)
+    tail = balanced_indices(labels, 5_000, 1.0, g).numpy()
+    assert set(tail[tail >= 990]) == set(range(990, 1000))  # every tail row is used
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def _manual_ddim(sd, prompts, steps, generator):
+    """DDIM with the conditional model alone, written out without guidance."""
+    scheduler = DDIMScheduler.from_config(sd.scheduler.config)
+    scheduler.set_timesteps(steps)
+    hidden = encode_prompts(sd.tokenizer, sd.text_encoder, prompts)
+    z = torch.randn((len(prompts), 4, sd.latent_size, sd.latent_size), generator=generator)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            z = scheduler.step(sd.unet(z, t, encoder_hidden_states=hidden).sample, t, z, eta=0.0).prev_sample
+    return z
+
+
+def test_text_to_image_latents(boot):
+    _, model, _, _ = boot
+    sd = load_stable_diffusion(model, CPU)
+    prompts = ["nodule", "cardiomegaly, pleural effusion", "no finding"]
+
+    def sample(guidance, seed):
+        return text_to_image_latents(sd, prompts, 4, guidance, torch.Generator().manual_seed(seed))
+
+    z1 = sample(1.0, 7)
+    assert z1.shape == (3, 4, 4, 4)
+    torch.testing.assert_close(z1, _manual_ddim(sd, prompts, 4, torch.Generator().manual_seed(7)), atol=1e-5, rtol=1e-5)
+    # guidance 0 is the unconditional model: the formula's two terms are not swapped
+    torch.testing.assert_close(sample(0.0, 7), _manual_ddim(sd, [""] * 3, 4, torch.Generator().manual_seed(7)), atol=1e-5, rtol=1e-5)
+    assert torch.equal(sample(3.0, 7), sample(3.0, 7))
+    assert not torch.equal(sample(3.0, 7), sample(3.0, 8))
+    assert sd.scheduler.num_inference_steps is None  # the loaded scheduler is left as it was
+
+
+# ---------------------------------------------------------------------------- helpers and config
+
+
+def test_load_images(tmp_path):
+    exact = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
+    Image.fromarray(exact).save(tmp_path / "a.png")
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)
+    wide[:, 10:30] = 200  # the centre square of a 40x20 image
+    Image.fromarray(wide).save(tmp_path / "b.png")
+    out = load_images([tmp_path / "a.png", tmp_path / "b.png"], 32)
+    assert out.shape == (2, 1, 32, 32) and out.dtype == torch.uint8
+    assert np.array_equal(out[0, 0].numpy(), exact)
+    assert (out[1, 0, :, 2:-2].numpy() > 190).all()  # centre crop keeps the bright middle
+    with pytest.raises(InputError, match="missing.png"):
+        load_images([tmp_path / "missing.png"], 32)
+
+
+def test_psnr():
+    a = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    b = a.copy()
+    b[0] += 1  # MSE 1
+    b[1] += 10  # MSE 100
+    np.testing.assert_allclose(psnr(a, b), [20 * np.log10(255), 20 * np.log10(255) - 20])
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("image_size", 30, "image_size: 30 is not a multiple of 8"),
+        ("vae_channels", (8, 8, 8), "vae_channels.*3 entries"),
+        ("vae_norm_groups", 3, "vae_norm_groups: 3 does not divide"),
+        ("unet_cross_attention", (True,), "unet_cross_attention: 1 entries"),
+        ("unet_cross_attention", (False, False, False), "no level has cross-attention"),
+        ("empty_prompt_share", 1.0, "empty_prompt_share"),
+        ("vae_balance", 1.5, "vae_balance: 1.5 is not in"),
+        ("unet_lr", 0, "unet_lr: 0 is not a number > 0"),
+        ("vae_steps", 0, "vae_steps: 0 is not an integer >= 1"),
+        ("text_heads", 3, "text_heads: 3 does not divide"),
+        ("unet_attention_heads", 3, "unet_attention_heads: 3 does not divide"),
+    ],
+)
+def test_config_errors(key, value, match):
+    with pytest.raises(ConfigError, match=f"diffusion.bootstrap.{match}"):
+        BootstrapConfig(**{key: value})
+
+
+def test_config_lists_become_tuples():
+    cfg = BootstrapConfig(vae_channels=[8, 8, 8, 8], vae_norm_groups=4, unet_channels=[32, 64], unet_cross_attention=[True, True])
+    assert cfg.vae_channels == (8, 8, 8, 8) and cfg.unet_cross_attention == (True, True)
