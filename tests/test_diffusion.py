@@ -136,12 +136,13 @@ def test_load(model_copy):
 
 def test_load_real_clip_tokenizer(model_copy, tmp_path):
     """A CLIP BPE tokenizer (as in RoentGen / SD 1.x) loads through the same AutoTokenizer path."""
-    words = ["nodule</w>", "cardiomegaly</w>", "n", "o", "d", "u", "l", "e"]
+    words = ["nodule</w>", "n", "o", "d", "u", "l", "e</w>", "no", "nod", "nodu", "nodul"]
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{w: i + 2 for i, w in enumerate(words)}}
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    merges = ["n o", "no d", "nod u", "nodu l", "nodul e</w>"]  # BPE: "nodule" -> one token
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     shutil.rmtree(model_copy / "tokenizer")
-    CLIPTokenizer(tmp_path / "vocab.json", tmp_path / "merges.txt").save_pretrained(model_copy / "tokenizer")
+    CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(model_copy / "tokenizer")
     sd = load_stable_diffusion(model_copy, torch.device("cpu"))
     ids = sd.tokenizer("nodule").input_ids
     assert ids == [0, vocab["nodule</w>"], 1]
