@@ -300,7 +300,7 @@ def test_psnr():
         ("vae_channels", (8, 8, 8), "vae_channels.*3 entries"),
         ("vae_norm_groups", 3, "vae_norm_groups: 3 does not divide"),
         ("unet_cross_attention", (True,), "unet_cross_attention: 1 entries"),
-        ("unet_cross_attention", (False,) * len(BootstrapConfig().unet_channels), "no level has cross-attention"),
+        ("unet_cross_attention", (False,) * len(BootstrapConfig().unet_channels), "unet_cross_attention: no level has"),
         ("empty_prompt_share", 1.0, "empty_prompt_share"),
         ("vae_balance", 1.5, "vae_balance: 1.5 is not in"),
         ("unet_lr", 0, "unet_lr: 0 is not a number > 0"),
