@@ -42,10 +42,11 @@ from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from ltaug.data import read_manifest
-from ltaug.diffusion import StableDiffusion, encode_prompts, load_stable_diffusion, prompt
+from ltaug.diffusion import encode_prompts, load_stable_diffusion, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.images import open_image
 from ltaug.io import atomic_path
+from ltaug.latents import decode_latents
 
 NO_FINDING_PROMPT = "no finding"  # training prompt of an image without any positive class
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<unk>", "<eos>")  # ids 0..3 (eos is not 2: see CLIPTextTransformer)
@@ -466,41 +467,7 @@ def save_model(outdir: str | Path, vae, unet, text_encoder, tokenizer, scheduler
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-# ---------------------------------------------------------------------------- sampling
-
-
-@torch.no_grad()
-def text_to_image_latents(
-    sd: StableDiffusion, prompts: list[str], steps: int, guidance: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """(B, 4, h, w) scaled latents sampled from the prompts with classifier-free guidance (DDIM, eta 0).
-
-    eps = eps(z, "") + guidance * (eps(z, prompt) - eps(z, "")) (Ho & Salimans 2022); guidance 1
-    is the conditional model alone, 0 the unconditional one. ``sd.scheduler`` is left untouched.
-    """
-    scheduler = type(sd.scheduler).from_config(sd.scheduler.config)
-    scheduler.set_timesteps(steps)
-    n = len(prompts)
-    hidden = encode_prompts(sd.tokenizer, sd.text_encoder, ["" for _ in prompts] + list(prompts))  # (2B, L, D)
-    shape = (n, sd.unet.config.in_channels, sd.latent_size, sd.latent_size)
-    z = diffusers.utils.torch_utils.randn_tensor(shape, generator=generator, device=sd.device, dtype=sd.dtype)
-    z = z * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        zin = scheduler.scale_model_input(torch.cat([z, z]), t)
-        uncond, cond = sd.unet(zin, t, encoder_hidden_states=hidden).sample.chunk(2)
-        eps = uncond + guidance * (cond - uncond)
-        z = scheduler.step(eps, t, z, eta=0.0).prev_sample
-    return z.float()
-
-
-@torch.no_grad()
-def _decode(vae: AutoencoderKL, z: torch.Tensor, batch: int = 32) -> np.ndarray:
-    """Scaled latents (B, 4, h, w) -> (B, H, W, 3) uint8 images."""
-    out = []
-    for i in range(0, len(z), batch):
-        x = vae.decode(z[i : i + batch].to(vae.device, torch.float32) / vae.config.scaling_factor).sample
-        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out)
+# ---------------------------------------------------------------------------- metrics and grids
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -588,7 +555,7 @@ def bootstrap_diffusion(
 
     sd = load_stable_diffusion(outdir_model, device)  # the grids show the model as saved
     val_latents = encode_mean_latents(sd.vae, val_images, device) * scaling_factor
-    reconstructed = _decode(sd.vae, val_latents)  # (N, S, S, 3)
+    reconstructed = decode_latents(sd.vae, val_latents)  # (N, S, S, 3)
     originals = val_images[:, 0, :, :, None].expand(-1, -1, -1, 3).numpy()
     val_psnr = psnr(reconstructed, originals)
     with atomic_path(outdir_samples) as tmp:
@@ -597,8 +564,8 @@ def bootstrap_diffusion(
         _grid(np.concatenate([originals[:k], reconstructed[:k]]), cols=k).save(tmp / "reconstructions.png")
         for i, name in enumerate(tqdm(classes, desc="grids", file=sys.stderr, mininterval=10)):
             generator = torch.Generator(device).manual_seed(cfg.seed + 1000 + i)
-            z = text_to_image_latents(sd, [name.lower()] * cfg.samples_per_class, cfg.sample_steps, cfg.guidance_scale, generator)
-            _grid(_decode(sd.vae, z), cols=min(cfg.samples_per_class, 8)).save(tmp / f"{name.replace(' ', '_')}.png")
+            z = sample_latents(sd, [name.lower()] * cfg.samples_per_class, cfg.sample_steps, cfg.guidance_scale, generator)
+            _grid(decode_latents(sd.vae, z), cols=min(cfg.samples_per_class, 8)).save(tmp / f"{name.replace(' ', '_')}.png")
         lap("samples")
         wall["total"] = round(time.perf_counter() - start, 2)
         metrics = {

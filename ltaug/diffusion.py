@@ -16,6 +16,7 @@ the small model :mod:`ltaug.bootstrap` trains on the demo images. Nothing is dow
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,3 +249,60 @@ def encode_prompts(tokenizer, text_encoder: CLIPTextModel, prompts: Sequence[str
         list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
     return text_encoder(ids.to(text_encoder.device))[0]
+
+
+@torch.no_grad()
+def sample_latents(
+    sd: StableDiffusion,
+    prompts: Sequence[str],
+    num_steps: int,
+    guidance: float,
+    generator: torch.Generator | None,
+    z_start: torch.Tensor | None = None,
+    last_steps: int | None = None,
+    add_noise: bool = True,
+) -> torch.Tensor:
+    """(B, 4, h, w) float32 scaled latents from the UNet with classifier-free guidance; the one sampler.
+
+    Text-to-image (``z_start`` None): pure noise through all ``num_steps`` scheduler steps
+    (RoentGen@75 in Table 1 is ``num_steps=75``). Denoising a given latent (``z_start``, Sec.
+    3.3 "N/d" steps): the scheduler is set to ``num_steps`` steps and only the last
+    ``last_steps`` of them are run, starting from ``z_start`` noised to the first of those
+    timesteps (``scheduler.add_noise``, as diffusers' img2img does with strength
+    last_steps / num_steps), or from ``z_start`` itself when ``add_noise`` is False.
+    ``last_steps=0`` returns ``z_start`` unchanged.
+
+    eps = eps(z, "") + guidance * (eps(z, prompt) - eps(z, "")) (Ho & Salimans 2022); guidance 1
+    is the conditional model alone. DDIM steps use eta = 0. ``sd.scheduler`` is left untouched;
+    ``generator`` (on ``sd.device``) makes the draw reproducible.
+    """
+    scheduler = type(sd.scheduler).from_config(sd.scheduler.config)
+    scheduler.set_timesteps(num_steps, device=sd.device)
+    n = len(prompts)
+    shape = (n, sd.unet.config.in_channels, sd.latent_size, sd.latent_size)
+    if z_start is None:
+        timesteps = scheduler.timesteps
+        z = diffusers.utils.torch_utils.randn_tensor(shape, generator=generator, device=sd.device, dtype=sd.dtype)
+        z = z * scheduler.init_noise_sigma
+    else:
+        if last_steps is None or not 0 <= last_steps <= num_steps:
+            raise ValueError(f"last_steps must be in 0..{num_steps} when z_start is given, not {last_steps!r}")
+        if z_start.shape[0] != n:
+            raise ValueError(f"{z_start.shape[0]} start latents but {n} prompts")
+        z = z_start.to(device=sd.device, dtype=sd.dtype)
+        if last_steps == 0:
+            return z.float()
+        timesteps = scheduler.timesteps[(num_steps - last_steps) * scheduler.order :]
+        if add_noise:
+            noise = diffusers.utils.torch_utils.randn_tensor(
+                tuple(z.shape), generator=generator, device=sd.device, dtype=sd.dtype
+            )
+            z = scheduler.add_noise(z, noise, timesteps[:1].repeat(n))
+    hidden = encode_prompts(sd.tokenizer, sd.text_encoder, ["" for _ in prompts] + list(prompts))  # (2B, L, D)
+    step_kwargs = {"eta": 0.0} if "eta" in inspect.signature(scheduler.step).parameters else {}  # DDIM
+    for t in timesteps:
+        zin = scheduler.scale_model_input(torch.cat([z, z]), t)  # (2B, 4, h, w)
+        uncond, cond = sd.unet(zin, t, encoder_hidden_states=hidden).sample.chunk(2)
+        eps = uncond + guidance * (cond - uncond)
+        z = scheduler.step(eps, t, z, **step_kwargs).prev_sample
+    return z.float()

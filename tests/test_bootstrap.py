@@ -27,10 +27,9 @@ from ltaug.bootstrap import (
     load_images,
     psnr,
     save_model,
-    text_to_image_latents,
     training_prompts,
 )
-from ltaug.diffusion import COMPONENTS, encode_prompts, load_stable_diffusion, prompt
+from ltaug.diffusion import COMPONENTS, encode_prompts, load_stable_diffusion, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
 
 CPU = torch.device("cpu")
@@ -250,13 +249,13 @@ def _manual_ddim(sd, prompts, steps, generator):
     return z
 
 
-def test_text_to_image_latents(boot):
+def test_sample_latents_text_to_image(boot):
     _, model, _, _ = boot
     sd = load_stable_diffusion(model, CPU)
     prompts = ["nodule", "cardiomegaly, pleural effusion", "no finding"]
 
     def sample(guidance, seed):
-        return text_to_image_latents(sd, prompts, 4, guidance, torch.Generator().manual_seed(seed))
+        return sample_latents(sd, prompts, 4, guidance, torch.Generator().manual_seed(seed))
 
     z1 = sample(1.0, 7)
     assert z1.shape == (3, 4, 4, 4)
@@ -266,6 +265,39 @@ def test_text_to_image_latents(boot):
     assert torch.equal(sample(3.0, 7), sample(3.0, 7))
     assert not torch.equal(sample(3.0, 7), sample(3.0, 8))
     assert sd.scheduler.num_inference_steps is None  # the loaded scheduler is left as it was
+
+
+def test_sample_latents_last_steps_of_n(boot):
+    """Denoising a given latent runs exactly the last s of N DDIM steps, from z noised to the first of them."""
+    _, model, _, _ = boot
+    sd = load_stable_diffusion(model, CPU)
+    prompts = ["nodule", "fracture"]
+    z0 = torch.randn((2, 4, sd.latent_size, sd.latent_size), generator=torch.Generator().manual_seed(1))
+    n, s = 10, 3
+
+    scheduler = DDIMScheduler.from_config(sd.scheduler.config)
+    scheduler.set_timesteps(n)
+    tail = scheduler.timesteps[n - s :]
+    assert len(tail) == s and tail[-1] == scheduler.timesteps[-1]
+    hidden = encode_prompts(sd.tokenizer, sd.text_encoder, prompts)
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(5))
+    z = scheduler.add_noise(z0, noise, tail[:1].repeat(2))
+    with torch.no_grad():
+        for t in tail:
+            z = scheduler.step(sd.unet(z, t, encoder_hidden_states=hidden).sample, t, z, eta=0.0).prev_sample
+
+    got = sample_latents(sd, prompts, n, 1.0, torch.Generator().manual_seed(5), z_start=z0, last_steps=s)
+    torch.testing.assert_close(got, z, atol=1e-5, rtol=1e-5)
+    assert torch.equal(sample_latents(sd, prompts, n, 3.0, None, z_start=z0, last_steps=0), z0)
+    # without added noise the first step sees z0 itself
+    z = z0.clone()
+    with torch.no_grad():
+        t = scheduler.timesteps[-1]
+        z = scheduler.step(sd.unet(z, t, encoder_hidden_states=hidden).sample, t, z, eta=0.0).prev_sample
+    got = sample_latents(sd, prompts, n, 1.0, None, z_start=z0, last_steps=1, add_noise=False)
+    torch.testing.assert_close(got, z, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="last_steps"):
+        sample_latents(sd, prompts, n, 1.0, None, z_start=z0, last_steps=n + 1)
 
 
 # ---------------------------------------------------------------------------- helpers and config
