@@ -1,0 +1,575 @@
+"""Stage train_il: iterated learning of the sparse latent space (student/teacher, decoder, classifier).
+
+Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation and
+Iterated Learning* (arXiv 2405.01705), Sec. 3.1, after Ren et al. 2023 (iterated learning with
+simplicial embeddings). Generations g = 1..G:
+
+- imitation (g > 1): a freshly initialised student S_g imitates the teacher T = S_{g-1}. At
+  every spatial position a one-hot target is drawn from the teacher's channel distribution,
+  and the student's channel probabilities are fitted to it with binary cross-entropy (Eq. 2);
+- interaction: S_g, the decoder D and the classifier C minimise
+  lambda * L_R + (1 - lambda) * L_C (Eq. 5), with L_R the reconstruction error of D(S(z))
+  against z (Eq. 3; MSE, or L1 as an option) and L_C the multi-label BCE of C(S(z)) (Eq. 4).
+
+S_g then becomes the next teacher. D and C carry over from one generation to the next (the
+student is the part that is re-learnt) unless ``reset_heads`` is set. Every generation draws
+its initialisation, batch order and imitation targets from generators seeded by (seed, g), so
+a run resumed from ``gen_{g}.pt`` ends with the weights of an uninterrupted run.
+
+Two slips of the authors' code are not reproduced: the teacher's (B, C', h, w) output is
+moved to (B, h, w, C') before it is flattened into one distribution per position (reshaping
+it straight to (B*h*w, C') mixes channels and positions), and the two interaction losses are
+weighted by lambda as Eq. 5 says (the code sums them).
+
+Latents are streamed from the Zarr stores with a chunk-level shuffle buffer, so memory is
+O(shuffle_buffer + batch), not O(data set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ltaug.data import ClassSplit
+from ltaug.errors import ConfigError, InputError
+from ltaug.io import atomic_path
+from ltaug.latents import open_latents
+from ltaug.metrics import group_map
+from ltaug.models import (
+    ARCHITECTURES,
+    STEMS,
+    Decoder,
+    SparseLatentModel,
+    Student,
+    build_classifier,
+    min_latent_side,
+)
+
+RECON_LOSSES = ("mse", "l1")
+FORMAT = "ltaug.il/1"  # checkpoint format tag
+HISTORY_COLUMNS = [
+    "generation", "phase", "epoch", "train_loss", "train_imitation_bce", "train_recon", "train_cls_bce",
+    "val_recon_mse", "val_map_head", "val_map_tail", "val_map_all", "val_sparsity", "samples_per_s", "seconds",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ILConfig:
+    seed: int = 0  # seeds initialisation, batch order and imitation targets of every generation
+    generations: int = 3  # G: number of generations (generation 1 has no imitation phase)
+    imitation_epochs: int = 2  # epochs of the imitation phase (Eq. 2) of generations 2..G
+    interaction_epochs: int = 5  # epochs of the interaction phase (Eq. 5) of every generation
+    batch_size: int = 64  # latents per optimiser step
+    lr: float = 1e-3  # AdamW learning rate (both phases)
+    weight_decay: float = 1e-4  # AdamW weight decay
+    lam: float = 0.5  # lambda of Eq. 5: lambda * L_R + (1 - lambda) * L_C
+    recon_loss: str = "mse"  # L_R of Eq. 3: mse | l1
+    pos_weight: bool = True  # weigh each class's positives by (negatives / positives) in L_C (training counts)
+    pos_weight_max: float = 50.0  # upper bound of that weight (tail classes can have a handful of positives)
+    embed_channels: int = 64  # C': channels of the simplicial embedding z^s
+    temperature: float = 1.0  # softmax temperature of the simplicial embedding (Eq. 1)
+    student_width: int = 32  # channels of the student U-Net's top level (doubled per level down)
+    student_depth: int = 2  # down/up levels of the student U-Net (latent side divisible by 2**depth)
+    decoder_width: int = 64  # channels of the decoder's conv blocks
+    decoder_depth: int = 2  # conv blocks of the decoder
+    classifier: str = "vgg"  # vgg (small VGG-style) | densenet121 (torchvision, first conv takes C' channels)
+    classifier_width: int = 32  # vgg: channels of the first block (doubled per block, at most 4x)
+    classifier_depth: int = 3  # vgg: conv blocks (2x2 max-pooling between blocks)
+    classifier_stem: str = "small"  # densenet121: imagenet (7x7/2 conv + pool; latents >= 32) | small (3x3/1, no pool)
+    reset_heads: bool = False  # re-initialise D and C at every generation (default: they carry over)
+    shuffle_buffer: int = 4096  # samples shuffled together (whole Zarr chunks); memory is O(this)
+    threads: int = 2  # torch CPU threads
+
+    def __post_init__(self) -> None:
+        positive = (
+            "generations", "interaction_epochs", "batch_size", "embed_channels", "student_width", "decoder_width",
+            "decoder_depth", "classifier_width", "classifier_depth", "shuffle_buffer", "threads",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"il.{name}: {value!r} is not an integer >= 1.")
+        for name in ("seed", "imitation_epochs", "student_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"il.{name}: {value!r} is not an integer >= 0.")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ConfigError(f"il.lam: {self.lam!r} is not in [0, 1] (lambda of Eq. 5 weighs L_R against L_C).")
+        for name in ("lr", "temperature", "pos_weight_max"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"il.{name}: {getattr(self, name)!r} is not > 0.")
+        if self.weight_decay < 0:
+            raise ConfigError(f"il.weight_decay: {self.weight_decay!r} is not >= 0.")
+        if self.recon_loss not in RECON_LOSSES:
+            raise ConfigError(f"il.recon_loss: {self.recon_loss!r} is not one of {', '.join(RECON_LOSSES)}.")
+        if self.classifier not in ARCHITECTURES:
+            raise ConfigError(f"il.classifier: {self.classifier!r} is not one of {', '.join(ARCHITECTURES)}.")
+        if self.classifier_stem not in STEMS:
+            raise ConfigError(f"il.classifier_stem: {self.classifier_stem!r} is not one of {', '.join(STEMS)}.")
+
+    def identity(self) -> dict:
+        """The fields that decide the trained weights (threads do not)."""
+        return {k: v for k, v in asdict(self).items() if k != "threads"}
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _seed(*words: int) -> int:
+    """A 63-bit seed derived from (seed, generation, stream): independent streams, reproducible."""
+    return int(np.random.SeedSequence(list(words)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+STREAM_STUDENT, STREAM_HEADS, STREAM_IMITATION, STREAM_INTERACTION = range(4)
+
+
+def build_student(cfg: ILConfig, in_channels: int, generation: int) -> Student:
+    """A freshly initialised student for ``generation`` (its own seed)."""
+    torch.manual_seed(_seed(cfg.seed, generation, STREAM_STUDENT))
+    return Student(in_channels, cfg.embed_channels, cfg.student_width, cfg.student_depth, cfg.temperature)
+
+
+def build_heads(cfg: ILConfig, in_channels: int, num_classes: int, generation: int) -> tuple[Decoder, nn.Module]:
+    """Freshly initialised decoder D and classifier C (seeded by ``generation``)."""
+    torch.manual_seed(_seed(cfg.seed, generation, STREAM_HEADS))
+    decoder = Decoder(cfg.embed_channels, in_channels, cfg.decoder_width, cfg.decoder_depth)
+    classifier = build_classifier(
+        cfg.classifier, cfg.embed_channels, num_classes, cfg.classifier_width, cfg.classifier_depth, cfg.classifier_stem
+    )
+    return decoder, classifier
+
+
+def build_model(cfg: ILConfig, latent_shape: tuple[int, int, int], num_classes: int) -> SparseLatentModel:
+    """S, D, C for latents of shape (C, h, w), as generation 1 initialises them."""
+    c, h, w = latent_shape
+    side = min_latent_side(cfg.classifier, cfg.classifier_depth, cfg.classifier_stem)
+    if min(h, w) < side or h % 2**cfg.student_depth or w % 2**cfg.student_depth:
+        raise ConfigError(
+            f"il: latents of spatial size {h} x {w} do not fit the networks: the student needs sides divisible by "
+            f"2**il.student_depth = {2**cfg.student_depth} and il.classifier={cfg.classifier} (stem "
+            f"{cfg.classifier_stem}, depth {cfg.classifier_depth}) needs sides of at least {side}; lower "
+            f"il.student_depth / il.classifier_depth, use il.classifier_stem: small, or a larger latents.image_size."
+        )
+    decoder, classifier = build_heads(cfg, c, num_classes, 1)
+    return SparseLatentModel(build_student(cfg, c, 1), decoder, classifier)
+
+
+# ---------------------------------------------------------------------------- the losses
+
+
+def sample_one_hot(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, C', h, w) channel distributions -> (B, C', h, w) one-hot targets, one draw per position.
+
+    The channel axis is moved last before flattening, so each row of the (B*h*w, C') matrix
+    is the distribution of one position (a straight reshape would mix channels and positions).
+    """
+    b, c, h, w = probs.shape
+    rows = probs.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C'), one position per row
+    index = torch.multinomial(rows, 1, generator=generator).squeeze(1)  # (B*h*w,)
+    onehot = F.one_hot(index, c).to(probs.dtype)  # (B*h*w, C')
+    return onehot.reshape(b, h, w, c).permute(0, 3, 1, 2)  # (B, C', h, w)
+
+
+def imitation_loss(student_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: binary cross-entropy between the student's channel probabilities and the one-hot targets,
+    averaged over batch, channels and positions."""
+    return F.binary_cross_entropy(student_probs, targets)
+
+
+def interaction_losses(
+    model: SparseLatentModel, z: torch.Tensor, y: torch.Tensor, cfg: ILConfig, pos_weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, L_R, L_C) of Eq. 5 for latents z (B, C, h, w) and 0/1 labels y (B, K).
+
+    L_R (Eq. 3): MSE (or L1) between D(S(z)) and z; L_C (Eq. 4): BCE with logits of C(S(z)),
+    positives weighted by ``pos_weight`` (K,) when given; loss = lam * L_R + (1 - lam) * L_C.
+    """
+    zs, recon, logits = model(z)
+    l_r = F.mse_loss(recon, z) if cfg.recon_loss == "mse" else F.l1_loss(recon, z)
+    l_c = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=pos_weight)
+    return cfg.lam * l_r + (1.0 - cfg.lam) * l_c, l_r, l_c
+
+
+def class_pos_weight(labels_sum: np.ndarray, n: int, cap: float) -> torch.Tensor:
+    """(K,) weight of each class's positives: negatives / positives, in [1, cap] (cap for a class without positives)."""
+    pos = np.asarray(labels_sum, dtype=np.float64)
+    weight = np.where(pos > 0, (n - pos) / np.maximum(pos, 1), cap)
+    return torch.tensor(np.clip(weight, 1.0, cap), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------- streaming the latents
+
+
+class LatentStream:
+    """Batches of (z, labels) from a latent store, in shuffled chunk groups (memory O(buffer))."""
+
+    def __init__(self, group, batch_size: int, buffer: int):
+        self.z, self.labels = group["z"], group["labels"]
+        self.n, self.chunk = self.z.shape[0], self.z.chunks[0]
+        self.batch_size = batch_size
+        self.chunks_per_buffer = max(1, buffer // self.chunk)
+
+    def _rows(self, chunk_index: int) -> tuple[np.ndarray, np.ndarray]:
+        sl = slice(chunk_index * self.chunk, min((chunk_index + 1) * self.chunk, self.n))
+        return self.z[sl], self.labels[sl]
+
+    def shuffled(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Chunks in a random order, ``chunks_per_buffer`` at a time, rows shuffled within the buffer."""
+        n_chunks = math.ceil(self.n / self.chunk)
+        order = torch.randperm(n_chunks, generator=generator).tolist()
+        for start in range(0, n_chunks, self.chunks_per_buffer):
+            parts = [self._rows(c) for c in order[start : start + self.chunks_per_buffer]]
+            z = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+            y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+            perm = torch.randperm(len(z), generator=generator)
+            for b in range(0, len(z), self.batch_size):
+                index = perm[b : b + self.batch_size]
+                yield z[index], y[index]
+
+    def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for c in range(math.ceil(self.n / self.chunk)):
+            z, y = self._rows(c)
+            for b in range(0, len(z), self.batch_size):
+                yield torch.from_numpy(z[b : b + self.batch_size]), torch.from_numpy(y[b : b + self.batch_size])
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+@torch.no_grad()
+def evaluate(model: SparseLatentModel, stream: LatentStream, split: ClassSplit, device: torch.device) -> dict:
+    """Validation reconstruction MSE, head/tail/all mAP of C, and sparsity (mean largest channel probability)."""
+    model.eval()
+    sq_err, elements, top, positions = 0.0, 0, 0.0, 0
+    labels, scores = [], []
+    for z, y in stream.ordered():
+        z = z.to(device)
+        zs, recon, logits = model(z)
+        sq_err += float(((recon - z) ** 2).sum())
+        elements += z.numel()
+        top += float(zs.max(dim=1).values.sum())
+        positions += zs.shape[0] * zs.shape[2] * zs.shape[3]
+        labels.append(y.numpy())
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+    maps = group_map(np.concatenate(labels), np.concatenate(scores), split.classes, split.head, split.tail)
+    return {
+        "val_recon_mse": sq_err / elements,
+        "val_map_head": maps["map_head"],
+        "val_map_tail": maps["map_tail"],
+        "val_map_all": maps["map_all"],
+        "val_sparsity": top / positions,
+    }
+
+
+def _optimizer(params, cfg: ILConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def imitation_phase(
+    teacher: Student, student: Student, train: LatentStream, cfg: ILConfig, generation: int, device: torch.device
+) -> Iterator[dict]:
+    """Eq. 2 for ``cfg.imitation_epochs`` epochs; yields each epoch's training means."""
+    teacher.eval().requires_grad_(False)
+    student.train()
+    opt = _optimizer(student.parameters(), cfg)
+    data_gen = torch.Generator().manual_seed(_seed(cfg.seed, generation, STREAM_IMITATION))
+    target_gen = _generator(device, _seed(cfg.seed, generation, STREAM_IMITATION, 1))
+    for epoch in range(cfg.imitation_epochs):
+        total, count, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(total=train.n, desc=f"gen {generation} imitation {epoch + 1}/{cfg.imitation_epochs}",
+                   unit="z", file=sys.stderr, mininterval=5.0, leave=False)  # fmt: skip
+        for z, _ in train.shuffled(data_gen):
+            z = z.to(device)
+            with torch.no_grad():
+                targets = sample_one_hot(teacher(z), target_gen)  # (B, C', h, w) one-hot per position
+            loss = imitation_loss(student(z), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(z), count + len(z)
+            bar.update(len(z))
+        bar.close()
+        seconds = time.perf_counter() - start
+        yield {"epoch": epoch + 1, "train_loss": total / count, "train_imitation_bce": total / count,
+               "samples_per_s": count / seconds, "seconds": seconds}  # fmt: skip
+
+
+def interaction_phase(
+    model: SparseLatentModel,
+    train: LatentStream,
+    cfg: ILConfig,
+    pos_weight: torch.Tensor | None,
+    generation: int,
+    device: torch.device,
+) -> Iterator[dict]:
+    """Eq. 5 on S, D and C for ``cfg.interaction_epochs`` epochs; yields each epoch's training means."""
+    model.train()
+    opt = _optimizer(model.parameters(), cfg)
+    data_gen = torch.Generator().manual_seed(_seed(cfg.seed, generation, STREAM_INTERACTION))
+    for epoch in range(cfg.interaction_epochs):
+        sums, count, start = np.zeros(3), 0, time.perf_counter()
+        bar = tqdm(total=train.n, desc=f"gen {generation} interaction {epoch + 1}/{cfg.interaction_epochs}",
+                   unit="z", file=sys.stderr, mininterval=5.0, leave=False)  # fmt: skip
+        for z, y in train.shuffled(data_gen):
+            loss, l_r, l_c = interaction_losses(model, z.to(device), y.to(device), cfg, pos_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += np.array([loss.item(), l_r.item(), l_c.item()]) * len(z)
+            count += len(z)
+            bar.update(len(z))
+        bar.close()
+        seconds = time.perf_counter() - start
+        mean = sums / count
+        yield {"epoch": epoch + 1, "train_loss": mean[0], "train_recon": mean[1], "train_cls_bce": mean[2],
+               "samples_per_s": count / seconds, "seconds": seconds}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def data_identity(train_attrs: dict, val_attrs: dict, n_train: int, n_val: int, split: ClassSplit) -> dict:
+    """What the training data is, as far as a checkpoint must match it: the latents' origin and the classes."""
+    keep = ("model_fingerprint", "image_size", "mode", "seed", "scaling_factor", "classes")
+    return {
+        "train": {k: train_attrs.get(k) for k in keep} | {"n": n_train},
+        "val": {k: val_attrs.get(k) for k in keep} | {"n": n_val},
+        "head": list(split.head),
+        "tail": list(split.tail),
+    }
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint(model: SparseLatentModel, cfg: ILConfig, data: dict, generation: int, history: list[dict],
+               latent_shape: tuple[int, ...], split: ClassSplit) -> dict:  # fmt: skip
+    """Everything needed to continue or use the model; only tensors and plain values (weights_only loading)."""
+    return {
+        "format": FORMAT,
+        "generation": generation,
+        "config": cfg.identity(),
+        "config_digest": _digest(cfg.identity()),
+        "data": data,
+        "data_digest": _digest(data),
+        "latent_shape": list(latent_shape),
+        "classes": list(split.classes),
+        "head": list(split.head),
+        "tail": list(split.tail),
+        "student": model.student.state_dict(),
+        "decoder": model.decoder.state_dict(),
+        "classifier": model.classifier.state_dict(),
+        "history": history,
+    }
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file, loaded with ``weights_only=True``; InputError if it is not one of ours."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint; run the train_il stage to make it.") from None
+    except Exception as exc:  # a truncated or foreign file: pickle and zip errors of many kinds
+        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); delete it and rerun train_il.") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise InputError(f"{path}: not an ltaug iterated-learning checkpoint (format {FORMAT}); rerun train_il.")
+    return state
+
+
+def check_checkpoint(state: dict, path: str | Path, cfg: ILConfig, data: dict | None = None) -> None:
+    """Raise InputError unless the checkpoint was made with ``cfg`` (and, if given, on ``data``)."""
+    if state["config_digest"] != _digest(cfg.identity()):
+        mine = cfg.identity()
+        changed = sorted(k for k in set(mine) | set(state["config"]) if mine.get(k) != state["config"].get(k))
+        detail = ", ".join(f"{k}: {state['config'].get(k)!r} there, {mine.get(k)!r} now" for k in changed)
+        raise InputError(
+            f"{path}: this checkpoint was made with another il configuration ({detail}); it cannot be continued "
+            f"with the current one. Restore those il.* values, or delete the checkpoint to train from scratch."
+        )
+    if data is not None and state["data_digest"] != _digest(data):
+        raise InputError(
+            f"{path}: this checkpoint was trained on other latents or classes (made with {state['data']}, now "
+            f"{data}); delete it to train from scratch on the current latents."
+        )
+
+
+def generation_path(outdir: str | Path, generation: int) -> Path:
+    return Path(outdir) / f"gen_{generation}.pt"
+
+
+@dataclass
+class ILModel:
+    """A trained model as later stages use it: the networks in eval mode and what they were trained on."""
+
+    model: SparseLatentModel
+    config: ILConfig
+    classes: list[str]
+    head: list[str]
+    tail: list[str]
+    latent_shape: tuple[int, int, int]
+    data: dict  # data_identity() of the training latents
+    generation: int
+
+    @property
+    def model_fingerprint(self) -> str:
+        """The diffusion model fingerprint of the latents it was trained on."""
+        return self.data["train"]["model_fingerprint"]
+
+
+def model_from_state(state: dict, device: torch.device | str = "cpu") -> ILModel:
+    cfg = ILConfig(**state["config"])
+    shape = tuple(state["latent_shape"])
+    model = build_model(cfg, shape, len(state["classes"]))
+    model.student.load_state_dict(state["student"])
+    model.decoder.load_state_dict(state["decoder"])
+    model.classifier.load_state_dict(state["classifier"])
+    model = model.to(device).eval()
+    return ILModel(model, cfg, state["classes"], state["head"], state["tail"], shape, state["data"], state["generation"])
+
+
+def load_il_model(path: str | Path, device: torch.device | str = "cpu") -> ILModel:
+    """``results/il/model.pt`` (or any ``gen_{g}.pt``) as an :class:`ILModel` on ``device``, in eval mode."""
+    return model_from_state(read_checkpoint(path), device)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def _resume_point(outdir: Path, cfg: ILConfig, data: dict, log) -> dict | None:
+    """The latest generation checkpoint of this config and data in ``outdir``; others are removed.
+
+    The workflow reruns train_il exactly when its config or inputs change, so a checkpoint of
+    another config or other latents belongs to an outdated run: it is deleted, with a log line.
+    """
+    latest = None
+    for g in range(cfg.generations, 0, -1):
+        path = generation_path(outdir, g)
+        if not path.exists():
+            continue
+        state = read_checkpoint(path)
+        try:
+            check_checkpoint(state, path, cfg, data)
+        except InputError as exc:
+            log(f"removing {path}: {exc}")
+            path.unlink()
+            continue
+        if latest is None:
+            latest = state
+    for stale in outdir.glob("gen_*.pt"):  # generations beyond il.generations, from a longer run
+        g = stale.stem.split("_", 1)[1]
+        if not g.isdigit() or int(g) > cfg.generations:
+            log(f"removing {stale}: not a generation of this run (il.generations = {cfg.generations})")
+            stale.unlink()
+    return latest
+
+
+def train_iterated(
+    train_store: str | Path,
+    val_store: str | Path,
+    split: ClassSplit,
+    outdir: str | Path,
+    cfg: ILConfig,
+    device: torch.device,
+    expect: dict | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+) -> ILModel:
+    """Stage train_il: G generations on the train latents, validated on val; writes into ``outdir``:
+
+    ``gen_{g}.pt`` after every generation, ``history.csv`` (one row per generation, phase and
+    epoch) and ``model.pt`` (the last generation's S, D, C with its config). With ``resume``,
+    training continues after the latest ``gen_{g}.pt`` of the same config and data.
+    ``expect`` is checked against both stores' attributes (see ``open_latents``).
+    ``stop_after`` ends the run after that generation (tests of resuming).
+    """
+    torch.set_num_threads(cfg.threads)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        print(f"train_il: {message}", file=sys.stderr, flush=True)
+
+    train_group, val_group = open_latents(train_store, expect), open_latents(val_store, expect)
+    for store, group in ((train_store, train_group), (val_store, val_group)):
+        if list(group.attrs["classes"]) != list(split.classes):
+            raise InputError(
+                f"{store}: its classes {list(group.attrs['classes'])} differ from classes.json's {split.classes}; "
+                f"rerun encode_latents with the current manifest."
+            )
+    latent_shape = tuple(train_group["z"].shape[1:])
+    train = LatentStream(train_group, cfg.batch_size, cfg.shuffle_buffer)
+    val = LatentStream(val_group, max(cfg.batch_size, 256), cfg.shuffle_buffer)
+    data = data_identity(dict(train_group.attrs), dict(val_group.attrs), train.n, val.n, split)
+    counts = np.zeros(len(split.classes))
+    for _, y in train.ordered():
+        counts += y.numpy().sum(axis=0)
+    pos_weight = class_pos_weight(counts, train.n, cfg.pos_weight_max).to(device) if cfg.pos_weight else None
+
+    model = build_model(cfg, latent_shape, len(split.classes)).to(device)
+    history: list[dict] = []
+    first = 1
+    state = _resume_point(outdir, cfg, data, log) if resume else None
+    if state is not None:
+        model.student.load_state_dict(state["student"])
+        model.decoder.load_state_dict(state["decoder"])
+        model.classifier.load_state_dict(state["classifier"])
+        history, first = list(state["history"]), state["generation"] + 1
+        log(f"resuming after generation {state['generation']} ({generation_path(outdir, state['generation'])})")
+
+    def record(generation: int, phase: str, row: dict) -> None:
+        row = {"generation": generation, "phase": phase, **row, **evaluate(model, val, split, device)}
+        history.append({c: float(row[c]) if c not in ("generation", "phase", "epoch") else row[c]
+                        for c in HISTORY_COLUMNS if c in row})  # fmt: skip
+        log(f"gen {generation} {phase} epoch {row['epoch']}: loss {row['train_loss']:.4f}, "
+            f"val recon MSE {row['val_recon_mse']:.4f}, val mAP head {row['val_map_head']:.3f} "
+            f"tail {row['val_map_tail']:.3f}, sparsity {row['val_sparsity']:.3f}, {row['samples_per_s']:.0f} z/s")  # fmt: skip
+
+    for g in range(first, cfg.generations + 1):
+        if g > 1:
+            teacher = model.student
+            model.student = build_student(cfg, latent_shape[0], g).to(device)
+            if cfg.reset_heads:
+                decoder, classifier = build_heads(cfg, latent_shape[0], len(split.classes), g)
+                model.decoder, model.classifier = decoder.to(device), classifier.to(device)
+            for row in imitation_phase(teacher, model.student, train, cfg, g, device):
+                record(g, "imitation", row)
+            del teacher
+        for row in interaction_phase(model, train, cfg, pos_weight, g, device):
+            record(g, "interaction", row)
+        model.eval()
+        save_checkpoint(checkpoint(model, cfg, data, g, history, latent_shape, split), generation_path(outdir, g))
+        log(f"generation {g} saved to {generation_path(outdir, g)}")
+        if stop_after is not None and g >= stop_after:
+            return model_from_state(read_checkpoint(generation_path(outdir, g)), device)
+
+    final = read_checkpoint(generation_path(outdir, cfg.generations))
+    frame = pd.DataFrame(final["history"], columns=HISTORY_COLUMNS)
+    with atomic_path(outdir / "history.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    with atomic_path(outdir / "model.pt") as tmp:
+        torch.save(final, tmp)
+    return model_from_state(final, device)
+

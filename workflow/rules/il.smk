@@ -1,0 +1,30 @@
+# Stage 1: iterated learning of the sparse latent space (student/teacher, decoder, classifier).
+
+
+rule train_il:
+    input:
+        train=f"{OUT}/latents/train.zarr",
+        val=f"{OUT}/latents/val.zarr",
+        classes=rules.split_classes.output.classes,
+        model=diffusion_model(),
+    output:
+        model=f"{OUT}/il/model.pt",
+        history=f"{OUT}/il/history.csv",
+    params:
+        cfg=section_json("il"),
+        diffusion=section_json("diffusion", keep=("device",)),
+        outdir=lambda wildcards, output: os.path.dirname(output.model),
+    log:
+        "logs/il/train_il.log",
+    benchmark:
+        "benchmarks/il/train_il.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        # gen_{{g}}.pt checkpoints are not declared outputs: a killed run (--rerun-incomplete) resumes from them
+        "python -m ltaug train_il --train {input.train:q} --val {input.val:q} --classes {input.classes:q}"
+        " --model {input.model:q} --outdir {params.outdir:q} --params {params.cfg:q}"
+        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
