@@ -70,21 +70,21 @@ HISTORY_COLUMNS = [
 class ILConfig:
     seed: int = 0  # seeds initialisation, batch order and imitation targets of every generation
     generations: int = 3  # G: number of generations (generation 1 has no imitation phase)
-    imitation_epochs: int = 2  # epochs of the imitation phase (Eq. 2) of generations 2..G
-    interaction_epochs: int = 5  # epochs of the interaction phase (Eq. 5) of every generation
+    imitation_epochs: int = 1  # epochs of the imitation phase (Eq. 2) of generations 2..G
+    interaction_epochs: int = 4  # epochs of the interaction phase (Eq. 5) of every generation
     batch_size: int = 64  # latents per optimiser step
-    lr: float = 1e-3  # AdamW learning rate (both phases)
+    lr: float = 2e-3  # AdamW learning rate (both phases)
     weight_decay: float = 1e-4  # AdamW weight decay
     lam: float = 0.5  # lambda of Eq. 5: lambda * L_R + (1 - lambda) * L_C
     recon_loss: str = "mse"  # L_R of Eq. 3: mse | l1
     pos_weight: bool = True  # weigh each class's positives by (negatives / positives) in L_C (training counts)
-    pos_weight_max: float = 50.0  # upper bound of that weight (tail classes can have a handful of positives)
+    pos_weight_max: float = 10.0  # upper bound of that weight (tail classes can have a handful of positives)
     embed_channels: int = 64  # C': channels of the simplicial embedding z^s
-    temperature: float = 1.0  # softmax temperature of the simplicial embedding (Eq. 1)
-    student_width: int = 32  # channels of the student U-Net's top level (doubled per level down)
+    temperature: float = 0.2  # softmax temperature of the simplicial embedding (Eq. 1)
+    student_width: int = 16  # channels of the student U-Net's top level (doubled per level down)
     student_depth: int = 2  # down/up levels of the student U-Net (latent side divisible by 2**depth)
-    decoder_width: int = 64  # channels of the decoder's conv blocks
-    decoder_depth: int = 2  # conv blocks of the decoder
+    decoder_width: int = 32  # channels of the decoder's conv blocks
+    decoder_depth: int = 1  # conv blocks of the decoder
     classifier: str = "vgg"  # vgg (small VGG-style) | densenet121 (torchvision, first conv takes C' channels)
     classifier_width: int = 32  # vgg: channels of the first block (doubled per block, at most 4x)
     classifier_depth: int = 3  # vgg: conv blocks (2x2 max-pooling between blocks)
@@ -287,11 +287,11 @@ def imitation_phase(
 ) -> Iterator[dict]:
     """Eq. 2 for ``cfg.imitation_epochs`` epochs; yields each epoch's training means."""
     teacher.eval().requires_grad_(False)
-    student.train()
     opt = _optimizer(student.parameters(), cfg)
     data_gen = torch.Generator().manual_seed(_seed(cfg.seed, generation, STREAM_IMITATION))
     target_gen = _generator(device, _seed(cfg.seed, generation, STREAM_IMITATION, 1))
     for epoch in range(cfg.imitation_epochs):
+        student.train()  # validation after each epoch leaves it in eval mode
         total, count, start = 0.0, 0, time.perf_counter()
         bar = tqdm(total=train.n, desc=f"gen {generation} imitation {epoch + 1}/{cfg.imitation_epochs}",
                    unit="z", file=sys.stderr, mininterval=5.0, leave=False)  # fmt: skip
@@ -320,10 +320,10 @@ def interaction_phase(
     device: torch.device,
 ) -> Iterator[dict]:
     """Eq. 5 on S, D and C for ``cfg.interaction_epochs`` epochs; yields each epoch's training means."""
-    model.train()
     opt = _optimizer(model.parameters(), cfg)
     data_gen = torch.Generator().manual_seed(_seed(cfg.seed, generation, STREAM_INTERACTION))
     for epoch in range(cfg.interaction_epochs):
+        model.train()  # validation after each epoch leaves it in eval mode
         sums, count, start = np.zeros(3), 0, time.perf_counter()
         bar = tqdm(total=train.n, desc=f"gen {generation} interaction {epoch + 1}/{cfg.interaction_epochs}",
                    unit="z", file=sys.stderr, mininterval=5.0, leave=False)  # fmt: skip

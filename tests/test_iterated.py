@@ -19,8 +19,10 @@ from ltaug.iterated import (
     check_checkpoint,
     class_pos_weight,
     generation_path,
+    LatentStream,
     imitation_loss,
     interaction_losses,
+    interaction_phase,
     load_il_model,
     read_checkpoint,
     sample_one_hot,
@@ -255,6 +257,22 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(stores, train
         pd.read_csv(tmp_path / "history.csv").drop(columns=["samples_per_s", "seconds"]),
         pd.read_csv(outdir / "history.csv").drop(columns=["samples_per_s", "seconds"]),
     )
+
+
+def test_every_epoch_trains_in_train_mode(stores):
+    """Validation after an epoch puts the model in eval mode; the next epoch must train BatchNorm again."""
+    train, _ = stores
+    from ltaug.latents import open_latents
+
+    cfg = ILConfig(**{**TINY.identity(), "interaction_epochs": 2})
+    model = build_model(cfg, (4, 8, 8), 4)
+    phase = interaction_phase(model, LatentStream(open_latents(train), 16, 256), cfg, None, 1, CPU)
+    next(phase)
+    model.eval()  # as the validation between epochs does
+    bn = next(m for m in model.classifier.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    next(phase)
+    assert not torch.equal(bn.running_mean, before)
 
 
 def test_checkpoint_of_another_config_is_refused(trained):
