@@ -1,0 +1,348 @@
+"""Stage fuse: tail and head sparse vectors fused by their CAM masks, then decoded to latents.
+
+Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation and
+Iterated Learning* (arXiv 2405.01705), Sec. 3.3 and Fig. 2. A tail sample's sparse vector
+z_t^s = S(z_t) and its head neighbour's z_h^s = S(z_h) (both (C', h, w), from pair_neighbours)
+are fused position by position, guided by the tail sample's EigenCAM map M_t and the head
+neighbour's map M_h (both (h, w) in [0, 1], from cam_maps):
+
+    M^S = 1[M_t > tau_h]                                    tail-specific positions  (Eq. 6)
+    M^G = 1[M_h < tau_l]                                    generic positions        (Eq. 6)
+    T   = M^S and not M^G                                   only tail-specific: tail (Eq. 7)
+    G   = M^G and not M^S                                   only generic: head       (Eq. 8)
+    M^R ~ Bernoulli(1/2), one fair coin per position        1 = tail                 (Eq. 9)
+    A   = not (M^S xor M^G)                                 both or neither hold     (Eq. 10)
+    F   = T or (A and M^R)                                  positions taken from the tail (Eq. 11)
+    z_F^s = F * z_t^s + (1 - F) * z_h^s, F broadcast over the C' channels             (Eq. 12)
+    z_F = D(z_F^s)                                                                     (Eq. 13)
+
+This is the mask convention of ../shared/DESIGN.md: the paper's Eq. 6 is typeset loosely;
+Fig. 1, Fig. 2 and the authors' code take tail-specific positions from the tail vector, generic
+ones from the head vector and the rest at random. Every position gets a coin, used or not, so
+the coins of a fused sample do not change with tau_h and tau_l. The authors' code draws the
+coin's bias uniformly per batch; here it is a fair coin, as DESIGN.md says.
+
+The stage makes ``fusion.n_per_class`` fused samples per tail class, cycling over that class's
+tail samples in pairs.csv order; sample j of tail class t draws its coins from a generator
+seeded by (fusion.seed, t, j), so the result does not depend on the batch size. Labels follow
+``fusion.label_policy``: union (tail and head labels, the paper), tail_only (the tail sample's
+labels) or classifier (classes whose probability C(z_F^s) exceeds label_threshold); each
+keeps the tail class the sample was made for, and clears ``exclusive_class`` ("No Finding")
+when another class is positive.
+
+Store ``results/fused/latents.zarr`` (Zarr v3, chunked along axis 0), readable with
+:func:`ltaug.latents.open_latents`:
+    z       (N, C, h, w) float32   z_F, scaled latents as in the latent stores
+    labels  (N, K) uint8           by the label policy
+    ids     (N,) str               fused-<tail class>-<j>
+    probs   (N, K) float32         sigmoid(C(z_F^s))
+    tail_id, head_id, tail_class, head_class  (N,) str   provenance
+    tail_share, head_share, coin_share        (N,) float32  share of positions from the tail
+            vector, from the head vector, and decided by the coin
+    attrs   the latent store's (classes, model_fingerprint, scaling_factor, ...), head, tail,
+            fusion config, il_model, il_fingerprint, complete (written last)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+from tqdm import tqdm
+
+from ltaug.cam import check_il_matches, il_fingerprint, open_cams
+from ltaug.data import ClassSplit
+from ltaug.errors import ConfigError, InputError
+from ltaug.io import atomic_path
+from ltaug.iterated import load_il_model
+from ltaug.latents import COMPRESSOR, open_latents
+
+LABEL_POLICIES = ("union", "tail_only", "classifier")
+PAIR_COLUMNS = ["tail_id", "tail_class", "head_class", "head_id", "distance"]
+PROVENANCE = ("tail_id", "head_id", "tail_class", "head_class")
+SHARES = ("tail_share", "head_share", "coin_share")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    n_per_class: int = 100  # fused samples per tail class (cycling over the class's tail samples)
+    tau_h: float = 0.5  # tail-specific positions: tail map > tau_h (M^S, Eq. 6)
+    tau_l: float = 0.5  # generic positions: head map < tau_l (M^G, Eq. 6)
+    label_policy: str = "union"  # union (tail and head labels, the paper) | tail_only | classifier
+    label_threshold: float = 0.5  # classifier policy: classes with sigmoid(C(z_F^s)) above this (plus the tail class)
+    exclusive_class: str = "No Finding"  # a class meaning "no other finding": cleared when a fused label has another class; "" = none
+    seed: int = 0  # seed of the per-position coins M^R (one stream per fused sample)
+    batch_size: int = 64  # fused samples per student/decoder pass
+    chunk_size: int = 256  # samples per Zarr chunk along axis 0
+
+    def __post_init__(self) -> None:
+        for key in ("n_per_class", "batch_size", "chunk_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"fusion.{key}: {value!r} is not an integer >= 1.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"fusion.seed: {self.seed!r} is not an integer >= 0.")
+        for key in ("tau_h", "tau_l", "label_threshold"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"fusion.{key}: {value!r} is not a number in [0, 1] (CAM maps are scaled to [0, 1]).")
+        if self.label_policy not in LABEL_POLICIES:
+            raise ConfigError(f"fusion.label_policy: {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}.")
+
+
+# ---------------------------------------------------------------------------- the fusion (pure)
+
+
+class FusionMasks(NamedTuple):
+    specific: torch.Tensor  # M^S (B, h, w) bool: tail map > tau_h
+    generic: torch.Tensor  # M^G (B, h, w) bool: head map < tau_l
+    coin: torch.Tensor  # M^R (B, h, w) bool: a fair coin per position, True = tail
+    from_tail: torch.Tensor  # F (B, h, w) bool: positions the fused vector takes from the tail vector
+
+
+def fusion_masks(
+    m_tail: torch.Tensor, m_head: torch.Tensor, tau_h: float, tau_l: float, generator: torch.Generator
+) -> FusionMasks:
+    """Eqs. 6-11 for (B, h, w) maps: which positions of the fused vector come from the tail vector.
+
+    Mask convention (DESIGN.md): M^S = 1[M_tail > tau_h] from the tail sample's map, M^G =
+    1[M_head < tau_l] from the head neighbour's map; positions where exactly one holds go to its
+    source, positions where both or neither hold are decided by a fair coin. The coins are drawn
+    for all B x h x w positions from ``generator`` (on its device), used or not.
+    """
+    if m_tail.shape != m_head.shape or m_tail.dim() != 3:
+        raise ValueError(f"maps must both be (B, h, w), got {tuple(m_tail.shape)} and {tuple(m_head.shape)}")
+    specific = m_tail > tau_h  # M^S (B, h, w), Eq. 6
+    generic = m_head < tau_l  # M^G (B, h, w), Eq. 6
+    only_tail = specific & ~generic  # Eq. 7
+    coin = torch.rand(m_tail.shape, generator=generator, device=generator.device).to(m_tail.device) < 0.5  # M^R, Eq. 9
+    ambiguous = ~(specific ^ generic)  # both or neither, Eq. 10 (only-generic positions go to the head, Eq. 8)
+    from_tail = only_tail | (ambiguous & coin)  # Eq. 11
+    return FusionMasks(specific, generic, coin, from_tail)
+
+
+def combine(zs_tail: torch.Tensor, zs_head: torch.Tensor, from_tail: torch.Tensor) -> torch.Tensor:
+    """Eq. 12: z_F^s (B, C', h, w) from z_t^s, z_h^s (B, C', h, w) and a (B, h, w) mask broadcast over C'."""
+    if zs_tail.shape != zs_head.shape or from_tail.shape != (zs_tail.shape[0], *zs_tail.shape[2:]):
+        raise ValueError(
+            f"sparse vectors {tuple(zs_tail.shape)}, {tuple(zs_head.shape)} and mask {tuple(from_tail.shape)} "
+            f"must be (B, C', h, w), (B, C', h, w) and (B, h, w)"
+        )
+    return torch.where(from_tail[:, None], zs_tail, zs_head)  # (B, C', h, w), Eq. 12
+
+
+def fuse(
+    zs_tail: torch.Tensor,
+    zs_head: torch.Tensor,
+    m_tail: torch.Tensor,
+    m_head: torch.Tensor,
+    tau_h: float,
+    tau_l: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Eqs. 6-12: the fused sparse vector z_F^s (B, C', h, w); inputs are left unmodified."""
+    return combine(zs_tail, zs_head, fusion_masks(m_tail, m_head, tau_h, tau_l, generator).from_tail)
+
+
+def shares(masks: FusionMasks) -> dict[str, np.ndarray]:
+    """Per sample: share of positions from the tail vector, from the head vector, and decided by the coin."""
+    tail = masks.from_tail.flatten(1).float().mean(1)  # (B,)
+    coin = (~(masks.specific ^ masks.generic)).flatten(1).float().mean(1)  # (B,)
+    return {"tail_share": tail.numpy(), "head_share": (1 - tail).numpy(), "coin_share": coin.numpy()}
+
+
+def fused_labels(
+    policy: str,
+    y_tail: np.ndarray,
+    y_head: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    tail_column: np.ndarray,
+    exclusive_column: int | None = None,
+) -> np.ndarray:
+    """(B, K) uint8 labels of fused samples under ``policy`` from (B, K) tail and head labels, (B, K)
+    probabilities C(z_F^s) and the (B,) column of the tail class each sample was made for.
+
+    union: tail or head label (the paper); tail_only: the tail sample's labels; classifier: the
+    classes whose probability exceeds ``threshold``. Every policy keeps the tail class a sample
+    was made for, so each synthetic sample counts for its class. ``exclusive_column`` is a class
+    that excludes every other (CXR-LT's "No Finding"): a head neighbour without findings gives
+    the union that label, which the fused sample, positive for its tail class, cannot carry.
+    """
+    if policy == "union":
+        labels = np.maximum(y_tail, y_head)
+    elif policy == "tail_only":
+        labels = y_tail.copy()
+    elif policy == "classifier":
+        labels = (probs > threshold).astype(np.uint8)
+    else:
+        raise ValueError(f"label policy {policy!r} is not one of {LABEL_POLICIES}")
+    labels[np.arange(len(labels)), tail_column] = 1
+    if exclusive_column is not None:
+        others = np.delete(labels, exclusive_column, axis=1).any(axis=1)  # (B,)
+        labels[others, exclusive_column] = 0
+    return labels.astype(np.uint8)
+
+
+def sample_generator(seed: int, tail_index: int, j: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The coin generator of fused sample j of the tail class with index ``tail_index`` in classes.json's tail."""
+    state = np.random.SeedSequence([seed, tail_index, j]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def slug(name: str) -> str:
+    """A class name as a file-name part: runs of characters other than letters and digits become '_'."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def read_pairs(path: str | Path, split: ClassSplit) -> pd.DataFrame:
+    """pairs.csv as pair_neighbours writes it; every tail class must have a row."""
+    frame = pd.read_csv(path, dtype={"tail_id": str, "head_id": str, "tail_class": str, "head_class": str})
+    missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{path}: column(s) {', '.join(missing)} missing; expected {PAIR_COLUMNS}. Rerun pair_neighbours."
+        )
+    absent = [t for t in split.tail if not (frame["tail_class"] == t).any()]
+    if absent:
+        raise InputError(
+            f"{path}: no pair for tail class(es) {', '.join(map(repr, absent))}; every tail class needs at least "
+            f"one training sample with a head neighbour. Rerun pair_neighbours with the current classes.json."
+        )
+    return frame
+
+
+def plan(pairs: pd.DataFrame, split: ClassSplit, n_per_class: int) -> pd.DataFrame:
+    """One row per fused sample: tail class t (classes.json tail order), j = 0..n-1 cycling over t's pairs."""
+    rows = []
+    for t_index, t in enumerate(split.tail):
+        own = pairs[pairs["tail_class"] == t].reset_index(drop=True)
+        for j in range(n_per_class):
+            pair = own.iloc[j % len(own)]
+            rows.append({"id": f"fused-{slug(t)}-{j:05d}", "t_index": t_index, "j": j,
+                         **{c: pair[c] for c in PROVENANCE}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _create(root: zarr.Group, n: int, latent: tuple, k: int, chunk: int) -> None:
+    def array(name, shape, dtype):
+        root.create_array(name, shape=(n, *shape), chunks=(chunk, *shape), dtype=dtype, compressors=COMPRESSOR)
+
+    array("z", latent, "float32")
+    array("labels", (k,), "uint8")
+    array("probs", (k,), "float32")
+    for name in ("ids", *PROVENANCE):
+        array(name, (), str)
+    for name in SHARES:
+        array(name, (), "float32")
+
+
+def fuse_latents(
+    pairs_csv: str | Path,
+    latents_store: str | Path,
+    cam_store: str | Path,
+    il_path: str | Path,
+    split: ClassSplit,
+    store: str | Path,
+    cfg: FusionConfig,
+) -> pd.DataFrame:
+    """Stage fuse: ``cfg.n_per_class`` fused latents per tail class into ``store``, atomically, on the CPU.
+
+    Returns one row per fused sample (id, provenance, shares). Memory is O(chunk + batch).
+    """
+    il = load_il_model(il_path, "cpu")
+    latents = open_latents(latents_store)
+    check_il_matches(latents_store, dict(latents.attrs), il, il_path)
+    if list(split.classes) != list(il.classes):
+        raise InputError(
+            f"classes.json lists classes {split.classes}, the IL model {il_path} {il.classes}; rerun train_il."
+        )
+    cams = open_cams(cam_store, expect={"il_fingerprint": il_fingerprint(il_path)})
+    ids = latents["ids"][:]
+    if not np.array_equal(cams["ids"][:], ids):
+        raise InputError(f"{cam_store}: its ids differ from those of {latents_store}; rerun cam_maps on these latents.")
+    row_of = {sample_id: i for i, sample_id in enumerate(ids)}
+    pairs = read_pairs(pairs_csv, split)
+    for column in ("tail_id", "head_id"):
+        unknown = sorted(set(pairs[column]) - set(row_of))
+        if unknown:
+            raise InputError(
+                f"{pairs_csv}: {column} {', '.join(unknown[:5])} not in {latents_store}; rerun pair_neighbours."
+            )
+    todo = plan(pairs, split, cfg.n_per_class)
+    classes = list(il.classes)
+    if cfg.exclusive_class and cfg.exclusive_class not in classes:
+        raise ConfigError(
+            f"fusion.exclusive_class: {cfg.exclusive_class!r} is not among the classes ({', '.join(classes)}); "
+            f"name the class that means no finding, or set it to \"\" if there is none."
+        )
+    exclusive = classes.index(cfg.exclusive_class) if cfg.exclusive_class else None
+    n, chunk = len(todo), cfg.chunk_size
+    latent_shape = tuple(latents["z"].shape[1:])
+    student, decoder, classifier = il.model.student, il.model.decoder, il.model.classifier
+    results = {name: np.zeros(n, dtype=np.float32) for name in SHARES}
+
+    attrs = {k: latents.attrs.get(k) for k in ("classes", "model_path", "model_fingerprint", "scaling_factor",
+                                                "shift_factor", "image_size")}  # fmt: skip
+    attrs |= {"split": "fused", "head": list(split.head), "tail": list(split.tail), "config": asdict(cfg),
+              "il_model": str(il_path), "il_fingerprint": il_fingerprint(il_path)}  # fmt: skip
+    with atomic_path(store) as tmp, torch.no_grad():
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        root.attrs.update(attrs)
+        _create(root, n, latent_shape, len(classes), chunk)
+        bar = tqdm(total=n, desc="fuse", unit="z", file=sys.stderr, mininterval=5.0)
+        for a in range(0, n, chunk):
+            part = todo.iloc[a : a + chunk]
+            t_rows = part["tail_id"].map(row_of).to_numpy()
+            h_rows = part["head_id"].map(row_of).to_numpy()
+            needed = np.unique(np.concatenate([t_rows, h_rows]))  # each chunk of the inputs is read once
+            where = np.searchsorted(needed, np.stack([t_rows, h_rows]))  # (2, n_part)
+            z_in = latents["z"].oindex[needed]  # (U, C, h, w)
+            maps_in = cams["maps"].oindex[needed]  # (U, h, w)
+            y_in = latents["labels"].oindex[needed]  # (U, K)
+            out = {name: [] for name in ("z", "labels", "probs", *SHARES)}
+            for b in range(0, len(part), cfg.batch_size):
+                ti, hi = where[0, b : b + cfg.batch_size], where[1, b : b + cfg.batch_size]
+                zs_t = student(torch.from_numpy(z_in[ti]))  # (B, C', h, w)
+                zs_h = student(torch.from_numpy(z_in[hi]))  # (B, C', h, w)
+                m_t, m_h = torch.from_numpy(maps_in[ti]), torch.from_numpy(maps_in[hi])  # (B, h, w)
+                rows = part.iloc[b : b + cfg.batch_size]
+                masks = [  # one coin stream per fused sample: independent of the batch size
+                    fusion_masks(m_t[i : i + 1], m_h[i : i + 1], cfg.tau_h, cfg.tau_l,
+                                 sample_generator(cfg.seed, int(r.t_index), int(r.j)))
+                    for i, r in enumerate(rows.itertuples())
+                ]  # fmt: skip
+                masks = FusionMasks(*(torch.cat(m) for m in zip(*masks)))  # each (B, h, w)
+                zs_f = combine(zs_t, zs_h, masks.from_tail)  # (B, C', h, w), Eq. 12
+                z_f = decoder(zs_f)  # (B, C, h, w), Eq. 13
+                probs = torch.sigmoid(classifier(zs_f)).numpy()  # (B, K)
+                out["z"].append(z_f.numpy())
+                out["probs"].append(probs)
+                tail_column = np.array([classes.index(t) for t in rows["tail_class"]])  # (B,)
+                out["labels"].append(fused_labels(cfg.label_policy, y_in[ti], y_in[hi], probs, cfg.label_threshold,
+                                                  tail_column, exclusive))  # fmt: skip
+                for name, values in shares(masks).items():
+                    out[name].append(values)
+                bar.update(len(rows))
+            sl = slice(a, a + len(part))
+            for name, values in out.items():
+                root[name][sl] = np.concatenate(values)
+            root["ids"][sl] = part["id"].to_numpy(dtype=str)
+            for name in PROVENANCE:
+                root[name][sl] = part[name].to_numpy(dtype=str)
+            for name in SHARES:
+                results[name][sl] = np.concatenate(out[name])
+        bar.close()
+        root.attrs["complete"] = True  # last: a store without it was not finished
+    summary = todo.drop(columns=["t_index", "j"]).assign(**results)
+    return summary

@@ -1,0 +1,132 @@
+"""Stage generate: fused latents to images, directly (s = 0) or after the last s of N denoising steps.
+
+Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation and
+Iterated Learning* (arXiv 2405.01705), Sec. 3.3: the decoded fused vector z_F = D(z_F^s) may lie
+off the VAE's manifold; a few steps of the Stable Diffusion UNet, conditioned on the sample's
+class names with classifier-free guidance, pull it back before the VAE decodes it. With the
+scheduler set to N steps, only the last s = N/d of them are run (Table 1 reports s = 0, 1, 5
+of N = 75), img2img style: z_F is first noised to the first of those timesteps. The authors'
+code denoises z_F without adding noise; ``generate.add_noise: false`` does that.
+
+Every image comes out of :func:`ltaug.latents.decode_latents` and every denoising out of
+:func:`ltaug.diffusion.sample_latents`, the sampler the text-to-image baseline uses too. The
+noise of fused sample i is drawn from its own generator seeded by (generate.seed, i), so a
+set does not depend on the batch size.
+
+Output ``results/synthetic/ours@{s}/``, in the layout every synthetic set shares, written by
+:class:`ltaug.synthetic.SyntheticSetWriter`:
+    manifest.csv  dicom_id (ours@{s}-<tail class>-<i>), the provenance columns tail_class,
+                  tail_id, head_id, head_class, tail_share (share of positions from the tail
+                  vector), steps, fused_id (the row of results/fused/latents.zarr), then path
+                  (images/<id>.png) and one 0/1 column per class in classes.json order
+    images/       8-bit RGB PNGs as the VAE decodes them
+    set.json      method, n_per_class, classes, tail, provenance_columns, and how it was made
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ltaug.diffusion import fingerprint, load_stable_diffusion, load_vae, prompt, sample_latents, torch_dtype
+from ltaug.errors import ConfigError, InputError
+from ltaug.latents import decode_latents, open_latents
+from ltaug.synthetic import SyntheticSetWriter, read_synthetic_set
+
+PROVENANCE_COLUMNS = ["tail_class", "tail_id", "head_id", "head_class", "tail_share", "steps", "fused_id"]
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    steps: list[int] = field(default_factory=lambda: [0, 1, 5])  # one set ours@{s} per value; s = 0: VAE decode only
+    num_steps: int = 75  # N: scheduler steps of which the last s are run
+    guidance_scale: float = 3.5  # classifier-free guidance scale of every UNet step
+    add_noise: bool = True  # noise z_F to the first of the last s timesteps (img2img); false: denoise z_F as is
+    seed: int = 0  # seed of the per-sample noise (sample i draws from its own generator)
+    batch_size: int = 32  # latents per UNet and VAE pass
+
+    def __post_init__(self) -> None:
+        if not self.steps or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.steps):
+            raise ConfigError(f"generate.steps: {self.steps!r} is not a non-empty list of integers >= 0.")
+        for key, low in (("num_steps", 1), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"generate.{key}: {value!r} is not an integer >= {low}.")
+        if max(self.steps) > self.num_steps:
+            raise ConfigError(
+                f"generate.steps: {max(self.steps)} is more than generate.num_steps = {self.num_steps}; the denoising "
+                f"runs the last s of num_steps scheduler steps, so every s must be <= num_steps."
+            )
+        if self.guidance_scale < 0:
+            raise ConfigError(f"generate.guidance_scale: {self.guidance_scale!r} is not >= 0.")
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The noise seed of fused sample ``index``."""
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
+def generate_set(
+    fused_store: str | Path,
+    model_dir: str | Path,
+    outdir: str | Path,
+    steps: int,
+    cfg: GenerateConfig,
+    device: torch.device,
+    dtype: str = "float32",
+) -> pd.DataFrame:
+    """Stage generate: the synthetic set ours@{steps} of the fused latents, written atomically; returns its manifest."""
+    if not isinstance(steps, int) or not 0 <= steps <= cfg.num_steps:
+        raise ConfigError(f"generate.steps: {steps!r} is not an integer in 0..generate.num_steps ({cfg.num_steps}).")
+    group = open_latents(fused_store, expect={"model_fingerprint": fingerprint(model_dir)})
+    attrs = dict(group.attrs)
+    classes, tail = list(attrs["classes"]), list(attrs.get("tail", []))
+    n_per_class = int(attrs.get("config", {}).get("n_per_class", 0))
+    if "tail_class" not in group:
+        raise InputError(f"{fused_store}: no provenance arrays (tail_class, ...); expected the store fuse writes.")
+    n = group["z"].shape[0]
+    counts = pd.Series(group["tail_class"][:].astype(object)).value_counts()
+    wrong = {t: int(counts.get(t, 0)) for t in tail if counts.get(t, 0) != n_per_class}
+    if wrong:
+        raise InputError(
+            f"{fused_store}: expected {n_per_class} fused samples per tail class (fusion.n_per_class), found {wrong}; "
+            f"rerun fuse."
+        )
+    if steps == 0:  # the UNet and text encoder are not needed
+        sd, vae = None, load_vae(model_dir, device)
+    else:
+        sd = load_stable_diffusion(model_dir, device, torch_dtype(dtype, device))
+        vae = sd.vae
+    info = {"steps": steps, "label_policy": attrs.get("config", {}).get("label_policy"), "model_path": str(model_dir),
+            "model_fingerprint": attrs.get("model_fingerprint"), "fused_store": str(fused_store)}  # fmt: skip
+    if steps:
+        info |= {"num_steps": cfg.num_steps, "guidance_scale": cfg.guidance_scale, "add_noise": cfg.add_noise,
+                 "seed": cfg.seed}  # fmt: skip
+    method = f"ours@{steps}"
+    with SyntheticSetWriter(outdir, method, classes, tail, n_per_class, info) as writer:
+        bar = tqdm(total=n, desc=f"generate {method}", unit="img", file=sys.stderr, mininterval=5.0)
+        for a in range(0, n, cfg.batch_size):
+            b = min(a + cfg.batch_size, n)
+            z = torch.from_numpy(group["z"][a:b])  # (B, C, h, w), z_F
+            labels = group["labels"][a:b]  # (B, K)
+            if sd is not None:
+                generators = [torch.Generator(sd.device).manual_seed(sample_seed(cfg.seed, i)) for i in range(a, b)]
+                prompts = [prompt(row, classes) for row in labels]
+                z = sample_latents(sd, prompts, cfg.num_steps, cfg.guidance_scale, generators,
+                                   z_start=z, last_steps=steps, add_noise=cfg.add_noise)  # fmt: skip
+            images = decode_latents(vae, z, batch_size=cfg.batch_size)  # (B, H, W, 3) uint8
+            provenance = pd.DataFrame({name: group[name][a:b].astype(object) for name in PROVENANCE_COLUMNS[:4]})
+            provenance["tail_share"] = group["tail_share"][a:b].round(6)
+            provenance["steps"] = steps
+            provenance["fused_id"] = group["ids"][a:b].astype(object)
+            writer.add(images, provenance[PROVENANCE_COLUMNS], labels)
+            bar.update(b - a)
+        bar.close()
+    return read_synthetic_set(outdir, classes, tail, n_per_class).frame

@@ -1,0 +1,214 @@
+"""ltaug.cam: the sign convention, equality with pytorch-grad-cam, batch-size invariance, the store, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import zarr
+from conftest import synthetic_latents, write_latent_store
+from pytorch_grad_cam import EigenCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+from ltaug.cam import CamConfig, OrientedEigenCAM, cam_rows, create_cam_store, open_cams, orient, target_module
+from ltaug.errors import ConfigError, InputError
+from ltaug.iterated import load_il_model
+from ltaug.latents import open_latents
+from ltaug.models import LatentClassifier
+from stage_models import CLASSES, cam_store_for, save_tiny_il
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cam")
+    z, labels = synthetic_latents(40, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 8, 8), seed=1)
+    z[::3] *= -1  # a varied batch: the layer's principal direction differs between samples
+    latents = write_latent_store(root / "train.zarr", z, labels, CLASSES, chunk=16)
+    return root, latents, save_tiny_il(root / "model.pt", seed=2)
+
+
+@pytest.fixture(scope="module")
+def store(inputs):
+    root, latents, model = inputs
+    return cam_store_for(latents, model, root / "cam.zarr", batch_size=7, chunk_size=16)
+
+
+# ---------------------------------------------------------------------------- the sign convention
+
+
+def test_orient_points_the_projection_at_the_active_positions():
+    activations = np.zeros((1, 2, 2, 2), dtype=np.float32)  # (B, F, h', w'): one active position, (0, 0)
+    activations[0, :, 0, 0] = [4.0, 2.0]
+    p = np.array([[[3.0, -1.0], [-1.0, -1.0]]], dtype=np.float32)  # a projection, either sign
+    assert np.array_equal(orient(p, activations), p)
+    assert np.array_equal(orient(-p, activations), p)
+
+
+def test_orient_decides_per_sample():
+    activations = np.random.default_rng(0).random((3, 4, 5, 5)).astype(np.float32)
+    p = get_2d_projection(activations)
+    signs = np.array([1, -1, 1], dtype=np.float32)[:, None, None]
+    assert np.allclose(orient(p * signs, activations), orient(p, activations))
+    mean = activations.mean(axis=1)
+    oriented = orient(p, activations)
+    for i in range(3):  # the convention: positive correlation with the mean activation
+        assert np.corrcoef(oriented[i].ravel(), mean[i].ravel())[0, 1] > 0
+
+
+class Spot(nn.Module):
+    """A classifier whose `features` is the identity: the activations are the input itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Identity()
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_oriented_map_is_high_where_the_layer_is_active():
+    x = torch.zeros(2, 3, 6, 6)
+    x[0, :, 1, 4] = torch.tensor([5.0, 3.0, 4.0])  # a bright spot in every channel
+    x[1, :, 4, 0] = torch.tensor([1.0, 6.0, 2.0])
+    x += 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    model = Spot()
+    with OrientedEigenCAM(model, [model.features]) as cam:
+        maps = cam(x, targets=None)  # (2, 6, 6)
+    assert maps[0].argmax() == np.ravel_multi_index((1, 4), (6, 6)) and maps[0].max() == pytest.approx(1, abs=1e-6)
+    assert maps[1].argmax() == np.ravel_multi_index((4, 0), (6, 6))
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+def library_maps(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """pytorch-grad-cam's EigenCAM called directly on ``x``, after the sign convention; and which samples it flipped.
+
+    Where the library's principal component already follows the convention the map is the
+    library's own result; elsewhere it is the library's post-processing (cut at 0, resize to the
+    input, scale to [0, 1], as BaseCAM does) of the negated projection.
+    """
+    captured = []
+    hook = layer.register_forward_hook(lambda m, i, o: captured.append(o.detach().numpy()))
+    with torch.no_grad(), EigenCAM(model, [layer]) as cam:
+        library = cam(x, targets=None)  # (B, h, w)
+    hook.remove()
+    raw = get_2d_projection(captured[0])  # the library's projection with its own sign
+    flipped = ~np.isclose(orient(raw, captured[0]), raw).all(axis=(1, 2))  # (B,)
+    size = (x.shape[-1], x.shape[-2])
+    negated = scale_cam_image(np.maximum(scale_cam_image(np.maximum(-raw, 0), size), 0))
+    return np.where(flipped[:, None, None], negated, library), flipped
+
+
+def test_stored_map_equals_pytorch_grad_cam_called_directly(inputs, store):
+    root, latents, model = inputs
+    il = load_il_model(model)
+    classifier = LatentClassifier(il.model.student, il.model.classifier)
+    want, flipped = library_maps(classifier, il.model.classifier.features, torch.from_numpy(open_latents(latents)["z"][:]))
+    np.testing.assert_allclose(open_cams(store)["maps"][:], want, atol=1e-5)
+
+
+def test_oriented_eigencam_equals_the_library_on_both_branches():
+    x = torch.randn(64, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    model = Spot()
+    want, flipped = library_maps(model, model.features, x)
+    assert 10 < flipped.sum() < 54  # the library's sign is arbitrary: both branches occur
+    with OrientedEigenCAM(model, [model.features]) as cam:
+        np.testing.assert_allclose(cam(x, targets=None), want, atol=1e-5)
+
+
+def test_store_contents(inputs, store):
+    root, latents, model = inputs
+    cams, source = open_cams(store), open_latents(latents)
+    assert cams["maps"].shape == (40, 8, 8) and cams["probs"].shape == (40, len(CLASSES))
+    maps = cams["maps"][:]
+    assert maps.min() >= 0 and maps.max() <= 1 and np.allclose(maps.max(axis=(1, 2)), 1, atol=1e-5)
+    assert cams["ids"][:].tolist() == source["ids"][:].tolist()
+    assert np.array_equal(cams["labels"][:], source["labels"][:])
+    il = load_il_model(model)
+    with torch.no_grad():
+        logits = LatentClassifier(il.model.student, il.model.classifier)(torch.from_numpy(source["z"][:]))
+    np.testing.assert_allclose(cams["probs"][:], torch.sigmoid(logits).numpy(), atol=1e-6)
+    assert cams.attrs["target_layer"] == "features" and cams.attrs["classes"] == CLASSES
+    assert cams.attrs["model_fingerprint"] == source.attrs["model_fingerprint"] and len(cams.attrs["il_fingerprint"]) == 16
+
+
+def test_batch_and_chunk_size_do_not_change_the_maps(inputs, store, tmp_path):
+    root, latents, model = inputs
+    other = cam_store_for(latents, model, tmp_path / "cam.zarr", batch_size=40, chunk_size=40)
+    a, b = open_cams(store), open_cams(other)
+    np.testing.assert_allclose(a["maps"][:], b["maps"][:], atol=1e-6)
+    np.testing.assert_allclose(a["probs"][:], b["probs"][:], atol=1e-6)
+
+
+def test_a_range_of_rows_writes_only_those_rows(inputs, store, tmp_path):
+    root, latents, model = inputs
+    il = load_il_model(model)
+    source = open_latents(latents)
+    out = zarr.open_group(tmp_path / "part.zarr", mode="w", zarr_format=3)
+    create_cam_store(out, 40, (8, 8), len(CLASSES), chunk=16)
+    classifier = LatentClassifier(il.model.student, il.model.classifier)
+    cam_rows(classifier, il.model.classifier.features, source, out, 16, 32, 5, CPU)
+    full = open_cams(store)["maps"][:]
+    np.testing.assert_allclose(out["maps"][16:32], full[16:32], atol=1e-6)
+    assert not out["maps"][:16].any() and not out["maps"][32:].any()  # untouched rows keep the fill value
+    assert out["ids"][16:32].tolist() == source["ids"][16:32].tolist()
+    with pytest.raises(ValueError, match="chunk boundary"):
+        cam_rows(classifier, il.model.classifier.features, source, out, 5, 20, 5, CPU)
+
+
+def test_densenet121_classifier_at_features_norm5(tmp_path):
+    z, labels = synthetic_latents(6, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 16, 16))
+    latents = write_latent_store(tmp_path / "train.zarr", z, labels, CLASSES)
+    model = save_tiny_il(tmp_path / "model.pt", latent_shape=(4, 16, 16), classifier="densenet121",
+                         classifier_stem="small")  # fmt: skip
+    cams = open_cams(cam_store_for(latents, model, tmp_path / "cam.zarr", target_layer="features.norm5"))
+    maps = cams["maps"][:]  # norm5 is 2 x 2 here (three 2x2 transitions), resized to 16 x 16
+    assert maps.shape == (6, 16, 16) and maps.min() >= 0 and np.allclose(maps.max(axis=(1, 2)), 1, atol=1e-5)
+    assert cams.attrs["target_layer"] == "features.norm5"
+
+
+def test_a_layer_without_spatial_extent_is_refused(tmp_path):
+    z, labels = synthetic_latents(2, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 8, 8))
+    latents = write_latent_store(tmp_path / "train.zarr", z, labels, CLASSES)
+    model = save_tiny_il(tmp_path / "model.pt", classifier="densenet121", classifier_stem="small")
+    with pytest.raises(ConfigError, match=r"cam\.target_layer: the layer's output has shape \(1024, 1, 1\)"):
+        cam_store_for(latents, model, tmp_path / "cam.zarr", target_layer="features.norm5")
+    assert not (tmp_path / "cam.zarr").exists()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_unknown_target_layer_lists_the_modules(inputs):
+    il = load_il_model(inputs[2])
+    with pytest.raises(ConfigError, match=r"cam\.target_layer: 'layer4' is not a module of the IL classifier.*features"):
+        target_module(il.model.classifier, "layer4")
+    assert target_module(il.model.classifier, "features.0") is il.model.classifier.features[0]
+
+
+def test_latents_of_another_diffusion_model_are_refused(inputs, tmp_path):
+    root, latents, model = inputs
+    z, labels = synthetic_latents(8, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 8, 8))
+    other = write_latent_store(tmp_path / "other.zarr", z, labels, CLASSES, model_fingerprint="0" * 64)
+    with pytest.raises(InputError, match=r"other\.zarr: these latents were made by diffusion model .* rerun train_il"):
+        cam_store_for(other, model, tmp_path / "cam.zarr")
+    assert not (tmp_path / "cam.zarr").exists()
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    zarr.open_group(tmp_path / "cam.zarr", mode="w", zarr_format=3)
+    with pytest.raises(InputError, match="did not finish"):
+        open_cams(tmp_path / "cam.zarr")
+    with pytest.raises(InputError, match="run the cam_maps stage"):
+        open_cams(tmp_path / "none.zarr")
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"cam\.batch_size: 0 is not an integer >= 1"):
+        CamConfig(batch_size=0)

@@ -1,0 +1,325 @@
+"""ltaug.fusion: Eqs. 6-13 on hand-made tensors, seeds, label policies, and the fuse stage on a tiny IL model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import synthetic_latents, write_latent_store
+
+from ltaug.cam import open_cams
+from ltaug.errors import ConfigError, InputError
+from ltaug.fusion import (
+    FusionConfig,
+    combine,
+    fuse,
+    fuse_latents,
+    fused_labels,
+    fusion_masks,
+    plan,
+    sample_generator,
+    shares,
+)
+from ltaug.iterated import load_il_model
+from ltaug.latents import open_latents
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
+
+C = 3  # C' of the hand-made sparse vectors
+TAIL = torch.arange(C * 4, dtype=torch.float32).reshape(1, C, 2, 2) + 100  # z_t^s (1, C', 2, 2), every entry distinct
+HEAD = torch.arange(C * 4, dtype=torch.float32).reshape(1, C, 2, 2) + 200  # z_h^s
+
+
+def maps(rows) -> torch.Tensor:
+    return torch.tensor([rows], dtype=torch.float32)  # (1, 2, 2)
+
+
+def coins(seed: int, shape=(1, 2, 2)) -> torch.Tensor:
+    """The coins M^R a generator seeded with ``seed`` gives: its first uniform draws below 1/2."""
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.5
+
+
+def expected(from_tail: torch.Tensor) -> torch.Tensor:
+    """Position by position, all C' channels from the tail or all from the head vector."""
+    out = HEAD.clone()
+    for i in range(2):
+        for j in range(2):
+            if from_tail[0, i, j]:
+                out[0, :, i, j] = TAIL[0, :, i, j]
+    return out
+
+
+def run(m_tail, m_head, tau_h=0.5, tau_l=0.5, seed=0) -> torch.Tensor:
+    return fuse(TAIL, HEAD, maps(m_tail), maps(m_head), tau_h, tau_l, torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------- the four mask cases
+
+
+def test_tail_specific_only_takes_the_tail_vector():
+    # M^S = 1 (tail map 0.9 > 0.5), M^G = 0 (head map 0.9 is not < 0.5) everywhere
+    assert torch.equal(run([[0.9, 0.9], [0.9, 0.9]], [[0.9, 0.9], [0.9, 0.9]]), TAIL)
+
+
+def test_generic_only_takes_the_head_vector():
+    # M^S = 0 (0.1 is not > 0.5), M^G = 1 (0.1 < 0.5) everywhere
+    assert torch.equal(run([[0.1, 0.1], [0.1, 0.1]], [[0.1, 0.1], [0.1, 0.1]]), HEAD)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_both_masks_go_to_the_coin(seed):
+    # M^S = 1 and M^G = 1 everywhere: every position is the coin's
+    fused = run([[0.9, 0.9], [0.9, 0.9]], [[0.1, 0.1], [0.1, 0.1]], seed=seed)
+    assert torch.equal(fused, expected(coins(seed)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_neither_mask_goes_to_the_coin(seed):
+    fused = run([[0.1, 0.1], [0.1, 0.1]], [[0.9, 0.9], [0.9, 0.9]], seed=seed)
+    assert torch.equal(fused, expected(coins(seed)))
+
+
+def test_the_four_cases_in_one_sample():
+    # (0,0): tail-specific only -> tail; (0,1): generic only -> head; (1,0): both -> coin; (1,1): neither -> coin
+    for seed in range(8):
+        c = coins(seed)
+        want = torch.tensor([[[True, False], [bool(c[0, 1, 0]), bool(c[0, 1, 1])]]])
+        fused = run([[0.9, 0.1], [0.9, 0.1]], [[0.9, 0.1], [0.1, 0.9]], seed=seed)
+        assert torch.equal(fused, expected(want)), seed
+
+
+def test_hand_computed_vector_with_known_coins():
+    # seed 0's first four uniforms are 0.4963, 0.7682, 0.0885, 0.1320: coins tail, head, tail, tail
+    assert coins(0).tolist() == [[[True, False], [True, True]]]
+    fused = run([[0.9, 0.9], [0.9, 0.9]], [[0.1, 0.1], [0.1, 0.1]], seed=0)
+    channel0 = [[100.0, 201.0], [102.0, 103.0]]  # channel 0 of z_t^s is 100..103, of z_h^s 200..203
+    assert fused[0, 0].tolist() == channel0
+    assert fused[0, 2].tolist() == [[108.0, 209.0], [110.0, 111.0]]
+
+
+def test_masks_broadcast_over_all_channels():
+    m_t, m_h = torch.rand(5, 6, 7), torch.rand(5, 6, 7)
+    zs_t, zs_h = torch.randn(5, 11, 6, 7), torch.randn(5, 11, 6, 7) + 10  # never equal
+    masks = fusion_masks(m_t, m_h, 0.5, 0.5, torch.Generator().manual_seed(0))
+    fused = combine(zs_t, zs_h, masks.from_tail)
+    from_tail = (fused == zs_t).all(dim=1)  # (5, 6, 7): every channel from the tail
+    from_head = (fused == zs_h).all(dim=1)  # every channel from the head
+    assert torch.equal(from_tail, masks.from_tail) and torch.equal(from_head, ~masks.from_tail)
+
+
+def test_masks_are_those_of_the_convention():
+    m_t = torch.tensor([[[0.2, 0.7], [0.5, 0.51]]])
+    m_h = torch.tensor([[[0.2, 0.7], [0.3, 0.5]]])
+    masks = fusion_masks(m_t, m_h, 0.5, 0.4, torch.Generator().manual_seed(0))
+    assert masks.specific.tolist() == [[[False, True], [False, True]]]  # M_t > 0.5 (0.5 itself is not)
+    assert masks.generic.tolist() == [[[True, False], [True, False]]]  # M_h < 0.4
+    # (0,0) generic only -> head, (0,1) specific only -> tail, (1,0) generic only -> head, (1,1) specific only -> tail
+    assert masks.from_tail.tolist() == [[[False, True], [False, True]]]
+
+
+# ---------------------------------------------------------------------------- thresholds at the edges
+
+
+def test_tau_h_0_and_tau_l_1():
+    # tau_h = 0: every position with a positive tail map is tail-specific; tau_l = 1: every head map below 1 generic
+    m_t, m_h = [[0.0, 0.3], [1.0, 0.5]], [[1.0, 0.2], [0.0, 1.0]]
+    masks = fusion_masks(maps(m_t), maps(m_h), 0.0, 1.0, torch.Generator().manual_seed(5))
+    assert masks.specific.tolist() == [[[False, True], [True, True]]]
+    assert masks.generic.tolist() == [[[False, True], [True, False]]]
+    c = coins(5)
+    # (0,0) neither -> coin, (0,1) both -> coin, (1,0) both -> coin, (1,1) specific only -> tail
+    want = torch.tensor([[[bool(c[0, 0, 0]), bool(c[0, 0, 1])], [bool(c[0, 1, 0]), True]]])
+    assert torch.equal(masks.from_tail, want)
+    assert torch.equal(run(m_t, m_h, 0.0, 1.0, seed=5), expected(want))
+
+
+def test_tau_h_1_and_tau_l_0_leave_everything_to_the_coin():
+    m = torch.tensor([[[0.0, 1.0], [0.5, 1.0]]])  # maps lie in [0, 1]: none > 1, none < 0
+    masks = fusion_masks(m, m, 1.0, 0.0, torch.Generator().manual_seed(3))
+    assert not masks.specific.any() and not masks.generic.any()
+    assert torch.equal(masks.from_tail, coins(3))
+
+
+def test_coin_is_fair():
+    m = torch.full((200, 16, 16), 0.5)
+    masks = fusion_masks(m, m, 1.0, 0.0, torch.Generator().manual_seed(0))  # all positions to the coin
+    assert abs(masks.from_tail.float().mean().item() - 0.5) < 0.01
+
+
+def test_coins_do_not_change_with_the_thresholds():
+    m_t, m_h = torch.rand(2, 4, 4), torch.rand(2, 4, 4)
+    a = fusion_masks(m_t, m_h, 0.2, 0.8, torch.Generator().manual_seed(9)).coin
+    b = fusion_masks(m_t, m_h, 0.7, 0.1, torch.Generator().manual_seed(9)).coin
+    assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------- seeds, inputs, shares
+
+
+def test_same_seed_same_vector_other_seed_other_vector():
+    zs_t, zs_h, m = torch.rand(3, 8, 16, 16), torch.rand(3, 8, 16, 16), torch.full((3, 16, 16), 0.5)
+    one = fuse(zs_t, zs_h, m, m, 1.0, 0.0, torch.Generator().manual_seed(1))
+    assert torch.equal(one, fuse(zs_t, zs_h, m, m, 1.0, 0.0, torch.Generator().manual_seed(1)))
+    assert not torch.equal(one, fuse(zs_t, zs_h, m, m, 1.0, 0.0, torch.Generator().manual_seed(2)))
+
+
+def test_inputs_left_unmodified():
+    zs_t, zs_h, m_t, m_h = torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 3), torch.rand(2, 3, 3), torch.rand(2, 3, 3)
+    copies = [t.clone() for t in (zs_t, zs_h, m_t, m_h)]
+    fuse(zs_t, zs_h, m_t, m_h, 0.5, 0.5, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip((zs_t, zs_h, m_t, m_h), copies))
+
+
+def test_shares():
+    masks = fusion_masks(maps([[0.9, 0.1], [0.9, 0.1]]), maps([[0.9, 0.1], [0.1, 0.9]]), 0.5, 0.5,
+                         torch.Generator().manual_seed(0))  # fmt: skip
+    got = shares(masks)
+    c = coins(0)
+    assert got["tail_share"][0] == pytest.approx((1 + int(c[0, 1, 0]) + int(c[0, 1, 1])) / 4)
+    assert got["head_share"][0] == pytest.approx(1 - got["tail_share"][0])
+    assert got["coin_share"][0] == pytest.approx(0.5)
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"\(B, h, w\)"):
+        fusion_masks(torch.rand(1, 2, 2), torch.rand(1, 2, 3), 0.5, 0.5, torch.Generator())
+    with pytest.raises(ValueError, match="must be"):
+        combine(torch.rand(1, 3, 2, 2), torch.rand(1, 3, 2, 2), torch.ones(1, 3, 3, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------------------- labels, config, plan
+
+
+def test_label_policies():
+    y_t = np.array([[1, 0, 0, 1]], dtype=np.uint8)  # a tail sample of class 3 that also has class 0
+    y_h = np.array([[0, 1, 0, 0]], dtype=np.uint8)
+    probs = np.array([[0.2, 0.9, 0.6, 0.1]])
+    tail = np.array([3])
+    assert fused_labels("union", y_t, y_h, probs, 0.5, tail).tolist() == [[1, 1, 0, 1]]
+    assert fused_labels("tail_only", y_t, y_h, probs, 0.5, tail).tolist() == [[1, 0, 0, 1]]
+    assert fused_labels("classifier", y_t, y_h, probs, 0.5, tail).tolist() == [[0, 1, 1, 1]]  # + the tail class
+    assert fused_labels("classifier", y_t, y_h, probs, 0.95, tail).tolist() == [[0, 0, 0, 1]]
+    assert y_t.tolist() == [[1, 0, 0, 1]]  # input left alone
+
+
+def test_the_exclusive_class_is_cleared_when_another_class_is_positive():
+    """A tail sample (class 2) fused with a normal neighbour (class 3 = No Finding) is not normal."""
+    y_t = np.array([[0, 0, 1, 0], [0, 0, 1, 0]], dtype=np.uint8)
+    y_h = np.array([[0, 0, 0, 1], [1, 0, 0, 0]], dtype=np.uint8)
+    probs = np.array([[0.1, 0.1, 0.1, 0.9], [0.9, 0.1, 0.1, 0.1]])
+    tail = np.array([2, 2])
+    assert fused_labels("union", y_t, y_h, probs, 0.5, tail, exclusive_column=3).tolist() == [[0, 0, 1, 0], [1, 0, 1, 0]]
+    assert fused_labels("classifier", y_t, y_h, probs, 0.5, tail, exclusive_column=3).tolist() == [[0, 0, 1, 0], [1, 0, 1, 0]]
+    assert fused_labels("union", y_t, y_h, probs, 0.5, tail).tolist() == [[0, 0, 1, 1], [1, 0, 1, 0]]  # none named
+
+
+@pytest.mark.parametrize(
+    "key,value,pattern",
+    [("tau_h", 1.5, r"fusion\.tau_h: 1\.5 is not a number in \[0, 1\]"), ("tau_l", -0.1, r"fusion\.tau_l"),
+     ("label_policy", "both", r"fusion\.label_policy: 'both' is not one of union, tail_only, classifier"),
+     ("n_per_class", 0, r"fusion\.n_per_class: 0 is not an integer >= 1")],
+)  # fmt: skip
+def test_config_errors_name_the_key(key, value, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        FusionConfig(**{key: value})
+
+
+def test_plan_cycles_over_the_tail_samples():
+    pairs = pd.DataFrame({"tail_id": ["a", "b", "c", "d"], "tail_class": ["Nodule"] * 3 + ["Fracture"],
+                          "head_class": "Cardiomegaly", "head_id": ["h1", "h2", "h3", "h4"], "distance": 1.0})  # fmt: skip
+    todo = plan(pairs, SPLIT, 7)
+    nodule = todo[todo["tail_class"] == "Nodule"]
+    assert nodule["tail_id"].tolist() == ["a", "b", "c", "a", "b", "c", "a"]
+    assert nodule["head_id"].tolist() == ["h1", "h2", "h3", "h1", "h2", "h3", "h1"]
+    assert todo[todo["tail_class"] == "Fracture"]["tail_id"].tolist() == ["d"] * 7
+    assert todo["id"].iloc[0] == "fused-Nodule-00000" and todo["id"].is_unique
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Training latents, a tiny untrained IL model, its CAM store and hand-written pairs."""
+    root = tmp_path_factory.mktemp("fuse")
+    z, labels = synthetic_latents(48, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 8, 8))
+    latents = write_latent_store(root / "train.zarr", z, labels, CLASSES, chunk=16)
+    model = save_tiny_il(root / "model.pt")
+    cams = cam_store_for(latents, model, root / "cam.zarr")
+    ids = open_latents(latents)["ids"][:]
+    nodule = [i for i in range(48) if labels[i, 2]][:3]
+    fracture = [i for i in range(48) if labels[i, 3]][:2]
+    head = [i for i in range(48) if labels[i, 0] and not labels[i, 2] and not labels[i, 3]]
+    pairs = pd.DataFrame({
+        "tail_id": ids[nodule + fracture], "tail_class": ["Nodule"] * 3 + ["Fracture"] * 2,
+        "head_class": "Cardiomegaly", "head_id": ids[head[:5]], "distance": 0.0,
+    })  # fmt: skip
+    pairs.to_csv(root / "pairs.csv", index=False)
+    return root, latents, model, cams
+
+
+def run_stage(inputs, out, **cfg):
+    root, latents, model, cams = inputs
+    return fuse_latents(root / "pairs.csv", latents, cams, model, SPLIT, out, FusionConfig(**cfg))
+
+
+def test_stage_writes_decoded_fused_latents(inputs, tmp_path):
+    root, latents, model, cams = inputs
+    summary = run_stage(inputs, tmp_path / "fused.zarr", n_per_class=7, tau_h=0.4, tau_l=0.6, seed=3, chunk_size=4)
+    fused = open_latents(tmp_path / "fused.zarr")
+    assert fused["z"].shape == (14, 4, 8, 8) and fused["labels"].shape == (14, len(CLASSES))
+    assert list(fused["tail_class"][:]) == ["Nodule"] * 7 + ["Fracture"] * 7
+    assert fused.attrs["tail"] == SPLIT.tail and fused.attrs["config"]["tau_h"] == 0.4
+    store = open_latents(latents)
+    row = {s: i for i, s in enumerate(store["ids"][:])}
+    il = load_il_model(model)
+    cam_maps = open_cams(cams)["maps"][:]
+    for f in (0, 4, 8, 13):  # recompute Eqs. 6-13 for a few samples from scratch
+        t, h = row[str(fused["tail_id"][f])], row[str(fused["head_id"][f])]
+        t_index, j = (0, f) if f < 7 else (1, f - 7)
+        with torch.no_grad():
+            zs = il.model.student(torch.from_numpy(store["z"][[t, h]]))
+            zs_f = fuse(zs[:1], zs[1:], torch.from_numpy(cam_maps[[t]]), torch.from_numpy(cam_maps[[h]]), 0.4, 0.6,
+                        sample_generator(3, t_index, j))  # fmt: skip
+            z_f = il.model.decoder(zs_f)
+        np.testing.assert_allclose(fused["z"][f], z_f[0].numpy(), rtol=1e-5, atol=1e-5)
+        want = np.maximum(store["labels"][t], store["labels"][h])  # union ...
+        want[CLASSES.index("No Finding")] = 0  # ... without "No Finding": each sample has its tail class
+        assert fused["labels"][f].tolist() == want.tolist()
+    assert np.allclose(fused["tail_share"][:] + fused["head_share"][:], 1.0) and (fused["coin_share"][:] > 0).all()
+    assert summary["tail_share"].tolist() == pytest.approx(fused["tail_share"][:].tolist())
+
+
+def test_stage_does_not_depend_on_batch_or_chunk_size(inputs, tmp_path):
+    run_stage(inputs, tmp_path / "a.zarr", n_per_class=5, batch_size=1, chunk_size=3)
+    run_stage(inputs, tmp_path / "b.zarr", n_per_class=5, batch_size=64, chunk_size=256)
+    a, b = open_latents(tmp_path / "a.zarr"), open_latents(tmp_path / "b.zarr")
+    np.testing.assert_allclose(a["z"][:], b["z"][:], rtol=1e-5, atol=1e-6)  # the decoder's float sums may regroup
+    for name in ("labels", "tail_share", "coin_share", "ids", "head_id"):
+        assert np.array_equal(a[name][:], b[name][:]), name
+
+
+def test_stage_same_seed_same_store(inputs, tmp_path):
+    taus = {"tau_h": 0.3, "tau_l": 0.7}  # maps in (0.3, 0.7) are both tail-specific and generic: coins decide
+    summary = run_stage(inputs, tmp_path / "a.zarr", n_per_class=4, seed=1, **taus)
+    run_stage(inputs, tmp_path / "b.zarr", n_per_class=4, seed=1, **taus)
+    run_stage(inputs, tmp_path / "c.zarr", n_per_class=4, seed=2, **taus)
+    a, b, c = (open_latents(tmp_path / f"{x}.zarr")["z"][:] for x in "abc")
+    assert (summary["coin_share"] > 0).all()
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_stage_refuses_pairs_without_a_tail_class(inputs, tmp_path):
+    root, latents, model, cams = inputs
+    pairs = pd.read_csv(root / "pairs.csv")
+    pairs[pairs["tail_class"] == "Nodule"].to_csv(tmp_path / "pairs.csv", index=False)
+    with pytest.raises(InputError, match=r"pairs\.csv: no pair for tail class\(es\) 'Fracture'"):
+        fuse_latents(tmp_path / "pairs.csv", latents, cams, model, SPLIT, tmp_path / "f.zarr", FusionConfig())
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_stage_refuses_maps_of_another_il_model(inputs, tmp_path):
+    root, latents, model, cams = inputs
+    other = save_tiny_il(tmp_path / "other.pt", seed=1)
+    with pytest.raises(InputError, match="il_fingerprint"):
+        fuse_latents(root / "pairs.csv", latents, cams, other, SPLIT, tmp_path / "f.zarr", FusionConfig())

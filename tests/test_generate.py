@@ -1,0 +1,152 @@
+"""ltaug.generate: ours@0 is the VAE decode of z_F, ours@s the shared sampler's last s steps; the set layout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import synthetic_latents, write_latent_store
+from PIL import Image
+
+from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae, save_model
+from ltaug.diffusion import fingerprint, load_stable_diffusion, prompt, sample_latents
+from ltaug.errors import ConfigError, InputError
+from ltaug.fusion import FusionConfig, fuse_latents
+from ltaug.generate import PROVENANCE_COLUMNS, GenerateConfig, generate_set, sample_seed
+from ltaug.latents import decode_latents, open_latents
+from ltaug.pairing import PairingConfig, pair_neighbours
+from ltaug.synthetic import read_synthetic_set
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
+
+CPU = torch.device("cpu")
+TINY_SD = BootstrapConfig(
+    image_size=32, vae_channels=(8, 8, 8, 8), vae_norm_groups=4, unet_channels=(16, 32), unet_cross_attention=(True, True),
+    unet_norm_groups=8, unet_attention_heads=2, text_hidden_size=16, text_layers=1, text_heads=2,
+)  # fmt: skip
+N_PER_CLASS = 3
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory):
+    """An untrained tiny SD directory and a fused store made from latents of it: (root, model dir, fused store)."""
+    root = tmp_path_factory.mktemp("generate")
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(CLASSES, TINY_SD.max_prompt_tokens)
+    model = root / "sd"
+    save_model(model, build_vae(TINY_SD), build_unet(TINY_SD), build_text_encoder(TINY_SD, tokenizer), tokenizer,
+               build_scheduler())  # fmt: skip
+    fp = fingerprint(model)
+    z, labels = synthetic_latents(40, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 4, 4), seed=4)
+    latents = write_latent_store(root / "train.zarr", z, labels, CLASSES, chunk=16, model_fingerprint=fp)
+    il = save_tiny_il(root / "model.pt", latent_shape=(4, 4, 4), fingerprint=fp)
+    cams = cam_store_for(latents, il, root / "cam.zarr")
+    pair_neighbours(latents, cams, il, SPLIT, root / "pairs.csv", PairingConfig(k=2))
+    fuse_latents(root / "pairs.csv", latents, cams, il, SPLIT, root / "fused.zarr",
+                 FusionConfig(n_per_class=N_PER_CLASS, tau_h=0.4, tau_l=0.6))  # fmt: skip
+    return root, model, root / "fused.zarr"
+
+
+def images_of(set_dir) -> np.ndarray:
+    manifest = pd.read_csv(set_dir / "manifest.csv")
+    return np.stack([np.asarray(Image.open(set_dir / p)) for p in manifest["path"]])
+
+
+def test_steps_0_is_the_vae_decode_of_the_fused_latents(fused, tmp_path):
+    root, model, store = fused
+    manifest = generate_set(store, model, tmp_path / "ours@0", 0, GenerateConfig(batch_size=4), CPU)
+    group = open_latents(store)
+    sd = load_stable_diffusion(model, CPU)
+    want = decode_latents(sd.vae, torch.from_numpy(group["z"][:]))  # (6, 32, 32, 3)
+    assert np.array_equal(images_of(tmp_path / "ours@0"), want)
+    assert manifest["fused_id"].tolist() == group["ids"][:].tolist()
+    assert np.array_equal(manifest[CLASSES].to_numpy(), group["labels"][:])
+
+
+def test_set_layout(fused, tmp_path):
+    root, model, store = fused
+    generate_set(store, model, tmp_path / "ours@0", 0, GenerateConfig(), CPU)
+    frame = pd.read_csv(tmp_path / "ours@0" / "manifest.csv")
+    assert list(frame.columns) == ["dicom_id", *PROVENANCE_COLUMNS, "path", *CLASSES]
+    assert frame["tail_class"].value_counts().to_dict() == {"Nodule": N_PER_CLASS, "Fracture": N_PER_CLASS}
+    assert frame["dicom_id"].iloc[0] == "ours@0-nodule-00000" and frame["dicom_id"].is_unique
+    assert frame["path"].iloc[0] == "images/ours@0-nodule-00000.png" and (frame["steps"] == 0).all()
+    group = open_latents(store)
+    assert frame["tail_id"].tolist() == group["tail_id"][:].tolist()
+    assert frame["tail_share"].to_numpy() == pytest.approx(group["tail_share"][:], abs=1e-6)
+    info = json.loads((tmp_path / "ours@0" / "set.json").read_text())
+    assert info["method"] == "ours@0" and info["n_per_class"] == N_PER_CLASS and info["tail"] == SPLIT.tail
+    assert info["classes"] == CLASSES and info["provenance_columns"] == PROVENANCE_COLUMNS
+    image = Image.open(tmp_path / "ours@0" / frame["path"].iloc[0])
+    assert image.mode == "RGB" and image.size == (32, 32)
+    read_synthetic_set(tmp_path / "ours@0", CLASSES, SPLIT.tail, N_PER_CLASS)  # the evaluation's reader accepts it
+
+
+@pytest.mark.parametrize("add_noise", [True, False])
+def test_steps_s_runs_the_last_s_steps_of_the_shared_sampler(fused, tmp_path, add_noise):
+    root, model, store = fused
+    cfg = GenerateConfig(steps=[2], num_steps=4, guidance_scale=2.0, add_noise=add_noise, seed=7, batch_size=4)
+    generate_set(store, model, tmp_path / "ours@2", 2, cfg, CPU)
+    group = open_latents(store)
+    sd = load_stable_diffusion(model, CPU)
+    labels = group["labels"][:]
+    generators = [torch.Generator().manual_seed(sample_seed(7, i)) for i in range(len(labels))]
+    z = sample_latents(sd, [prompt(row, CLASSES) for row in labels], 4, 2.0, generators,
+                       z_start=torch.from_numpy(group["z"][:]), last_steps=2, add_noise=add_noise)  # fmt: skip
+    got = images_of(tmp_path / "ours@2").astype(int)
+    assert np.abs(got - decode_latents(sd.vae, z).astype(int)).max() <= 1  # batches of 4 vs 6: float regrouping
+    assert not np.array_equal(got, decode_latents(sd.vae, torch.from_numpy(group["z"][:])))  # the UNet did act
+    info = json.loads((tmp_path / "ours@2" / "set.json").read_text())
+    assert info["steps"] == 2 and info["num_steps"] == 4 and info["add_noise"] is add_noise
+
+
+def test_batch_size_does_not_change_the_images(fused, tmp_path):
+    root, model, store = fused
+    for batch in (1, 6):
+        generate_set(store, model, tmp_path / f"b{batch}", 1, GenerateConfig(steps=[1], num_steps=3, batch_size=batch), CPU)
+    assert np.abs(images_of(tmp_path / "b1").astype(int) - images_of(tmp_path / "b6").astype(int)).max() <= 1
+
+
+def test_fused_latents_of_another_model_are_refused(fused, tmp_path):
+    root, model, store = fused
+    (model / "scheduler" / "scheduler_config.json").rename(tmp_path / "kept.json")
+    try:
+        config = json.loads((tmp_path / "kept.json").read_text()) | {"num_train_timesteps": 999}
+        (model / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+        with pytest.raises(InputError, match=r"fused\.zarr: these latents were made by model"):
+            generate_set(store, model, tmp_path / "ours@0", 0, GenerateConfig(), CPU)
+    finally:
+        (tmp_path / "kept.json").replace(model / "scheduler" / "scheduler_config.json")
+    assert not (tmp_path / "ours@0").exists()
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"generate\.steps: 80 is more than generate\.num_steps = 75"):
+        GenerateConfig(steps=[0, 80])
+    with pytest.raises(ConfigError, match=r"generate\.steps"):
+        GenerateConfig(steps=[-1])
+
+
+def test_fig2_panels_one_figure_per_tail_class(fused, tmp_path):
+    from ltaug.figures import fig2_panels
+
+    root, model, store = fused
+    rows = []
+    for i, labels in enumerate(open_latents(root / "train.zarr")["labels"][:]):
+        path = tmp_path / "images" / f"train-{i:05d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((32, 32), 6 * i, dtype=np.uint8)).save(path)
+        rows.append({"id": f"train-{i:05d}", "path": str(path), "split": "train", **dict(zip(CLASSES, labels.tolist()))})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    sets = []
+    for s in (0, 1):
+        generate_set(store, model, tmp_path / f"ours@{s}", s, GenerateConfig(steps=[s], num_steps=2), CPU)
+        sets.append(tmp_path / f"ours@{s}")
+    paths = fig2_panels(tmp_path / "manifest.csv", SPLIT, root / "train.zarr", root / "cam.zarr", store,
+                        root / "model.pt", sets, tmp_path / "fig2")  # fmt: skip
+    assert [p.name for p in paths] == ["Nodule.png", "Fracture.png"]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] > 400

@@ -1,0 +1,158 @@
+"""ltaug.pairing: highest-confusion head class, k-nearest neighbour draws, errors, the stage on a tiny IL model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import synthetic_latents, write_latent_store
+
+from ltaug.cam import open_cams
+from ltaug.data import ClassSplit
+from ltaug.errors import ConfigError, InputError
+from ltaug.iterated import load_il_model
+from ltaug.latents import open_latents
+from ltaug.pairing import COLUMNS, PairingConfig, confused_head, pair_neighbours, pair_samples
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
+
+# columns: Cardiomegaly, Pleural Effusion (head), Nodule, Fracture (tail), No Finding
+HEAD_COLUMNS = np.array([0, 1])
+
+
+def test_head_of_highest_confusion_is_the_argmax_over_head_classes():
+    probs = np.array([
+        [0.2, 0.9, 0.99, 0.1, 0.95],  # tail and medium classes higher, but only head classes count -> column 1
+        [0.7, 0.3, 0.99, 0.0, 0.00],  # -> column 0
+        [0.5, 0.5, 0.90, 0.0, 0.00],  # a tie -> the first head class in classes.json order
+    ])  # fmt: skip
+    assert confused_head(probs, HEAD_COLUMNS).tolist() == [1, 0, 0]
+    assert confused_head(probs, np.array([1, 0])).tolist() == [1, 0, 1]  # head order decides the tie
+
+
+def toy():
+    """10 samples in a 2-d feature space: 3 Nodule samples, head samples of both head classes."""
+    labels = np.zeros((10, 5), dtype=np.uint8)
+    labels[[0, 1, 2], 2] = 1  # Nodule
+    labels[[3], 3] = 1  # Fracture
+    labels[[4, 5, 6], 0] = 1  # Cardiomegaly
+    labels[[7, 8, 9], 1] = 1  # Pleural Effusion
+    labels[2, 0] = 1  # a Nodule sample that also has Cardiomegaly: never a head candidate for Nodule
+    features = np.array([[0, 0], [10, 0], [0.5, 0.1], [5, 5], [1, 0], [3, 0], [9, 0], [11, 0], [20, 0], [0.2, 0]],
+                        dtype=np.float32)  # fmt: skip
+    probs = np.zeros((10, 5))
+    probs[[0, 2, 3], 0] = 0.8  # samples 0, 2, 3 are confused with Cardiomegaly
+    probs[1, 1] = 0.6  # sample 1 with Pleural Effusion
+    ids = np.array([f"s{i}" for i in range(10)])
+    return ids, labels, probs, features
+
+
+def test_k1_pairs_each_tail_sample_with_its_nearest_head_sample():
+    ids, labels, probs, features = toy()
+    pairs = pair_samples(ids, labels, probs, features, SPLIT, k=1, seed=0)
+    assert list(pairs.columns) == COLUMNS
+    nodule = pairs[pairs["tail_class"] == "Nodule"]
+    assert nodule["tail_id"].tolist() == ["s0", "s1", "s2"]
+    assert nodule["head_class"].tolist() == ["Cardiomegaly", "Pleural Effusion", "Cardiomegaly"]
+    # s0 at (0, 0): Cardiomegaly candidates s4 (1, 0), s5, s6 (s2 carries Nodule) -> s4 at distance 1
+    # s1 at (10, 0): Pleural Effusion candidates s7 (11, 0), s8, s9 -> s7 at 1; s2 at (0.5, 0.1) -> s4
+    assert nodule["head_id"].tolist() == ["s4", "s7", "s4"]
+    assert nodule["distance"].tolist() == pytest.approx([1.0, 1.0, float(np.hypot(0.5, 0.1))])
+    assert nodule["head_probability"].tolist() == pytest.approx([0.8, 0.6, 0.8])
+    fracture = pairs[pairs["tail_class"] == "Fracture"]
+    assert fracture["tail_id"].tolist() == ["s3"] and fracture["head_class"].tolist() == ["Cardiomegaly"]
+
+
+def test_tail_samples_are_never_their_own_head_neighbours():
+    ids, labels, probs, features = toy()
+    for seed in range(20):
+        pairs = pair_samples(ids, labels, probs, features, SPLIT, k=4, seed=seed)
+        nodule = pairs[pairs["tail_class"] == "Nodule"]
+        assert not set(nodule["head_id"]) & {"s0", "s1", "s2"}
+
+
+def test_the_neighbour_is_drawn_among_the_k_nearest_with_a_seed():
+    ids, labels, probs, features = toy()
+    drawn = set()
+    for seed in range(12):
+        pairs = pair_samples(ids, labels, probs, features, SPLIT, k=2, seed=seed)
+        s0 = pairs.iloc[0]
+        assert s0["head_id"] in {"s4", "s5"}  # the 2 nearest Cardiomegaly candidates of s0
+        drawn.add(s0["head_id"])
+        again = pair_samples(ids, labels, probs, features, SPLIT, k=2, seed=seed)
+        pd.testing.assert_frame_equal(pairs, again)
+    assert drawn == {"s4", "s5"}
+
+
+def test_tail_class_without_samples_is_named():
+    ids, labels, probs, features = toy()
+    labels[3, 3] = 0
+    with pytest.raises(InputError, match=r"tail class 'Fracture' has no training sample"):
+        pair_samples(ids, labels, probs, features, SPLIT, k=1, seed=0, source="train.zarr")
+
+
+def test_head_class_without_samples_is_named():
+    ids, labels, probs, features = toy()
+    labels[[7, 8, 9], 1] = 0
+    with pytest.raises(InputError, match=r"train\.zarr: head class 'Pleural Effusion' has no training sample without "
+                                         r"tail class 'Nodule'"):  # fmt: skip
+        pair_samples(ids, labels, probs, features, SPLIT, k=1, seed=0, source="train.zarr")
+
+
+def test_no_head_class_is_an_error():
+    ids, labels, probs, features = toy()
+    split = ClassSplit(CLASSES, [], ["Nodule"], [], {}, {}, {})
+    with pytest.raises(InputError, match="no head class"):
+        pair_samples(ids, labels, probs, features, split, k=1, seed=0)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"pairing\.space: 'pixels' is not one of sparse, cam"):
+        PairingConfig(space="pixels")
+    with pytest.raises(ConfigError, match=r"pairing\.k: 0 is not an integer >= 1"):
+        PairingConfig(k=0)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    z, labels = synthetic_latents(60, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 8, 8), seed=3)
+    latents = write_latent_store(root / "train.zarr", z, labels, CLASSES, chunk=16)
+    model = save_tiny_il(root / "model.pt")
+    return root, latents, model, cam_store_for(latents, model, root / "cam.zarr")
+
+
+@pytest.mark.parametrize("space", ["sparse", "cam"])
+def test_stage_pairs_every_tail_sample(inputs, tmp_path, space):
+    root, latents, model, cams = inputs
+    pairs = pair_neighbours(latents, cams, model, SPLIT, tmp_path / "pairs.csv", PairingConfig(space=space, k=1))
+    assert pd.read_csv(tmp_path / "pairs.csv").columns.tolist() == COLUMNS
+    store, maps = open_latents(latents), open_cams(cams)
+    ids, labels, probs = store["ids"][:].tolist(), store["labels"][:], maps["probs"][:]
+    row = {s: i for i, s in enumerate(ids)}
+    for t in SPLIT.tail:
+        own = pairs[pairs["tail_class"] == t]
+        assert own["tail_id"].tolist() == [ids[i] for i in np.flatnonzero(labels[:, CLASSES.index(t)])]
+        for tail_id, head_class in zip(own["tail_id"], own["head_class"]):
+            assert head_class == SPLIT.head[int(np.argmax(probs[row[tail_id], :2]))]
+    if space == "sparse":  # the distance is that between flattened z^s
+        il = load_il_model(model)
+        first = pairs.iloc[0]
+        with torch.no_grad():
+            zs = il.model.student(torch.from_numpy(store["z"].oindex[[row[first["tail_id"]], row[first["head_id"]]]]))
+        assert first["distance"] == pytest.approx(float((zs[0] - zs[1]).norm()), rel=1e-4)
+    else:
+        first = pairs.iloc[0]
+        m = maps["maps"].oindex[[row[first["tail_id"]], row[first["head_id"]]]]
+        assert first["distance"] == pytest.approx(float(np.linalg.norm(m[0] - m[1])), rel=1e-4)
+
+
+def test_stage_refuses_a_cam_store_of_another_il_model(inputs, tmp_path):
+    root, latents, model, cams = inputs
+    other = save_tiny_il(tmp_path / "other.pt", seed=5)
+    with pytest.raises(InputError, match="il_fingerprint"):
+        pair_neighbours(latents, cams, other, SPLIT, tmp_path / "pairs.csv", PairingConfig())
+    assert not (tmp_path / "pairs.csv").exists()

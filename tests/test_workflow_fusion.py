@@ -1,0 +1,104 @@
+"""The real Snakefile on a tiny config through cam_maps, pair_neighbours, fuse, generate and Fig. 2, then
+the incremental reruns: a fusion key reruns fuse and what follows only; a new generate.steps value runs
+only its own set and what consumes it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from test_workflow import TAIL, TINY_FUSION, TINY_GENERATE, planned_jobs, snakemake, write_config
+
+from ltaug.cam import open_cams
+from ltaug.latents import open_latents
+from ltaug.synthetic import read_synthetic_set
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+N_PER_CLASS = TINY_FUSION["n_per_class"]
+STEPS = TINY_GENERATE["steps"]
+# The stages of this file (the evaluation is left out: it is tested on its own); cam_maps of the
+# other splits differ only by the wildcard
+TARGETS = ["results/figures/fig2", "results/cam/val.zarr"]
+UPSTREAM = {"demo_dataset", "prepare_data", "split_classes", "bootstrap_diffusion", "encode_latents", "train_il",
+            "cam_maps", "pair_neighbours"}  # fmt: skip
+
+
+@pytest.fixture
+def run(tiny_reference):
+    """The tiny workflow, run once per session (conftest.py); the tests here change its config and restore it."""
+    return tiny_reference
+
+
+def test_the_stages_write_their_outputs(run):
+    classes = json.loads((run / "results/data/classes.json").read_text())
+    for split, n in (("train", 60), ("val", 12)):
+        cams = open_cams(run / f"results/cam/{split}.zarr")
+        assert cams["maps"].shape == (n, 4, 4) and cams["probs"].shape == (n, len(classes["classes"]))
+    pairs = pd.read_csv(run / "results/pairs/pairs.csv")
+    assert pairs["tail_class"].tolist() == TAIL  # one training sample per tail class in the tiny demo
+    assert set(pairs["head_class"]) <= set(classes["head"])
+    fused = open_latents(run / "results/fused/latents.zarr")
+    assert fused["z"].shape == (len(TAIL) * N_PER_CLASS, 4, 4, 4)
+    for s in STEPS:
+        synthetic = read_synthetic_set(run / f"results/synthetic/ours@{s}", classes["classes"], TAIL, N_PER_CLASS)
+        assert synthetic.method == f"ours@{s}" and (synthetic.frame["steps"] == s).all()
+        assert synthetic.frame["tail_id"].tolist() == [t for t in pairs["tail_id"] for _ in range(N_PER_CLASS)]
+    panels = sorted(p.name for p in (run / "results/figures/fig2").glob("*.png"))
+    assert panels == sorted(f"{t.replace(' ', '_')}.png" for t in TAIL)
+    for log in ("cam/cam_maps_train", "pairing/pair_neighbours", "fusion/fuse", "generate/generate_ours@1",
+                "figures/fig2_panels"):  # fmt: skip
+        assert (run / f"logs/{log}.log").is_file() and (run / f"benchmarks/{log}.tsv").is_file()
+
+
+def test_nothing_to_do_on_a_second_run(run):
+    result = snakemake(run, "--dry-run", *TARGETS)
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("tau_h", 0.7), ("tau_l", 0.2), ("n_per_class", 4), ("label_policy", "tail_only")],
+)
+def test_a_fusion_key_reruns_fuse_and_what_follows_only(run, key, value):
+    write_config(run, fusion={key: value})
+    try:
+        jobs = planned_jobs(snakemake(run, "--dry-run", *TARGETS))
+        assert jobs == {"fuse": 1, "generate": len(STEPS), "fig2_panels": 1}
+        assert not UPSTREAM & set(jobs)
+    finally:
+        write_config(run)
+
+
+def test_a_new_generate_step_runs_only_its_set(run):
+    write_config(run, generate={"steps": [*STEPS, 2]})
+    try:
+        result = snakemake(run, "--dry-run", *TARGETS)
+        assert planned_jobs(result) == {"generate": 1, "fig2_panels": 1}
+        assert "output: results/synthetic/ours@2" in result.stdout
+    finally:
+        write_config(run)
+
+
+def test_guidance_scale_leaves_the_decoded_set_alone(run):
+    write_config(run, generate={"guidance_scale": 2.0})
+    try:
+        result = snakemake(run, "--dry-run", *TARGETS)
+        assert planned_jobs(result) == {"generate": 1, "fig2_panels": 1}  # ours@1 only: ours@0 uses no UNet
+        assert "output: results/synthetic/ours@1" in result.stdout
+        assert "output: results/synthetic/ours@0" not in result.stdout
+    finally:
+        write_config(run)
+
+
+def test_a_cam_key_reruns_the_maps_and_what_follows(run):
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    write_config(run, cam={"batch_size": 5})
+    try:
+        jobs = planned_jobs(snakemake(run, "--dry-run", *TARGETS))
+        assert jobs == {"cam_maps": 2, "pair_neighbours": 1, "fuse": 1, "generate": len(STEPS), "fig2_panels": 1}
+    finally:
+        write_config(run)
+    assert yaml.safe_load((run / "config.yaml").read_text()) == config

@@ -1,0 +1,60 @@
+# Fused latents to images: one synthetic set ours@{s} per value of generate.steps (s = 0: the
+# VAE decodes z_F; s > 0: the last s of generate.num_steps UNet steps first), and the Fig. 2
+# panels. A set's params leave out generate.steps, so adding a value runs only the new set.
+
+
+rule generate:
+    input:
+        fused=rules.fuse.output.store,
+        model=diffusion_model(),
+    output:
+        synthetic=directory(f"{OUT}/synthetic/ours@{{steps}}"),
+    wildcard_constraints:
+        steps=r"\d+",
+    params:
+        # s = 0 uses no UNet: only the batch size reaches it
+        cfg=lambda wildcards: section_json(
+            "generate", keep=("batch_size",) if wildcards.steps == "0" else None, drop=("steps",)
+        ),
+        diffusion=section_json("diffusion", keep=("device", "dtype")),
+    log:
+        "logs/generate/generate_ours@{steps}.log",
+    benchmark:
+        "benchmarks/generate/generate_ours@{steps}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "python -m ltaug generate --fused {input.fused:q} --model {input.model:q} --steps {wildcards.steps}"
+        " --outdir {output.synthetic:q} --params {params.cfg:q} --diffusion {params.diffusion:q}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule fig2_panels:
+    input:
+        manifest=rules.prepare_data.output.manifest,
+        classes=rules.split_classes.output.classes,
+        latents=f"{OUT}/latents/train.zarr",
+        cams=f"{OUT}/cam/train.zarr",
+        fused=rules.fuse.output.store,
+        model=rules.train_il.output.model,
+        sets=expand(f"{OUT}/synthetic/ours@{{steps}}", steps=config["generate"]["steps"]),
+    output:
+        panels=report(
+            directory(f"{OUT}/figures/fig2"),
+            patterns=["{name}.png"],
+            caption="../report/fig2.rst",
+            category="Fig. 2",
+        ),
+    log:
+        "logs/figures/fig2_panels.log",
+    benchmark:
+        "benchmarks/figures/fig2_panels.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m ltaug fig2_panels --manifest {input.manifest:q} --classes {input.classes:q}"
+        " --latents {input.latents:q} --cams {input.cams:q} --fused {input.fused:q} --model {input.model:q}"
+        " --sets {input.sets:q} --outdir {output.panels:q} > {log} 2>&1"
