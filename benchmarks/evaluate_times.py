@@ -1,0 +1,44 @@
+"""Per-rule times of a workflow run, from Snakemake's benchmark files.
+
+    python benchmarks/evaluate_times.py [WORKDIR] [--stages baselines eval report]
+
+Reads WORKDIR/benchmarks/<stage>/*.tsv (default: this checkout, the stages of the evaluation)
+and prints wall-clock seconds, CPU seconds and peak memory per rule, with totals; writes the
+table to benchmarks/evaluate_times/<workdir name>.csv. On a machine shared with other work,
+CPU seconds are the better estimate of the time on an idle one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workdir", nargs="?", default=str(REPO))
+    parser.add_argument("--stages", nargs="+", default=["baselines", "eval", "report"])
+    args = parser.parse_args()
+    rows = []
+    for stage in args.stages:
+        for tsv in sorted((Path(args.workdir) / "benchmarks" / stage).glob("*.tsv")):
+            b = pd.read_csv(tsv, sep="\t").iloc[-1]
+            rows.append({"stage": stage, "rule": tsv.stem, "wall_s": round(float(b["s"]), 1),
+                         "cpu_s": round(float(b["cpu_time"]), 1), "max_rss_mb": round(float(b["max_rss"]), 0)})  # fmt: skip
+    if not rows:
+        raise SystemExit(f"no benchmark files under {args.workdir}/benchmarks/{{{','.join(args.stages)}}}")
+    table = pd.DataFrame(rows)
+    total = {"stage": "", "rule": "total", "wall_s": table["wall_s"].sum(), "cpu_s": table["cpu_s"].sum(), "max_rss_mb": table["max_rss_mb"].max()}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    print(table.to_string(index=False))
+    out = REPO / "benchmarks" / "evaluate_times"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{Path(args.workdir).resolve().name}.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()

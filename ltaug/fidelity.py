@@ -1,0 +1,191 @@
+"""Label fidelity of synthetic samples, and a detector of the demo's tail findings (stage fit_detector).
+
+The paper (Elberg, Parra, Petrache, arXiv 2405.01705) measures whether augmented tail
+samples help a classifier and how far they are from real images (FID), not whether a
+sample made for class t shows class t. Two measures of that:
+
+* label fidelity: the share of the samples made for tail class t that the classifier trained
+  on real data only scores positive for t, at the per-class threshold that maximises F1 on
+  the validation split (a rare class's scores seldom reach 0.5); the same share on real
+  images of the class is reported beside it as the reference;
+* on the demo data, detector fidelity: the share whose image shows the class's drawn pattern,
+  by a small hand-made detector (:class:`Detector`): a linear filter matched to the pattern
+  (bright blob, bright line under 3 px wide, dark valley below the diaphragm), its maximum inside the
+  region where training images have that finding (the union of their ground-truth boxes),
+  and a threshold fitted on training images. Its sensitivity, specificity and localisation
+  on the real test images, against their ground-truth boxes, are written with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+
+from ltaug.errors import InputError
+from ltaug.images import open_image
+from ltaug.io import atomic_path
+
+# finding -> (filter, parameters): the pattern ltaug.demo draws for it (see demo.FINDINGS)
+FILTERS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "Nodule": ("bright_blob", (1.2, 4.0)),  # small dense round spot: difference of Gaussians
+    "Fracture": ("white_tophat", (3,)),  # thin bright oblique line: what a 3 x 3 opening removes
+    "Calcification of the Aorta": ("bright_blob", (0.6, 1.5)),  # thin bright arc on the aortic knob
+    "Pneumoperitoneum": ("dark_valley_y", (2.0,)),  # dark crescent under the diaphragm: vertical valley
+    "Atelectasis": ("bright_blob", (1.2, 4.0)),  # plate-like bright band
+    "Pneumothorax": ("dark_blob", (2.0, 6.0)),  # texture-free dark rim
+}
+MARGIN = 2  # px the union of training boxes is grown by
+NEGATIVES = 300  # training images without the finding the threshold is fitted on
+
+
+def label_fidelity(scores: np.ndarray, threshold: float) -> float:
+    """Share of ``scores`` (one class's scores of the samples made for it) at or above ``threshold``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        raise ValueError("no samples to measure label fidelity on")
+    return float((scores >= threshold).mean())
+
+
+def response(image: np.ndarray, kind: str, params: Sequence[float]) -> np.ndarray:
+    """(H, W) filter response of a grayscale image; large where the pattern is."""
+    x = np.asarray(image, dtype=np.float32)
+    if kind in ("bright_blob", "dark_blob"):
+        sign = 1.0 if kind == "bright_blob" else -1.0
+        return sign * (ndimage.gaussian_filter(x, params[0]) - ndimage.gaussian_filter(x, params[1]))
+    if kind == "white_tophat":  # bright structures narrower than the square structuring element
+        return x - ndimage.grey_opening(x, size=(int(params[0]),) * 2)
+    if kind == "bright_ridge":  # minus the smaller Hessian eigenvalue, scale-normalised
+        s = params[0]
+        ixx = ndimage.gaussian_filter(x, s, order=(0, 2))
+        iyy = ndimage.gaussian_filter(x, s, order=(2, 0))
+        ixy = ndimage.gaussian_filter(x, s, order=(1, 1))
+        smaller = (ixx + iyy) / 2 - np.sqrt(((ixx - iyy) / 2) ** 2 + ixy**2)
+        return -smaller * s**2
+    if kind == "dark_valley_y":  # second derivative across rows: a dark band between brighter rows
+        s = params[0]
+        return ndimage.gaussian_filter(x, s, order=(2, 0)) * s**2
+    raise ValueError(f"unknown filter {kind!r}")
+
+
+def youden_threshold(positive: np.ndarray, negative: np.ndarray) -> tuple[float, float]:
+    """(threshold, J): the score threshold maximising sensitivity + specificity - 1."""
+    best = (-1.0, 0.0)
+    for t in np.unique(np.concatenate([positive, negative])):
+        j = (positive >= t).mean() + (negative < t).mean() - 1
+        if j > best[0]:
+            best = (float(j), float(t))
+    return best[1], best[0]
+
+
+@dataclass
+class Detector:
+    """Per finding: filter, region mask (union of training boxes), threshold; images at ``image_size``."""
+
+    image_size: int
+    classes: dict  # name -> {"filter", "params", "boxes", "threshold", "train", "test"}
+
+    def _mask(self, name: str) -> np.ndarray:
+        mask = np.zeros((self.image_size, self.image_size), dtype=bool)
+        for x0, y0, x1, y1 in self.classes[name]["boxes"]:
+            mask[y0:y1, x0:x1] = True
+        return ndimage.binary_dilation(mask, iterations=MARGIN)
+
+    def score(self, name: str, image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, tuple[int, int]]:
+        """(score, (x, y) of the maximum) of one grayscale image for finding ``name``."""
+        if image.shape != (self.image_size, self.image_size):
+            image = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize((self.image_size,) * 2, Image.Resampling.BILINEAR))
+        entry = self.classes[name]
+        r = response(image, entry["filter"], entry["params"])
+        r = np.where(self._mask(name) if mask is None else mask, r, -np.inf)
+        y, x = np.unravel_index(int(np.argmax(r)), r.shape)
+        return float(r[y, x]), (int(x), int(y))
+
+    def rate(self, name: str, images: Sequence[np.ndarray]) -> float | None:
+        """Share of ``images`` in which the detector finds ``name`` (None: no detector for it)."""
+        if name not in self.classes:
+            return None
+        mask = self._mask(name)
+        threshold = self.classes[name]["threshold"]
+        return float(np.mean([self.score(name, im, mask)[0] >= threshold for im in images]))
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps({"image_size": self.image_size, "classes": self.classes}, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no detector here; run the fit_detector stage (demo data only).")
+        data = json.loads(Path(path).read_text())
+        return cls(data["image_size"], data["classes"])
+
+
+def _gray(path: str) -> np.ndarray:
+    return np.asarray(open_image(path).convert("L"))
+
+
+def fit_detector(manifest: pd.DataFrame, boxes: pd.DataFrame, classes: Sequence[str], image_size: int, seed: int = 0) -> Detector:
+    """Fit thresholds on the training split and measure on the test split, for each of ``classes`` with a filter.
+
+    ``manifest``: id, path, split and label columns; ``boxes``: the demo's boxes.csv (dicom_id,
+    split, class, x0, y0, x1, y1) in pixels of ``image_size`` x ``image_size`` images.
+    """
+    rng = np.random.default_rng(seed)
+    detector = Detector(image_size, {})
+    images: dict[str, np.ndarray] = {}
+
+    def image(i: int) -> np.ndarray:
+        key = manifest["id"].iloc[i]
+        if key not in images:
+            images[key] = _gray(manifest["path"].iloc[i])
+        return images[key]
+
+    for name in classes:
+        if name not in FILTERS or name not in manifest.columns:
+            continue
+        kind, params = FILTERS[name]
+        mine = boxes[boxes["class"] == name]
+        train_boxes = mine[mine["split"] == "train"][["x0", "y0", "x1", "y1"]].to_numpy().tolist()
+        if not train_boxes:
+            continue
+        detector.classes[name] = {"filter": kind, "params": list(params), "boxes": train_boxes, "threshold": 0.0}
+        mask = detector._mask(name)
+        found = {}
+        for split in ("train", "test"):
+            rows = manifest["split"].to_numpy() == split
+            pos = np.flatnonzero(rows & (manifest[name].to_numpy() == 1))
+            neg = np.flatnonzero(rows & (manifest[name].to_numpy() == 0))
+            if split == "train" and len(neg) > NEGATIVES:
+                neg = np.sort(rng.choice(neg, NEGATIVES, replace=False))
+            found[split] = (pos, [detector.score(name, image(i), mask) for i in pos],
+                            [detector.score(name, image(i), mask)[0] for i in neg])  # fmt: skip
+        pos, scored, negative = found["train"]
+        threshold, j = youden_threshold(np.array([s for s, _ in scored]), np.array(negative))
+        detector.classes[name]["threshold"] = threshold
+        detector.classes[name]["train"] = {"youden_j": j, "positives": len(pos), "negatives": len(negative)}
+        pos, scored, negative = found["test"]
+        where = mine[mine["split"] == "test"].set_index("dicom_id")
+        hits = [(i, xy) for i, (s, xy) in zip(pos, scored) if s >= threshold]
+        inside = [_inside(where.loc[manifest["id"].iloc[i]], xy) for i, xy in hits]
+        detector.classes[name]["test"] = {
+            "positives": len(pos),
+            "negatives": len(negative),
+            "sensitivity": float(len(hits) / len(pos)) if len(pos) else None,
+            "specificity": float(np.mean(np.array(negative) < threshold)) if negative else None,
+            "localisation": float(np.mean(inside)) if inside else None,
+        }
+    return detector
+
+
+def _inside(box: pd.Series | pd.DataFrame, xy: tuple[int, int]) -> bool:
+    """Whether (x, y) lies in the box (or any of the boxes) of the finding in that image."""
+    rows = box.to_frame().T if isinstance(box, pd.Series) else box
+    x, y = xy
+    return bool(((rows["x0"] <= x) & (x < rows["x1"]) & (rows["y0"] <= y) & (y < rows["y1"])).any())

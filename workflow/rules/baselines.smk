@@ -1,0 +1,77 @@
+# Baselines of Table 1, each a synthetic set in the layout of results/synthetic/ours@{s}/
+# (ltaug.synthetic): SMOTE on the VAE latents, class-balanced resampling, text-to-image.
+
+
+rule baseline_smote:
+    input:
+        latents=f"{OUT}/latents/train.zarr",
+        classes=rules.split_classes.output.classes,
+        model=diffusion_model(),
+    output:
+        synthetic=directory(f"{OUT}/synthetic/smote"),
+    params:
+        cfg=section_json("baselines"),
+        n_per_class=config["fusion"]["n_per_class"],
+        diffusion=section_json("diffusion", keep=("device", "dtype")),
+    log:
+        "logs/baselines/baseline_smote.log",
+    benchmark:
+        "benchmarks/baselines/baseline_smote.tsv"
+    threads: 2
+    conda:
+        ENV
+    shell:
+        "python -m ltaug baseline_smote --latents {input.latents:q} --model {input.model:q}"
+        " --classes {input.classes:q} --n-per-class {params.n_per_class} --outdir {output.synthetic:q}"
+        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+
+
+rule baseline_resample:
+    input:
+        manifest=rules.prepare_data.output.manifest,
+        classes=rules.split_classes.output.classes,
+    output:
+        synthetic=directory(f"{OUT}/synthetic/resample"),
+    params:
+        cfg=section_json("baselines"),
+        n_per_class=config["fusion"]["n_per_class"],
+        image_size=config["latents"]["image_size"],
+    log:
+        "logs/baselines/baseline_resample.log",
+    benchmark:
+        "benchmarks/baselines/baseline_resample.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m ltaug baseline_resample --manifest {input.manifest:q} --classes {input.classes:q}"
+        " --n-per-class {params.n_per_class} --image-size {params.image_size} --outdir {output.synthetic:q}"
+        " --params {params.cfg:q} > {log} 2>&1"
+
+
+rule baseline_roentgen:
+    input:
+        classes=rules.split_classes.output.classes,
+        model=diffusion_model(),
+    output:
+        synthetic=directory(f"{OUT}/synthetic/roentgen@{{steps}}"),
+    wildcard_constraints:
+        steps=r"\d+",
+    params:
+        cfg=section_json("baselines"),
+        n_per_class=config["fusion"]["n_per_class"],
+        guidance=config["generate"]["guidance_scale"],
+        diffusion=section_json("diffusion", keep=("device", "dtype")),
+    log:
+        "logs/baselines/baseline_roentgen@{steps}.log",
+    benchmark:
+        "benchmarks/baselines/baseline_roentgen@{steps}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "python -m ltaug baseline_text_to_image --model {input.model:q} --classes {input.classes:q}"
+        " --n-per-class {params.n_per_class} --num-steps {wildcards.steps} --guidance-scale {params.guidance}"
+        " --outdir {output.synthetic:q} --params {params.cfg:q} --diffusion {params.diffusion:q}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,0 +1,30 @@
+# The paper's Table 1 (rows from eval.methods), a per-class AP plot and sample panels,
+# all flagged for `snakemake --report`.
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        table=report(f"{OUT}/report/table1.csv", caption="../report/table1.rst", category="Table 1"),
+        markdown=f"{OUT}/report/table1.md",
+        ap=report(f"{OUT}/report/per_class_ap.png", caption="../report/per_class_ap.rst", category="Table 1"),
+        samples=report(f"{OUT}/report/samples.png", caption="../report/samples.rst", category="Samples"),
+    params:
+        methods=json.dumps(eval_methods()),
+        outdir=lambda wildcards, output: os.path.dirname(output.table),
+        classifier_dir=f"{OUT}/eval/classifier",
+        fid_dir=f"{OUT}/eval/fid",
+        synthetic_dir=f"{OUT}/synthetic",
+        detector=lambda wildcards, input: input.get("detector", ""),
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m ltaug report --manifest {input.manifest:q} --classes {input.classes:q} --methods {params.methods:q}"
+        " --classifier-dir {params.classifier_dir:q} --fid-dir {params.fid_dir:q}"
+        " --synthetic-dir {params.synthetic_dir:q} --detector={params.detector:q} --outdir {params.outdir:q}"
+        " > {log} 2>&1"
