@@ -15,6 +15,10 @@ Store layout (Zarr v3, Blosc-zstd, chunked along axis 0), one per split:
     ids     (N,) str               image ids, manifest order
     attrs   classes, split, model_path, model_fingerprint, scaling_factor, shift_factor,
             image_size, mode, seed, complete (written last)
+
+With latents.shards = S > 1 each split is encoded by S jobs, shard s writing rows
+shard_rows(N, s, S) with the attributes shard, shards, first_row and split_rows besides;
+gather_shards joins them, chunk by chunk, into the store one job would have written.
 """
 
 from __future__ import annotations
@@ -103,6 +107,14 @@ def _noise(seed: int | tuple[int, ...], index: int, shape: tuple[int, ...]) -> t
 def split_seed(seed: int, split: str) -> tuple[int, int]:
     """The noise seed of one split's store: (seed, crc32(split)), so splits draw independent noise."""
     return seed, zlib.crc32(split.encode())
+
+
+def shard_rows(n: int, shard: int, shards: int) -> tuple[int, int]:
+    """Rows [first, end) of shard ``shard`` (1-based) of ``shards`` over ``n`` rows: contiguous,
+    in order, sizes differing by at most one (the last ones may be empty when shards > n)."""
+    if not (isinstance(shards, int) and isinstance(shard, int) and 1 <= shard <= shards):
+        raise ConfigError(f"shard {shard!r} of {shards!r}: expected 1 <= shard <= shards (latents.shards).")
+    return (shard - 1) * n // shards, shard * n // shards
 
 
 @torch.no_grad()
@@ -198,6 +210,7 @@ def encode_split(
     *,
     threads: int = 2,
     source: str = "the manifest",
+    shard: tuple[int, int] = (1, 1),
 ) -> None:
     """Encode the images of ``split`` into the Zarr store ``store``, streaming, atomically.
 
@@ -209,6 +222,10 @@ def encode_split(
     chunk boundary, so memory is O(batch_size + chunk_size). The store is written beside
     ``store`` and renamed into place when complete; ``source`` names the manifest in errors
     (row index i of the frame is line i + 2 of the CSV, as read_manifest numbers rows).
+
+    ``shard=(s, S)`` with S > 1 encodes only rows :func:`shard_rows` of the split, one of S
+    jobs whose stores :func:`gather_shards` joins. Image i of the split keeps its posterior
+    noise stream (seed, split, i), so the joined store equals the one of a single job.
     """
     if "split" not in manifest.columns:
         raise InputError(f"{source}: no 'split' column; expected the manifest written by prepare_data.")
@@ -217,6 +234,9 @@ def encode_split(
     if len(rows) == 0:
         found = ", ".join(sorted(map(str, manifest["split"].unique())))
         raise InputError(f"{source}: no rows of split {split!r} (splits present: {found}); rerun prepare_data.")
+    total = len(rows)
+    first, stop = shard_rows(total, *shard)
+    rows = rows.iloc[first:stop]  # row i of this store is row first + i of the split
     paths = rows["path"].tolist()
     ids = rows["id"].astype(str).to_numpy()
     labels = rows[classes].to_numpy(dtype=np.uint8)  # (N, K)
@@ -235,6 +255,8 @@ def encode_split(
         "mode": cfg.mode,
         "seed": cfg.seed,
     }
+    if shard[1] > 1:
+        attrs.update(shard=shard[0], shards=shard[1], first_row=first, split_rows=total)
     with atomic_path(store) as tmp, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update(attrs)
@@ -242,24 +264,86 @@ def encode_split(
         def submit(start: int) -> list[Future]:
             return [pool.submit(_load, paths[i], where[i], cfg.image_size) for i in range(start, min(start + bs, n))]
 
-        writer = None
+        writer, seed = None, split_seed(cfg.seed, split)
         pending = submit(0)
         try:
             with tqdm(total=n, desc=f"encode_latents {split}", unit="img", file=sys.stderr, mininterval=2.0) as bar:
                 for start in range(0, n, bs):
                     current, pending = pending, submit(start + bs) if start + bs < n else []
                     images = torch.stack([f.result() for f in current])  # (b, 3, S, S); first failure raises
-                    z = encode_images(vae, images, cfg.mode, split_seed(cfg.seed, split), start).cpu().numpy()  # (b, C, h, w)
+                    z = encode_images(vae, images, cfg.mode, seed, first + start).cpu().numpy()  # (b, C, h, w)
                     if writer is None:  # the latent shape is the VAE's business: take it from the first batch
                         writer = _create_arrays(root, n, z.shape[1:], labels.shape[1], cfg.chunk_size)
                     end = start + len(z)
                     writer.append(z=z, labels=labels[start:end], ids=ids[start:end])
                     bar.update(len(z))
+                if writer is None:  # an empty shard (more shards than images): the shape from one blank image
+                    blank = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+                    latent = tuple(encode_images(vae, blank, "mean", 0, 0).shape[1:])
+                    writer = _create_arrays(root, 0, latent, labels.shape[1], cfg.chunk_size)
                 writer.flush()
         finally:
             for f in pending:
                 f.cancel()
         root.attrs["complete"] = True  # last: a store without it was not finished
+
+
+SHARD_KEYS = ("shard", "shards", "first_row", "split_rows")  # attributes only a shard's store has
+
+
+def gather_shards(shards: list[str | Path], store: str | Path, chunk_size: int, expect: dict | None = None) -> int:
+    """Join the stores of shards 1..S of one split (``encode_split(..., shard=(s, S))``, in
+    order) into ``store``; returns its number of rows.
+
+    The result is the store a single ``encode_split`` job writes: the same arrays value for
+    value, chunked by ``chunk_size``, and the same attributes (the shards' own, less
+    SHARD_KEYS). Rows are copied a chunk at a time and written as whole chunks, so memory
+    is O(chunk_size) whatever the split's size; the store is built beside ``store`` and
+    renamed into place when complete. ``expect`` is checked against every shard as by
+    :func:`open_latents`. A shard that is missing, unfinished, out of order or made by
+    other settings is an InputError naming it.
+    """
+    groups = [open_latents(path, expect) for path in shards]
+    count = len(groups)
+    first = dict(groups[0].attrs)
+    common = {k: v for k, v in first.items() if k not in SHARD_KEYS}
+    total = first.get("split_rows")
+    row = 0
+    for index, (path, group) in enumerate(zip(shards, groups), start=1):
+        attrs = dict(group.attrs)
+        got = (attrs.get("shard"), attrs.get("shards"), attrs.get("first_row"))
+        if got != (index, count, row):
+            raise InputError(
+                f"{path}: expected shard {index} of {count} starting at row {row} of its split, found shard "
+                f"{got[0]} of {got[1]} starting at row {got[2]}; delete the shard stores of this split and rerun "
+                f"encode_latents."
+            )
+        differ = sorted(k for k in set(common) | set(attrs) if k not in SHARD_KEYS and attrs.get(k) != common.get(k))
+        if differ or attrs.get("split_rows") != total:
+            keys = ", ".join(differ or ["split_rows"])
+            raise InputError(
+                f"{path}: made with other settings than {shards[0]} ({keys} differ); delete the shard stores of "
+                f"this split and rerun encode_latents."
+            )
+        row += group["z"].shape[0]
+    if row != total:
+        raise InputError(
+            f"{shards[-1]}: the {count} shards hold {row} rows but their split has {total}; delete the shard "
+            f"stores of this split and rerun encode_latents."
+        )
+    latent, k = groups[0]["z"].shape[1:], groups[0]["labels"].shape[1]
+    with atomic_path(store) as tmp:
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        root.attrs.update({k: v for k, v in common.items() if k != "complete"})
+        writer = _create_arrays(root, total, latent, k, chunk_size)
+        for group in groups:
+            n, step = group["z"].shape[0], group["z"].chunks[0]  # read whole chunks of the shard
+            for start in range(0, n, step):
+                part = slice(start, min(start + step, n))
+                writer.append(z=group["z"][part], labels=group["labels"][part], ids=group["ids"][part])
+        writer.flush()
+        root.attrs["complete"] = True  # last: a store without it was not finished
+    return total
 
 
 def open_latents(store: str | Path, expect: dict | None = None) -> zarr.Group:

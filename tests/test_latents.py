@@ -366,3 +366,154 @@ def test_open_latents_refuses_missing_and_incomplete_stores(store, tmp_path):
     zarr.open_group(store, mode="r+").attrs["complete"] = False
     with pytest.raises(InputError, match="made by a run that did not finish"):
         open_latents(store)
+
+
+# ---------------------------------------------------------------------------- shards
+
+
+@pytest.mark.parametrize("n,shards", [(10, 1), (10, 3), (10, 4), (3, 5), (0, 2), (377_000, 64)])
+def test_shard_rows_cover_the_split_in_order(n, shards):
+    bounds = [latents.shard_rows(n, s, shards) for s in range(1, shards + 1)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(end == start for (_, end), (start, _) in zip(bounds, bounds[1:]))  # contiguous, in order
+    sizes = [end - start for start, end in bounds]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == n
+
+
+def test_shard_rows_values_and_bad_shards():
+    assert [latents.shard_rows(10, s, 3) for s in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    assert [latents.shard_rows(3, s, 5) for s in range(1, 6)] == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 3)]
+    for shard, shards in ((0, 3), (4, 3), (1, 0)):
+        with pytest.raises(ConfigError, match=rf"shard {shard} of {shards}: expected 1 <= shard <= shards \(latents.shards\)"):
+            latents.shard_rows(10, shard, shards)
+
+
+def encode_shards(manifest, vae, root: Path, shards: int, cfg: LatentsConfig) -> list[Path]:
+    paths = [root / f"shards/train/{s}-of-{shards}.zarr" for s in range(1, shards + 1)]
+    for s, path in enumerate(paths, start=1):
+        encode_split(manifest, "train", vae, path, cfg, MODEL, "cpu", shard=(s, shards))
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+@pytest.mark.parametrize("shards", [2, 3, 13])  # 13 > 10 images: three shards are empty
+def test_gathered_shards_equal_the_unsharded_store(manifest, tmp_path, shards):
+    # batch_size 3 over shards of 3-5 rows: the shards batch the images differently from the
+    # single job. Without oneDNN's batch-size-dependent kernels (see the batch size test)
+    # only the per-image noise index could make them differ: they must agree bit for bit.
+    vae = tiny_vae(attention=False)
+    cfg = LatentsConfig(image_size=32, mode="sample", seed=5, batch_size=3, chunk_size=4)
+    with torch.backends.mkldnn.flags(enabled=False):
+        encode_split(manifest, "train", vae, tmp_path / "single.zarr", cfg, MODEL, "cpu")
+        parts = encode_shards(manifest, vae, tmp_path, shards, cfg)
+    first = open_latents(parts[1])
+    assert {k: first.attrs[k] for k in latents.SHARD_KEYS} == {"shard": 2, "shards": shards,
+                                                               "first_row": 10 // shards, "split_rows": 10}  # fmt: skip
+    assert sum(open_latents(p)["z"].shape[0] for p in parts) == 10
+
+    assert latents.gather_shards(parts, tmp_path / "train.zarr", cfg.chunk_size) == 10
+    single, joined = open_latents(tmp_path / "single.zarr"), open_latents(tmp_path / "train.zarr")
+    assert dict(joined.attrs) == dict(single.attrs)  # no shard keys, complete
+    for name in ("z", "labels", "ids"):
+        np.testing.assert_array_equal(joined[name][:], single[name][:])
+        assert joined[name].dtype == single[name].dtype and joined[name].chunks == single[name].chunks
+        assert joined[name].compressors == single[name].compressors
+    assert not np.array_equal(joined["z"][:], encode_images(vae, load_batch(manifest, "train"), "mean", 0, 0).numpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "shards", "single.zarr", "train.zarr"]  # no temporary
+
+
+def test_gather_streams_whole_chunks(vae, manifest, tmp_path, monkeypatch):
+    cfg = LatentsConfig(image_size=32, mode="mean", batch_size=4, chunk_size=2)
+    parts = encode_shards(manifest, vae, tmp_path, 3, cfg)  # 3, 3, 4 rows
+    reads, writes = [], []
+    real_append, real_flush = latents._ChunkWriter.append, latents._ChunkWriter.flush
+
+    def append(self, **rows):
+        reads.append(len(rows["ids"]))
+        real_append(self, **rows)
+        writes.append(sum(len(v) for v in self.buffer["ids"]))  # rows held after the append
+
+    def flush(self, final=True):
+        start = self.start
+        real_flush(self, final)
+        assert final or (self.start - start) % self.chunk == 0  # whole chunks until the end
+
+    monkeypatch.setattr(latents._ChunkWriter, "append", append)
+    monkeypatch.setattr(latents._ChunkWriter, "flush", flush)
+    latents.gather_shards(parts, tmp_path / "train.zarr", chunk_size=2)
+    assert reads == [2, 1, 2, 1, 2, 2]  # one shard chunk at a time
+    assert max(writes) < 2  # never more than a chunk held back
+    np.testing.assert_array_equal(
+        open_latents(tmp_path / "train.zarr")["z"][:], np.concatenate([open_latents(p)["z"][:] for p in parts])
+    )
+
+
+def test_gather_refuses_shards_out_of_order_missing_or_from_other_settings(vae, manifest, tmp_path):
+    cfg = LatentsConfig(image_size=32, mode="mean", batch_size=4, chunk_size=4)
+    parts = encode_shards(manifest, vae, tmp_path, 3, cfg)
+    out = tmp_path / "train.zarr"
+    with pytest.raises(InputError, match=rf"{parts[1]}: expected shard 1 of 3 starting at row 0 of its split, found "
+                                         r"shard 2 of 3 starting at row 3; delete the shard stores"):  # fmt: skip
+        latents.gather_shards([parts[1], parts[0], parts[2]], out, 4)
+    with pytest.raises(InputError, match=r"1-of-3.zarr: expected shard 1 of 2 starting at row 0 of its split, found "
+                                         r"shard 1 of 3 starting at row 0"):  # fmt: skip
+        latents.gather_shards(parts[:2], out, 4)
+    other = tmp_path / "other" / "2-of-3.zarr"
+    encode_split(manifest, "train", vae, other, LatentsConfig(image_size=32, mode="sample", chunk_size=4), MODEL, "cpu",
+                 shard=(2, 3))  # fmt: skip
+    with pytest.raises(InputError, match=rf"{other}: made with other settings than {parts[0]} \(mode differ\)"):
+        latents.gather_shards([parts[0], other, parts[2]], out, 4)
+    with pytest.raises(InputError, match=r"made by model models/tiny \(fingerprint abc123\) but the workflow now uses"):
+        latents.gather_shards(parts, out, 4, expect={"model_path": "models/x", "model_fingerprint": "fff"})
+    with pytest.raises(InputError, match=r"made with split_rows=10 but the workflow now uses split_rows=11"):
+        latents.gather_shards(parts, out, 4, expect={"split_rows": 11})
+    with pytest.raises(InputError, match="no latent store here"):
+        latents.gather_shards([parts[0], tmp_path / "nowhere.zarr", parts[2]], out, 4)
+    import zarr
+
+    for path in parts:  # as if the split had lost a row: the shards no longer add up
+        zarr.open_group(path, mode="r+").attrs["split_rows"] = 11
+    with pytest.raises(InputError, match=r"3-of-3.zarr: the 3 shards hold 10 rows but their split has 11"):
+        latents.gather_shards(parts, out, 4)
+    assert not out.exists() and list(tmp_path.glob(".train.zarr*")) == []
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_sharded_workflow_writes_the_latents_of_the_unsharded_one(tiny_reference, tmp_path):
+    """latents.shards: 2 on a copy of the tiny reference run with its latents removed: 2 encode_latents
+    jobs and a gather_latents job for the training split, the shards deleted after, and the store of one job."""
+    import shutil
+
+    import yaml
+    from same_outputs import differences
+    from test_workflow import planned_jobs, snakemake
+
+    workdir = tmp_path / "sharded"
+    shutil.copytree(tiny_reference, workdir, symlinks=True)
+    shutil.rmtree(workdir / "results/latents")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["latents"]["shards"] = 2
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = ["results/latents/train.zarr"]  # the other splits are built the same way
+
+    assert planned_jobs(snakemake(workdir, "--dry-run", *targets)) == {"encode_latents": 2, "gather_latents": 1}
+    result = snakemake(workdir, *targets)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list((workdir / "results/latents").glob("shards/*/*.zarr")) == []  # temporary: deleted once gathered
+    assert (workdir / "logs/latents/gather_latents_train.log").is_file()
+    assert (workdir / "logs/latents/encode_latents_train_2-of-2.log").is_file()
+    for target in targets:
+        joined, single = open_latents(workdir / target), open_latents(tiny_reference / target)
+        assert dict(joined.attrs) == dict(single.attrs)
+        assert joined["ids"][:].tolist() == single["ids"][:].tolist()
+        np.testing.assert_array_equal(joined["labels"][:], single["labels"][:])
+        # the shards batch the images differently (batch_size 16): CPU kernels then differ by ~1e-7
+        # (see the batch size test); test_gathered_shards_equal_the_unsharded_store checks bit equality
+        np.testing.assert_allclose(joined["z"][:], single["z"][:], rtol=1e-5, atol=1e-5)
+    assert [d for d in differences(workdir / "results", tiny_reference / "results") if "latents/" not in d] == []
+
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run", *targets).stdout
+    config["latents"]["mode"] = "mean"  # the shards are gone (temp), yet a change that re-encodes reruns them
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert planned_jobs(snakemake(workdir, "--dry-run", *targets)) == {"encode_latents": 2, "gather_latents": 1}

@@ -1,27 +1,94 @@
 # Latents: every split encoded by the diffusion model's VAE into a Zarr store.
+# latents.shards = 1: one encode_latents job per split writes results/latents/{split}.zarr.
+# latents.shards = S > 1: S encode_latents jobs per split (one GPU each) write temporary
+# shard stores, and gather_latents joins them into the same results/latents/{split}.zarr.
+
+SHARDS = config["latents"]["shards"]
 
 
-rule encode_latents:
-    input:
-        manifest=rules.prepare_data.output.manifest,
-        model=diffusion_model(),
-    output:
-        store=directory(f"{OUT}/latents/{{split}}.zarr"),
-    wildcard_constraints:
-        split="|".join(SPLITS),
-    params:
-        cfg=section_json("latents"),
-        diffusion=section_json("diffusion", keep=("device", "dtype")),
-    log:
-        "logs/latents/encode_latents_{split}.log",
-    benchmark:
-        "benchmarks/latents/encode_latents_{split}.tsv"
-    threads: 4
-    resources:
-        gpu=1,
-    conda:
-        ENV
-    shell:
-        "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
-        " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+if SHARDS == 1:
+
+    rule encode_latents:
+        input:
+            manifest=rules.prepare_data.output.manifest,
+            model=diffusion_model(),
+        output:
+            store=directory(f"{OUT}/latents/{{split}}.zarr"),
+        wildcard_constraints:
+            split="|".join(SPLITS),
+        params:
+            cfg=section_json("latents", drop=("shards",)),
+            diffusion=section_json("diffusion", keep=("device", "dtype")),
+        log:
+            "logs/latents/encode_latents_{split}.log",
+        benchmark:
+            "benchmarks/latents/encode_latents_{split}.tsv"
+        threads: 4
+        resources:
+            gpu=1,
+        conda:
+            ENV
+        shell:
+            "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
+            " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
+            " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+
+else:
+
+    rule encode_latents:
+        input:
+            manifest=rules.prepare_data.output.manifest,
+            model=diffusion_model(),
+        output:
+            store=temp(directory(f"{OUT}/latents/shards/{{split}}/{{shard}}-of-{SHARDS}.zarr")),
+        wildcard_constraints:
+            split="|".join(SPLITS),
+            shard=r"[0-9]+",
+        params:
+            cfg=section_json("latents", drop=("shards",)),
+            diffusion=section_json("diffusion", keep=("device", "dtype")),
+            shards=SHARDS,
+        log:
+            f"logs/latents/encode_latents_{{split}}_{{shard}}-of-{SHARDS}.log",
+        benchmark:
+            f"benchmarks/latents/encode_latents_{{split}}_{{shard}}-of-{SHARDS}.tsv"
+        threads: 4
+        resources:
+            gpu=1,
+        conda:
+            ENV
+        shell:
+            "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
+            " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
+            " --diffusion {params.diffusion:q} --shard {wildcards.shard} --shards {params.shards}"
+            " --threads {threads} > {log} 2>&1"
+
+    # The shards are temp(): deleted once joined. Snakemake does not look behind a deleted
+    # temporary file, so this rule carries everything a shard depends on (manifest, model,
+    # the same params): whatever would re-encode the shards reruns it, and so their jobs.
+    rule gather_latents:
+        input:
+            manifest=rules.prepare_data.output.manifest,
+            model=diffusion_model(),
+            shards=expand(
+                f"{OUT}/latents/shards/{{split}}/{{shard}}-of-{SHARDS}.zarr",
+                shard=range(1, SHARDS + 1),
+                allow_missing=True,
+            ),
+        output:
+            store=directory(f"{OUT}/latents/{{split}}.zarr"),
+        wildcard_constraints:
+            split="|".join(SPLITS),
+        params:
+            cfg=section_json("latents", drop=("shards",)),
+            diffusion=section_json("diffusion", keep=("device", "dtype")),
+        log:
+            "logs/latents/gather_latents_{split}.log",
+        benchmark:
+            "benchmarks/latents/gather_latents_{split}.tsv"
+        conda:
+            ENV
+        shell:
+            "python -m ltaug gather_latents --manifest {input.manifest:q} --model {input.model:q}"
+            " --split {wildcards.split} --shards {input.shards:q} --store {output.store:q}"
+            " --params {params.cfg:q} > {log} 2>&1"

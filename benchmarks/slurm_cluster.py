@@ -1,0 +1,104 @@
+"""Wall time of the tiny workflow on a single-node SLURM cluster against a local run, and jobs per rule.
+
+    python benchmarks/slurm_cluster.py [--shards 1] [--out benchmarks/slurm/tiny.json]
+
+What tests/test_slurm.py runs, timed: the tiny config of tests/test_workflow.py, once
+locally (`--cores 2 --resources gpu=1`, as the workflow tests run it) and once through
+`--executor slurm --workflow-profile profiles/slurm` on the cluster of
+tests/slurm/cluster.py (installed with apt-get if missing; needs root), in fresh
+temporary directories. Reported: both wall times, the cluster's start-up, the SLURM jobs
+submitted per rule (from `scontrol show job`) with their summed queue and run times,
+whether the two runs' results are equal (tests/same_outputs.py), and the load average, as
+other work on the machine slows both runs. ``--shards`` sets latents.shards for both runs.
+Writes JSON to ``--out`` and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from same_outputs import differences  # noqa: E402
+from slurm.cluster import SlurmCluster, install  # noqa: E402
+from test_slurm import CLUSTER_FLAGS, slurm_snakemake, submitted_jobs  # noqa: E402
+from test_workflow import snakemake, write_config  # noqa: E402
+
+
+def _seconds(job: dict, start: str, end: str) -> float:
+    return (datetime.fromisoformat(job[end]) - datetime.fromisoformat(job[start])).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=int, default=1, help="latents.shards of both runs")
+    parser.add_argument("--out", default=str(REPO / "benchmarks/slurm/tiny.json"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "shards": args.shards,
+              "cluster_flags": list(CLUSTER_FLAGS), "load_average": {"before": os.getloadavg()}}  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix="ltaug-bench-slurm-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        report["install"] = install()
+        report["install_s"] = round(time.perf_counter() - t, 1)
+
+        local = tmp / "local"
+        write_config(local, latents={"shards": args.shards})
+        t = time.perf_counter()
+        result = snakemake(local)
+        report["local_s"] = round(time.perf_counter() - t, 1)
+        assert result.returncode == 0, result.stderr
+        report["load_average"]["after_local"] = os.getloadavg()
+
+        t = time.perf_counter()
+        with SlurmCluster(tmp / "cluster", gpus=1) as cluster:
+            report["cluster_start_s"] = round(time.perf_counter() - t, 1)
+            remote = tmp / "slurm"
+            write_config(remote, latents={"shards": args.shards})
+            t = time.perf_counter()
+            result = slurm_snakemake(remote, cluster)
+            report["slurm_s"] = round(time.perf_counter() - t, 1)
+            assert result.returncode == 0, result.stderr + cluster.logs()
+            jobs = submitted_jobs(cluster, result.stdout + result.stderr)
+        report["load_average"]["after_slurm"] = os.getloadavg()
+        per_rule: dict[str, dict] = {}
+        for job in jobs:
+            row = per_rule.setdefault(job["rule"], {"jobs": 0, "gpu_jobs": 0, "queued_s": 0.0, "running_s": 0.0})
+            row["jobs"] += 1
+            row["gpu_jobs"] += job["gpu"]
+            row["queued_s"] += _seconds(job, "SubmitTime", "StartTime")
+            row["running_s"] += _seconds(job, "StartTime", "EndTime")
+        report["jobs_per_rule"] = per_rule
+        report["jobs_total"] = len(jobs)
+        report["results_equal"] = differences(local / "results", remote / "results") == []
+
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"tiny workflow, latents.shards={args.shards}: local {report['local_s']} s, SLURM {report['slurm_s']} s "
+        f"(+ {report['cluster_start_s']} s cluster start), results equal: {report['results_equal']}",
+        "",
+        "| rule | jobs | with --gpus | queued (s, sum) | running (s, sum) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r} | {v['jobs']} | {v['gpu_jobs']} | {v['queued_s']:.0f} | {v['running_s']:.0f} |"
+              for r, v in per_rule.items()]  # fmt: skip
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(json.dumps(report["load_average"]))
+
+
+if __name__ == "__main__":
+    main()
