@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 --configfile config.yaml
+	$(BIN)/snakemake --configfile config.yaml --report results/report.html
+	@cat results/report/table1.md
+	@echo "Report: $(abspath results/report.html) (tables and figures in results/report/)"
 
 # pytest exits 5 when it collects no test (e.g. a -k that matches nothing): said, not failed
 test: $(STAMP)

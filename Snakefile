@@ -25,6 +25,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/diffusion.smk"
 include: "workflow/rules/latents.smk"
+include: "workflow/rules/il.smk"
+include: "workflow/rules/cam.smk"
+include: "workflow/rules/pairing.smk"
+include: "workflow/rules/fusion.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

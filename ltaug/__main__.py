@@ -67,7 +67,234 @@ def _encode_latents(args: argparse.Namespace) -> None:
     model = {"path": args.model, "fingerprint": fingerprint(args.model)}
     vae = load_vae(args.model, device)
     encode_split(read_manifest(args.manifest), args.split, vae, args.store, cfg, model, device,
-                 threads=args.threads, source=args.manifest)  # fmt: skip
+                 threads=args.threads, source=args.manifest, shard=(args.shard, args.shards))  # fmt: skip
+
+
+def _gather_latents(args: argparse.Namespace) -> None:
+    from ltaug.config import from_json
+    from ltaug.data import read_manifest
+    from ltaug.diffusion import fingerprint
+    from ltaug.latents import LatentsConfig, gather_shards
+
+    cfg = from_json(LatentsConfig, args.params, "latents")
+    manifest = read_manifest(args.manifest)
+    expect = {"model_fingerprint": fingerprint(args.model), "split_rows": int((manifest["split"] == args.split).sum())}
+    rows = gather_shards(args.shards, args.store, cfg.chunk_size, expect)
+    print(f"{args.store}: {rows} rows from {len(args.shards)} shards")
+
+
+def _train_il(args: argparse.Namespace) -> None:
+    from ltaug.config import from_dict, from_json
+    from ltaug.data import read_classes
+    from ltaug.diffusion import DiffusionConfig, fingerprint, pick_device
+    from ltaug.iterated import ILConfig, train_iterated
+
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    params = json.loads(args.params)
+    params.setdefault("threads", args.threads)
+    cfg = from_dict(ILConfig, params, "il")
+    expect = {"model_fingerprint": fingerprint(args.model)} if args.model else None
+    result = train_iterated(args.train, args.val, read_classes(args.classes), args.outdir, cfg,
+                            pick_device(runtime.device), expect=expect, resume=not args.no_resume)  # fmt: skip
+    last = result.generation
+    print(f"{args.outdir}/model.pt: generation {last} of {cfg.generations}")
+
+
+def _cam_maps(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.cam import CamConfig, cam_maps
+    from ltaug.config import from_json
+    from ltaug.diffusion import DiffusionConfig, pick_device
+
+    torch.set_num_threads(args.threads)
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    cfg = from_json(CamConfig, args.params, "cam")
+    maps = cam_maps(args.latents, args.model, args.store, cfg, pick_device(runtime.device))["maps"]
+    print(f"{args.store}: {maps.shape[0]} EigenCAM maps of {maps.shape[1]} x {maps.shape[2]} ({cfg.target_layer})")
+
+
+def _pair_neighbours(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.config import from_json
+    from ltaug.data import read_classes
+    from ltaug.pairing import PairingConfig, pair_neighbours
+
+    torch.set_num_threads(args.threads)
+    cfg = from_json(PairingConfig, args.params, "pairing")
+    pairs = pair_neighbours(args.latents, args.cams, args.model, read_classes(args.classes), args.pairs, cfg)
+    for (tail, head), group in pairs.groupby(["tail_class", "head_class"], sort=False):
+        print(f"{tail} <- {head}: {len(group)} tail samples, mean distance {group['distance'].mean():.3f}")
+
+
+def _fuse(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.config import from_json
+    from ltaug.data import read_classes
+    from ltaug.fusion import FusionConfig, fuse_latents
+
+    torch.set_num_threads(args.threads)
+    cfg = from_json(FusionConfig, args.params, "fusion")
+    fused = fuse_latents(args.pairs, args.latents, args.cams, args.model, read_classes(args.classes), args.store, cfg)
+    for tail, group in fused.groupby("tail_class", sort=False):
+        print(f"{tail}: {len(group)} fused samples, positions from the tail vector {group['tail_share'].mean():.3f}, "
+              f"decided by the coin {group['coin_share'].mean():.3f}")  # fmt: skip
+
+
+def _generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.config import from_dict, from_json
+    from ltaug.diffusion import DiffusionConfig, pick_device
+    from ltaug.generate import GenerateConfig, generate_set
+
+    torch.set_num_threads(args.threads)
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    cfg = from_dict(GenerateConfig, {**json.loads(args.params), "steps": [args.steps]}, "generate")
+    manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, pick_device(runtime.device), runtime.dtype)
+    print(f"{args.outdir}: {len(manifest)} images")
+
+
+def _fig2_panels(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.data import read_classes
+    from ltaug.figures import fig2_panels
+
+    torch.set_num_threads(args.threads)
+    paths = fig2_panels(args.manifest, read_classes(args.classes), args.latents, args.cams, args.fused, args.model,
+                        args.sets, args.outdir)  # fmt: skip
+    print("\n".join(map(str, paths)))
+
+
+def _synthetic_args(args: argparse.Namespace):
+    """(ClassSplit, n_per_class) of a baseline or evaluation stage."""
+    from ltaug.data import read_classes
+
+    return read_classes(args.classes), args.n_per_class
+
+
+def _baseline_smote(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.baselines import BaselinesConfig, make_smote
+    from ltaug.config import from_json
+    from ltaug.diffusion import DiffusionConfig, fingerprint, load_vae, pick_device
+    from ltaug.latents import open_latents
+
+    torch.set_num_threads(args.threads)
+    split, n = _synthetic_args(args)
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    cfg = from_json(BaselinesConfig, args.params, "baselines")
+    store = open_latents(args.latents, expect={"model_fingerprint": fingerprint(args.model), "classes": split.classes})
+    vae = load_vae(args.model, pick_device(runtime.device))
+    make_smote(store, vae, split.classes, split.tail, n, cfg, args.outdir, source=args.latents)
+
+
+def _baseline_resample(args: argparse.Namespace) -> None:
+    from ltaug.baselines import BaselinesConfig, make_resample
+    from ltaug.config import from_json
+    from ltaug.data import read_manifest
+
+    split, n = _synthetic_args(args)
+    cfg = from_json(BaselinesConfig, args.params, "baselines")
+    make_resample(read_manifest(args.manifest), split.classes, split.tail, n, args.image_size, cfg, args.outdir,
+                  source=args.manifest)  # fmt: skip
+
+
+def _baseline_text_to_image(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.baselines import BaselinesConfig, make_text_to_image
+    from ltaug.config import from_json
+    from ltaug.diffusion import DiffusionConfig, load_stable_diffusion, pick_device, torch_dtype
+
+    torch.set_num_threads(args.threads)
+    split, n = _synthetic_args(args)
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    cfg = from_json(BaselinesConfig, args.params, "baselines")
+    device = pick_device(runtime.device)
+    sd = load_stable_diffusion(args.model, device, torch_dtype(runtime.dtype, device))
+    make_text_to_image(sd, split.classes, split.tail, n, args.num_steps, args.guidance_scale, cfg, args.outdir,
+                       method=f"roentgen@{args.num_steps}")  # fmt: skip
+
+
+def _evaluate_classifier(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.config import from_dict, from_json
+    from ltaug.data import read_manifest
+    from ltaug.diffusion import DiffusionConfig, pick_device
+    from ltaug.evaluate import ClassifierConfig, evaluate_method, save_classifier, write_results
+    from ltaug.synthetic import read_synthetic_set
+
+    split, n = _synthetic_args(args)
+    params = json.loads(args.params)
+    params.setdefault("threads", args.threads)
+    cfg = from_dict(ClassifierConfig, params, "eval.classifier")
+    torch.set_num_threads(cfg.threads)
+    device = pick_device(from_json(DiffusionConfig, args.diffusion, "diffusion").device)
+    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n) if args.synthetic else None
+    results, model, meta = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg, device,
+                                           source=args.manifest)  # fmt: skip
+    save_classifier(args.model_out, model, meta)
+    write_results(args.results, results)
+
+
+def _fit_detector(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from ltaug.data import read_classes, read_manifest
+    from ltaug.fidelity import fit_detector
+
+    split = read_classes(args.classes)
+    detector = fit_detector(read_manifest(args.manifest), pd.read_csv(args.boxes), split.tail, args.image_size)
+    detector.save(args.detector)
+    for name, entry in detector.classes.items():
+        print(f"{name}: {entry['filter']}, threshold {entry['threshold']:.2f}, test {entry['test']}")
+
+
+def _evaluate_fid(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.config import from_dict, from_json
+    from ltaug.data import read_manifest
+    from ltaug.diffusion import DiffusionConfig, pick_device
+    from ltaug.evaluate import write_results
+    from ltaug.fid import FidConfig, evaluate_set
+    from ltaug.fidelity import Detector
+    from ltaug.synthetic import read_synthetic_set
+
+    split, n = _synthetic_args(args)
+    params = json.loads(args.params)
+    params.setdefault("threads", args.threads)
+    cfg = from_dict(FidConfig, params, "eval.fid")
+    torch.set_num_threads(cfg.threads)
+    device = pick_device(from_json(DiffusionConfig, args.diffusion, "diffusion").device)
+    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n)
+    detector = Detector.load(args.detector) if args.detector else None
+    results = evaluate_set(synthetic, read_manifest(args.manifest), split, args.classifier, cfg, args.image_size,
+                           device, detector, source=args.manifest)  # fmt: skip
+    write_results(args.results, results)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ltaug.data import read_classes, read_manifest
+    from ltaug.report import write_report
+    from ltaug.synthetic import read_synthetic_set
+
+    split = read_classes(args.classes)
+    methods = json.loads(args.methods)
+    sets = {m: read_synthetic_set(Path(args.synthetic_dir) / m, split.classes, split.tail) for m in methods if m != "baseline"}
+    detector = json.loads(Path(args.detector).read_text()) if args.detector else None
+    table = write_report(args.outdir, methods, args.classifier_dir, args.fid_dir, split, sets,
+                         read_manifest(args.manifest), detector)  # fmt: skip
+    print(Path(args.outdir, "table1.md").read_text())
+    print(f"{len(table)} rows")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +329,121 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="train, val or test")
     p.add_argument("--store", required=True, help="output .zarr store")
     p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+    p.add_argument("--shard", type=int, default=1, help="encode only shard SHARD (1-based) of the split's rows")
+    p.add_argument("--shards", type=int, default=1, help="number of shards the split is encoded in (latents.shards)")
+
+    p = stage("gather_latents", _gather_latents, "join the shard stores of one split into its latent store")
+    p.add_argument("--manifest", required=True, help="input manifest.csv (the split's row count)")
+    p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory the shards must come from")
+    p.add_argument("--split", required=True, help="train, val or test")
+    p.add_argument("--shards", nargs="+", required=True, help="the shard stores 1..S, in order")
+    p.add_argument("--store", required=True, help="output .zarr store")
+
+    p = stage("train_il", _train_il, "iterated learning of the sparse latent space (S, D, C)")
+    p.add_argument("--train", required=True, help="training latent store (.zarr)")
+    p.add_argument("--val", required=True, help="validation latent store (.zarr)")
+    p.add_argument("--classes", required=True, help="classes.json (head and tail classes for validation mAP)")
+    p.add_argument("--model", default="", help="the diffusion model directory the latents must come from")
+    p.add_argument("--outdir", required=True, help="output directory: gen_{g}.pt, model.pt, history.csv")
+    p.add_argument("--no-resume", action="store_true", help="train from scratch even if gen_{g}.pt checkpoints exist")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+
+    p = stage("cam_maps", _cam_maps, "EigenCAM maps and probabilities of the IL classifier for one split")
+    p.add_argument("--latents", required=True, help="latent store of the split (.zarr)")
+    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    p.add_argument("--store", required=True, help="output CAM store (.zarr)")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+
+    p = stage("pair_neighbours", _pair_neighbours, "pair every tail sample with a head neighbour")
+    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
+    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
+    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--pairs", required=True, help="output pairs.csv")
+
+    p = stage("fuse", _fuse, "fuse tail and head sparse vectors by their CAM masks and decode them")
+    p.add_argument("--pairs", required=True, help="pairs.csv")
+    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
+    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
+    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--store", required=True, help="output fused latent store (.zarr)")
+
+    p = stage("generate", _generate, "fused latents to a synthetic image set, after s denoising steps")
+    p.add_argument("--fused", required=True, help="fused latent store (.zarr)")
+    p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
+    p.add_argument("--steps", type=int, required=True, help="s: the last s of generate.num_steps steps (0: decode only)")
+    p.add_argument("--outdir", required=True, help="output set directory (results/synthetic/ours@{s})")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+
+    p = stage("fig2_panels", _fig2_panels, "Fig. 2: how the first fused sample of each tail class was made")
+    p.add_argument("--manifest", required=True, help="manifest.csv (paths of the real images)")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
+    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
+    p.add_argument("--fused", required=True, help="fused latent store (.zarr)")
+    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    p.add_argument("--sets", nargs="+", required=True, help="synthetic set directories ours@{s}")
+    p.add_argument("--outdir", required=True, help="output directory, one PNG per tail class")
+
+    for name, run, help in (
+        ("baseline_smote", _baseline_smote, "SMOTE on the training latents of each tail class, decoded by the VAE"),
+        ("baseline_resample", _baseline_resample, "class-balanced copies of the real tail images"),
+        ("baseline_text_to_image", _baseline_text_to_image, "text-to-image samples from each tail class's name"),
+    ):
+        p = stage(name, run, help)
+        p.add_argument("--classes", required=True, help="classes.json")
+        p.add_argument("--n-per-class", type=int, required=True, help="samples per tail class (fusion.n_per_class)")
+        p.add_argument("--outdir", required=True, help="output synthetic set directory (results/synthetic/{method})")
+        if name == "baseline_smote":
+            p.add_argument("--latents", required=True, help="training latent store (.zarr)")
+        if name == "baseline_resample":
+            p.add_argument("--manifest", required=True, help="manifest.csv (the training images)")
+            p.add_argument("--image-size", type=int, required=True, help="latents.image_size: side of the images written")
+        if name == "baseline_text_to_image":
+            p.add_argument("--num-steps", type=int, required=True, help="N: scheduler steps (generate.num_steps)")
+            p.add_argument("--guidance-scale", type=float, required=True, help="generate.guidance_scale")
+        if name != "baseline_resample":
+            p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
+            p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+
+    p = stage("evaluate_classifier", _evaluate_classifier, "train a DenseNet on real + synthetic images, score the test split")
+    p.add_argument("--manifest", required=True, help="manifest.csv")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--method", required=True, help="baseline, resample, smote, roentgen@N or ours@s")
+    p.add_argument("--synthetic", default="", help="the method's synthetic set directory ('' for the baseline)")
+    p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the set")
+    p.add_argument("--results", required=True, help="output results/eval/classifier/{method}.json")
+    p.add_argument("--model-out", required=True, help="output: the first seed's selected model (.pt)")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+
+    p = stage("fit_detector", _fit_detector, "fit the demo's tail-finding detector on real images, test it")
+    p.add_argument("--manifest", required=True, help="manifest.csv")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--boxes", required=True, help="the demo's boxes.csv")
+    p.add_argument("--image-size", type=int, required=True, help="demo.image_size (the boxes' pixel frame)")
+    p.add_argument("--detector", required=True, help="output detector.json")
+
+    p = stage("evaluate_fid", _evaluate_fid, "FD/FID, KID and label fidelity of a synthetic set per tail class")
+    p.add_argument("--manifest", required=True, help="manifest.csv")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--synthetic", required=True, help="the synthetic set directory")
+    p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the set")
+    p.add_argument("--classifier", required=True, help="the real-data classifier (results/eval/classifier/baseline.pt)")
+    p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
+    p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
+    p.add_argument("--results", required=True, help="output results/eval/fid/{method}.json")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+
+    p = stage("report", _report, "Table 1, per-class AP plot and sample panels")
+    p.add_argument("--manifest", required=True, help="manifest.csv")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--methods", required=True, help="JSON list of the methods, in table order")
+    p.add_argument("--classifier-dir", required=True, help="results/eval/classifier")
+    p.add_argument("--fid-dir", required=True, help="results/eval/fid")
+    p.add_argument("--synthetic-dir", required=True, help="results/synthetic")
+    p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
+    p.add_argument("--outdir", required=True, help="output results/report")
     return parser
 
 

@@ -61,7 +61,7 @@ class BootstrapConfig:
     vae_channels: tuple[int, ...] = (16, 16, 32, 64)  # block_out_channels of the 4 encoder/decoder blocks
     vae_layers_per_block: int = 1  # resnets per encoder block (the decoder has one more)
     vae_norm_groups: int = 8  # GroupNorm groups; divides every vae_channels entry
-    vae_steps: int = 1500  # optimiser steps
+    vae_steps: int = 1100  # optimiser steps
     vae_batch_size: int = 4  # images per step
     vae_lr: float = 4e-3  # peak AdamW learning rate (warm-up, then cosine decay)
     vae_kl_weight: float = 1e-6  # KL weight relative to the pixel-summed reconstruction loss (LDM's 1e-6)
@@ -78,14 +78,14 @@ class BootstrapConfig:
     text_heads: int = 4  # CLIPTextModel attention heads; divides text_hidden_size
     text_embedding_std: float = 1.0  # init std of the word embeddings (CLIP's 0.02 hides the words behind noise)
     max_prompt_tokens: int = 32  # tokenizer model_max_length (bos + words + commas + eos)
-    unet_steps: int = 1400  # optimiser steps
+    unet_steps: int = 1100  # optimiser steps
     unet_batch_size: int = 16  # latents per step
     unet_lr: float = 4e-3  # peak AdamW learning rate (warm-up, then cosine decay)
     unet_snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain DDPM loss
     unet_balance: float = 1.0  # class balancing of UNet batches (as vae_balance)
     empty_prompt_share: float = 0.15  # share of training prompts replaced by "" for classifier-free guidance
     # sample grids written after training
-    sample_steps: int = 50  # DDIM steps
+    sample_steps: int = 25  # DDIM steps
     guidance_scale: float = 4.0  # classifier-free guidance scale
     samples_per_class: int = 8  # images per class grid
     reconstruction_images: int = 8  # val images shown in reconstructions.png

@@ -84,3 +84,57 @@ def write_dataset(
 def dataset(tmp_path) -> dict:
     """A small valid data set; returns its `data` config section."""
     return write_dataset(tmp_path / "data")
+
+
+def write_latent_store(path: Path, z: np.ndarray, labels: np.ndarray, classes: list[str], split: str = "train",
+                       chunk: int = 64, **attrs) -> Path:  # fmt: skip
+    """A complete latent store in the layout encode_latents writes (see ltaug.latents), from arrays."""
+    import zarr
+
+    from ltaug.latents import COMPRESSOR
+
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    n = len(z)
+    root.create_array("z", data=np.asarray(z, dtype=np.float32), chunks=(chunk, *z.shape[1:]), compressors=COMPRESSOR)
+    root.create_array("labels", data=np.asarray(labels, dtype=np.uint8), chunks=(chunk, labels.shape[1]), compressors=COMPRESSOR)
+    ids = np.array([f"{split}-{i:05d}" for i in range(n)], dtype=str)
+    root.create_array("ids", shape=(n,), chunks=(chunk,), dtype=str, compressors=COMPRESSOR)[:] = ids
+    defaults = {"classes": list(classes), "split": split, "model_path": "tiny", "model_fingerprint": "f" * 64,
+                "scaling_factor": 1.0, "shift_factor": None, "image_size": 8 * z.shape[-1], "mode": "mean", "seed": 0}  # fmt: skip
+    root.attrs.update({**defaults, **attrs, "complete": True})
+    return path
+
+
+def synthetic_latents(n: int, prevalence: list[float], shape=(4, 8, 8), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Demo-like latents: a smooth shared layout, a smooth per-sample variation and a little noise;
+    class k adds +2 to one channel in its own 2 x 2 patch.
+
+    Exactly round(p_k * n) positives per class, several classes per sample possible.
+    """
+    rng = np.random.default_rng(seed)
+    c, h, w = shape
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    base = np.stack([np.cos(np.pi * (k + 1) * xx / 2) * np.sin(np.pi * yy * (k % 2 + 1)) for k in range(c)])
+    gains = rng.normal(1.0, 0.3, size=(n, c, 1, 1))
+    shifts = rng.normal(0.0, 0.3, size=(n, c, 1, 1)) * (xx + yy)
+    z = (base * gains + shifts + 0.1 * rng.standard_normal((n, *shape))).astype(np.float32)
+    labels = np.zeros((n, len(prevalence)), dtype=np.uint8)
+    for k, p in enumerate(prevalence):
+        rows = rng.choice(n, size=max(1, round(p * n)), replace=False)
+        labels[rows, k] = 1
+        y, x = (2 * k) % (h - 1), (3 * k + 1) % (w - 1)
+        z[rows, k % c, y : y + 2, x : x + 2] += 2.0
+    return z, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> Path:
+    """The tiny workflow of test_workflow.py run once, locally and uninterrupted, for runs made
+    otherwise (on SLURM, resumed after a kill) to be compared with. Read it; never write there."""
+    from test_workflow import snakemake, write_config
+
+    workdir = tmp_path_factory.mktemp("tiny-reference")
+    write_config(workdir)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir

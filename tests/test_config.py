@@ -13,9 +13,17 @@ from ltaug.config import SCHEMA, from_dict, validate_config
 from ltaug.data import DataConfig, LongTailConfig
 from ltaug.demo import DemoConfig
 from ltaug.errors import ConfigError
+from ltaug.baselines import BaselinesConfig
 from ltaug.bootstrap import BootstrapConfig
+from ltaug.cam import CamConfig
 from ltaug.diffusion import DiffusionConfig
+from ltaug.evaluate import ClassifierConfig
+from ltaug.fid import FidConfig
+from ltaug.fusion import FusionConfig
+from ltaug.generate import GenerateConfig
+from ltaug.iterated import ILConfig
 from ltaug.latents import LatentsConfig
+from ltaug.pairing import PairingConfig
 
 CONFIG = REPO / "config.yaml"
 SECTIONS = {
@@ -25,11 +33,21 @@ SECTIONS = {
     "latents": LatentsConfig,
     "diffusion": DiffusionConfig,
     "diffusion.bootstrap": BootstrapConfig,
+    "il": ILConfig,
+    "cam": CamConfig,
+    "pairing": PairingConfig,
+    "fusion": FusionConfig,
+    "generate": GenerateConfig,
+    "baselines": BaselinesConfig,
+    "eval.classifier": ClassifierConfig,
+    "eval.fid": FidConfig,
 }
 # keys the Snakefile uses itself, or that a rule fills in from elsewhere (latents.image_size, threads)
 WORKFLOW_ONLY = {
     ("demo", "enabled"), ("demo", "outdir"), ("diffusion", "bootstrap"),
-    ("diffusion.bootstrap", "image_size"), ("diffusion.bootstrap", "threads"),
+    ("diffusion.bootstrap", "image_size"), ("diffusion.bootstrap", "threads"), ("il", "threads"),
+    ("latents", "shards"), ("cam", "splits"),
+    ("eval.classifier", "threads"), ("eval.fid", "threads"),
 }  # fmt: skip
 
 

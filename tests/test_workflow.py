@@ -49,12 +49,35 @@ TINY_BOOTSTRAP = {
 }  # fmt: skip
 
 
+TINY_IL = {
+    "generations": 2, "imitation_epochs": 1, "interaction_epochs": 1, "batch_size": 16, "embed_channels": 8,
+    "student_width": 8, "student_depth": 1, "decoder_width": 8, "decoder_depth": 1, "classifier_width": 8,
+    "classifier_depth": 2,
+}  # fmt: skip
+
+
+TINY_EVAL = {
+    "methods": ["baseline", "resample", "smote", "roentgen", "ours"],  # roentgen@{generate.num_steps} = roentgen@4
+    "classifier": {"image_size": 32, "growth_rate": 4, "block_config": [1, 1], "num_init_features": 8, "steps": 4,
+                   "batch_size": 8, "eval_every": 2, "seeds": [0, 1]},
+    "fid": {"kid_subsets": 5},
+}  # fmt: skip
+TINY_FUSION = {"n_per_class": 3, "tau_h": 0.4, "tau_l": 0.6}
+TINY_GENERATE = {"steps": [0, 1], "num_steps": 4, "batch_size": 8}
+
+
 def write_config(workdir: Path, **sections) -> dict:
     config = {
         "demo": {"enabled": True, **TINY_DEMO},
         "data": {"check_images": "full"},
         "diffusion": {"device": "cpu", "bootstrap": TINY_BOOTSTRAP},
         "latents": {"image_size": 32, "batch_size": 16, "chunk_size": 32},
+        "il": TINY_IL,
+        "pairing": {"k": 2},
+        "fusion": TINY_FUSION,
+        "generate": TINY_GENERATE,
+        "baselines": {"batch_size": 8},
+        "eval": TINY_EVAL,
     }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
@@ -77,13 +100,10 @@ def test_lint_is_clean():
     assert "Lints for" not in result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    write_config(workdir)
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return workdir
+@pytest.fixture
+def tiny_run(tiny_reference):
+    """The tiny workflow, run once per session (conftest.py); tests that change its config restore it."""
+    return tiny_reference
 
 
 def test_tiny_workflow_end_to_end(tiny_run):
@@ -99,7 +119,7 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert classes["head"][:2] == ["Cardiomegaly", "Pleural Effusion"]
     assert classes["tail"] == TAIL
     for stage, rule in (("data", "demo_dataset"), ("data", "prepare_data"), ("data", "split_classes"),
-                        ("diffusion", "bootstrap_diffusion"), ("latents", "encode_latents_train")):  # fmt: skip
+                        ("diffusion", "bootstrap_diffusion"), ("latents", "encode_latents_train"), ("il", "train_il")):  # fmt: skip
         assert (tiny_run / f"logs/{stage}/{rule}.log").is_file()
         assert (tiny_run / f"benchmarks/{stage}/{rule}.tsv").is_file()
 
@@ -126,12 +146,26 @@ def test_nothing_to_do_on_a_second_run(tiny_run):
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
+IL_ON = {"train_il": 1, "cam_maps": 3, "pair_neighbours": 1, "fuse": 1, "generate": 2, "fig2_panels": 1}
+BASELINES = {"baseline_resample": 1, "baseline_smote": 1, "baseline_roentgen": 1}
+
+
+def evaluation(rows: int, baseline: bool = False) -> dict[str, int]:
+    """Jobs that recompute ``rows`` rows of Table 1 (the Baseline row has no evaluate_fid job)."""
+    return {"evaluate_classifier": rows, "evaluate_fid": rows - baseline, "report": 1}
+
+
 @pytest.mark.parametrize(
     "section,key,value,jobs",
     [
-        ("long_tail", "tail_max_prevalence", 0.05, {"split_classes": 1}),
-        ("latents", "mode", "mean", {"encode_latents": 3}),  # re-encodes every split, keeps the model
-        ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_diffusion": 1, "encode_latents": 3}),
+        # everything after the class split, not the data, the model or the latents
+        ("long_tail", "tail_max_prevalence", 0.05, {"split_classes": 1, **IL_ON, **BASELINES, "fit_detector": 1,
+                                                     **evaluation(6, baseline=True)}),
+        # re-encodes every split, keeps the model; of the baselines only SMOTE reads latents
+        ("latents", "mode", "mean", {"encode_latents": 3, **IL_ON, "baseline_smote": 1, **evaluation(3)}),
+        ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_diffusion": 1, "encode_latents": 3, **IL_ON,
+                                                  "baseline_smote": 1, "baseline_roentgen": 1, **evaluation(4)}),
+        ("il", "lam", 0.7, {**IL_ON, **evaluation(2)}),  # the two Ours rows only
     ],
 )
 def test_a_config_change_reruns_exactly_the_stages_that_depend_on_it(tiny_run, section, key, value, jobs):
@@ -182,3 +216,16 @@ def test_bad_label_fails_with_the_rows_and_leaves_no_manifest(tmp_path):
     assert "label values must be 0 or 1" in result.stdout + result.stderr
     assert "column 'Nodule': 1 row(s): line 4 ('-1')" in result.stdout + result.stderr
     assert not (tmp_path / "results/data/manifest.csv").exists()
+
+
+def test_tiny_workflow_trains_the_il_model(tiny_run):
+    from ltaug.diffusion import fingerprint
+    from ltaug.iterated import load_il_model
+
+    il = load_il_model(tiny_run / "results/il/model.pt")
+    assert il.generation == 2 and il.latent_shape == (4, 4, 4)
+    assert il.model_fingerprint == fingerprint(tiny_run / "results/diffusion/model")
+    assert il.tail == TAIL and il.config.embed_channels == 8
+    history = pd.read_csv(tiny_run / "results/il/history.csv")
+    assert list(zip(history["generation"], history["phase"])) == [(1, "interaction"), (2, "imitation"), (2, "interaction")]
+    assert sorted(p.name for p in (tiny_run / "results/il").glob("gen_*.pt")) == ["gen_1.pt", "gen_2.pt"]

@@ -81,10 +81,75 @@ def diffusion_model():
     return pretrained
 
 
+METHOD_PATTERN = r"baseline|resample|smote|roentgen@\d+|ours@\d+"  # evaluate_classifier's {method}
+SYNTHETIC_PATTERN = r"resample|smote|roentgen@\d+|ours@\d+"  # methods with a synthetic set
+
+
+def eval_methods():
+    """Table 1's rows in order: eval.methods with roentgen -> roentgen@{generate.num_steps} (roentgen@N
+    stays), ours -> one ours@{s} per generate.steps."""
+    methods = []
+    for family in config["eval"]["methods"]:
+        if family == "roentgen":
+            methods.append(f"roentgen@{config['generate']['num_steps']}")
+        elif family == "ours":
+            methods += [f"ours@{s}" for s in config["generate"]["steps"]]
+        else:
+            methods.append(family)
+    return methods
+
+
+def synthetic_set(method):
+    """results/synthetic/{method}: a baseline's set or, for ours@{s}, rule generate's."""
+    return f"{OUT}/synthetic/{method}"
+
+
+def classifier_inputs(wildcards):
+    """evaluate_classifier: the manifest and classes, and the method's synthetic set (none for the baseline)."""
+    inputs = {"manifest": f"{OUT}/data/manifest.csv", "classes": f"{OUT}/data/classes.json"}
+    if wildcards.method != "baseline":
+        inputs["synthetic"] = synthetic_set(wildcards.method)
+    return inputs
+
+
+def fid_inputs(wildcards):
+    """evaluate_fid: the synthetic set, the real-data classifier and, on the demo, the finding detector."""
+    inputs = {
+        "manifest": f"{OUT}/data/manifest.csv",
+        "classes": f"{OUT}/data/classes.json",
+        "synthetic": synthetic_set(wildcards.method),
+        "classifier": f"{OUT}/eval/classifier/baseline.pt",
+    }
+    if config["demo"]["enabled"]:
+        inputs["detector"] = f"{OUT}/eval/detector.json"
+    return inputs
+
+
+def report_inputs(wildcards):
+    """report: every method's classifier results, distance results and synthetic set."""
+    methods = eval_methods()
+    synthetic = [m for m in methods if m != "baseline"]
+    inputs = {
+        "manifest": f"{OUT}/data/manifest.csv",
+        "classes": f"{OUT}/data/classes.json",
+        "classifier": [f"{OUT}/eval/classifier/{m}.json" for m in methods],
+        "fid": [f"{OUT}/eval/fid/{m}.json" for m in synthetic],
+        "sets": [synthetic_set(m) for m in synthetic],
+    }
+    if config["demo"]["enabled"] and synthetic:
+        inputs["detector"] = f"{OUT}/eval/detector.json"
+    return inputs
+
+
 def get_final_output():
     """Everything `snakemake` with no target builds; later stages extend this list."""
     outputs = [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]
     outputs += [f"{OUT}/latents/{split}.zarr" for split in SPLITS]
+    outputs += [f"{OUT}/il/model.pt", f"{OUT}/il/history.csv"]
+    outputs += [f"{OUT}/cam/{split}.zarr" for split in config["cam"]["splits"]]
+    outputs += [f"{OUT}/pairs/pairs.csv", f"{OUT}/fused/latents.zarr"]
+    outputs += [f"{OUT}/synthetic/ours@{s}" for s in config["generate"]["steps"]] + [f"{OUT}/figures/fig2"]
     if not config["diffusion"]["pretrained"]:
         outputs.append(f"{OUT}/diffusion/samples")
+    outputs += [f"{OUT}/report/table1.csv", f"{OUT}/report/table1.md"]  # Table 1: every evaluation before it
     return outputs
