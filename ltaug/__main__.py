@@ -110,8 +110,18 @@ def _cam_maps(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
     cfg = from_json(CamConfig, args.params, "cam")
-    maps = cam_maps(args.latents, args.model, args.store, cfg, pick_device(runtime.device))["maps"]
+    device = pick_device(runtime.device)
+    maps = cam_maps(args.latents, args.model, args.store, cfg, device, shard=(args.shard, args.shards))["maps"]
     print(f"{args.store}: {maps.shape[0]} EigenCAM maps of {maps.shape[1]} x {maps.shape[2]} ({cfg.target_layer})")
+
+
+def _gather_cams(args: argparse.Namespace) -> None:
+    from ltaug.cam import gather_cams, il_fingerprint
+    from ltaug.latents import open_latents
+
+    expect = {"il_fingerprint": il_fingerprint(args.model), "split_rows": int(open_latents(args.latents)["z"].shape[0])}
+    rows = gather_cams(args.shards, args.store, expect)
+    print(f"{args.store}: {rows} rows from {len(args.shards)} shards")
 
 
 def _pair_neighbours(args: argparse.Namespace) -> None:
@@ -353,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
     p.add_argument("--store", required=True, help="output CAM store (.zarr)")
     p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+    p.add_argument("--shard", type=int, default=1, help="map only shard SHARD (1-based) of the split's rows")
+    p.add_argument("--shards", type=int, default=1, help="number of shards the split is mapped in (cam.shards)")
+
+    p = stage("gather_cams", _gather_cams, "join the CAM shard stores of one split into its CAM store")
+    p.add_argument("--latents", required=True, help="latent store of the split (.zarr; its row count)")
+    p.add_argument("--model", required=True, help="IL model (results/il/model.pt) the shards must come from")
+    p.add_argument("--shards", nargs="+", required=True, help="the shard stores 1..S, in order")
+    p.add_argument("--store", required=True, help="output CAM store (.zarr)")
 
     p = stage("pair_neighbours", _pair_neighbours, "pair every tail sample with a head neighbour")
     p.add_argument("--latents", required=True, help="training latent store (.zarr)")

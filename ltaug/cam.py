@@ -31,6 +31,7 @@ Store layout (Zarr v3, Blosc-zstd, chunked along axis 0), one per split:
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ from tqdm import tqdm
 
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
-from ltaug.iterated import ILModel, load_il_model
-from ltaug.latents import COMPRESSOR, open_latents
+from ltaug.iterated import ILModel, load_il_model, read_checkpoint
+from ltaug.latents import COMPRESSOR, SHARD_KEYS, block_rows, check_shards, concatenate_shards, open_latents
 from ltaug.models import LatentClassifier
 
 SIGN_CONVENTION = "positive correlation with the target layer's mean activation over channels"
@@ -137,11 +138,18 @@ def cam_batch(cam: EigenCAM, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def il_fingerprint(path: str | Path) -> str:
-    """sha256 (first 16 hex digits) of an IL checkpoint file: later stages refuse maps of another model."""
+    """sha256 (first 16 hex digits) of what an IL checkpoint is: its config and data digests and
+    the weights of S, D and C, not its file bytes (the training history it carries records
+    wall times). Later stages refuse maps of another model; two runs that train the same
+    weights get the same fingerprint."""
+    state = read_checkpoint(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    head = {k: state[k] for k in ("format", "generation", "config_digest", "data_digest", "latent_shape", "classes")}
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    for part in ("student", "decoder", "classifier"):
+        for name, tensor in sorted(state[part].items()):
+            digest.update(f"{part}.{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -196,12 +204,13 @@ def cam_rows(
     stop: int,
     batch_size: int,
     device: torch.device,
+    offset: int = 0,
 ) -> None:
-    """Compute and write rows [start, stop) of ``out`` (maps, probs, labels, ids) from ``latents``.
+    """Compute and write rows [start, stop) of ``out`` (maps, probs, labels, ids) from rows
+    [start + offset, stop + offset) of ``latents`` (offset: where a shard store starts in its split).
 
-    The unit a shard of cam_maps runs: rows go out one whole Zarr chunk at a time, and ``start``
-    must lie on a chunk boundary, so shards covering disjoint ranges never write the same chunk.
-    Memory is O(chunk + batch).
+    Rows go out one whole Zarr chunk at a time, and ``start`` must lie on a chunk boundary, so
+    calls covering disjoint ranges never write the same chunk. Memory is O(chunk + batch).
     """
     chunk = out["maps"].chunks[0]
     n = out["maps"].shape[0]
@@ -212,7 +221,8 @@ def cam_rows(
         bar = tqdm(total=stop - start, desc="cam_maps", unit="z", file=sys.stderr, mininterval=5.0)
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
-            z = latents["z"][a:b]  # (n, C, h, w)
+            src = slice(a + offset, b + offset)
+            z = latents["z"][src]  # (n, C, h, w)
             maps, probs = [], []
             for i in range(0, len(z), batch_size):
                 m, p = cam_batch(cam, torch.from_numpy(z[i : i + batch_size]).to(device))
@@ -221,8 +231,8 @@ def cam_rows(
                 bar.update(len(m))
             out["maps"][a:b] = np.concatenate(maps)
             out["probs"][a:b] = np.concatenate(probs)
-            out["labels"][a:b] = latents["labels"][a:b]
-            out["ids"][a:b] = latents["ids"][a:b]
+            out["labels"][a:b] = latents["labels"][src]
+            out["ids"][a:b] = latents["ids"][src]
             written += b - a
         bar.close()
     if written != stop - start:  # pytorch-grad-cam's __exit__ swallows an IndexError: never pass a short store
@@ -235,8 +245,15 @@ def cam_maps(
     store: str | Path,
     cfg: CamConfig,
     device: torch.device,
+    shard: tuple[int, int] = (1, 1),
 ) -> zarr.Group:
-    """Stage cam_maps: EigenCAM map and probabilities of every sample of one split, into ``store`` atomically."""
+    """Stage cam_maps: EigenCAM map and probabilities of every sample of one split, into ``store`` atomically.
+
+    ``shard=(s, S)`` with S > 1 maps only shard s of the split's Zarr chunks
+    (:func:`ltaug.latents.block_rows`), one of S jobs whose stores :func:`gather_cams`
+    joins. Shards start on chunk boundaries, so every sample goes through the same batch as in
+    a single job and the joined store equals that job's value for value.
+    """
     il = load_il_model(il_path, device)
     latents = open_latents(latents_store)
     attrs = dict(latents.attrs)
@@ -249,6 +266,7 @@ def cam_maps(
         )
     model = LatentClassifier(il.model.student, il.model.classifier).eval()
     layer = target_module(il.model.classifier, cfg.target_layer)
+    first, stop = block_rows(n, cfg.chunk_size, *shard, key="cam.shards")  # whole chunks, hence whole batches
     with atomic_path(store) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update({
@@ -257,7 +275,29 @@ def cam_maps(
             "il_fingerprint": il_fingerprint(il_path), "target_layer": cfg.target_layer,
             "sign_convention": SIGN_CONVENTION, "config": asdict(cfg),
         })  # fmt: skip
-        create_cam_store(root, n, (shape[1], shape[2]), len(il.classes), cfg.chunk_size)
-        cam_rows(model, layer, latents, root, 0, n, cfg.batch_size, device)
+        if shard[1] > 1:
+            root.attrs.update(shard=shard[0], shards=shard[1], first_row=first, split_rows=n)
+        create_cam_store(root, stop - first, (shape[1], shape[2]), len(il.classes), cfg.chunk_size)
+        cam_rows(model, layer, latents, root, 0, stop - first, cfg.batch_size, device, offset=first)
         root.attrs["complete"] = True  # last: a store without it was not finished
     return open_cams(store)
+
+
+def gather_cams(shards: list[str | Path], store: str | Path, expect: dict | None = None) -> int:
+    """Join the CAM stores of shards 1..S of one split (``cam_maps(..., shard=(s, S))``, in
+    order) into ``store``, the store a single cam_maps job writes (same arrays, chunks and
+    attributes, less the shard keys); returns its number of rows. Memory is O(chunk); the
+    store is built beside ``store`` and renamed into place when complete. A shard that is
+    missing, unfinished, out of order or made by other settings is an InputError naming it.
+    """
+    groups = [open_cams(path, expect) for path in shards]
+    common, total = check_shards(shards, groups, "maps", "cam_maps")
+    chunk = int(common["config"]["chunk_size"])
+    h, w = groups[0]["maps"].shape[1:]
+    with atomic_path(store) as tmp:
+        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        root.attrs.update({k: v for k, v in common.items() if k != "complete" and k not in SHARD_KEYS})
+        create_cam_store(root, total, (h, w), groups[0]["probs"].shape[1], chunk)
+        concatenate_shards(groups, root, ("maps", "probs", "labels", "ids"), chunk)
+        root.attrs["complete"] = True  # last: a store without it was not finished
+    return total

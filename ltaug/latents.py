@@ -17,7 +17,7 @@ Store layout (Zarr v3, Blosc-zstd, chunked along axis 0), one per split:
             image_size, mode, seed, complete (written last)
 
 With latents.shards = S > 1 each split is encoded by S jobs, shard s writing rows
-shard_rows(N, s, S) with the attributes shard, shards, first_row and split_rows besides;
+block_rows(N, batch_size, s, S) (whole batches) with the attributes shard, shards, first_row and split_rows besides;
 gather_shards joins them, chunk by chunk, into the store one job would have written.
 """
 
@@ -109,12 +109,23 @@ def split_seed(seed: int, split: str) -> tuple[int, int]:
     return seed, zlib.crc32(split.encode())
 
 
-def shard_rows(n: int, shard: int, shards: int) -> tuple[int, int]:
+def shard_rows(n: int, shard: int, shards: int, key: str = "latents.shards") -> tuple[int, int]:
     """Rows [first, end) of shard ``shard`` (1-based) of ``shards`` over ``n`` rows: contiguous,
-    in order, sizes differing by at most one (the last ones may be empty when shards > n)."""
+    in order, sizes differing by at most one (the last ones may be empty when shards > n).
+    ``key`` names the config key in the error."""
     if not (isinstance(shards, int) and isinstance(shard, int) and 1 <= shard <= shards):
-        raise ConfigError(f"shard {shard!r} of {shards!r}: expected 1 <= shard <= shards (latents.shards).")
+        raise ConfigError(f"shard {shard!r} of {shards!r}: expected 1 <= shard <= shards ({key}).")
     return (shard - 1) * n // shards, shard * n // shards
+
+
+def block_rows(n: int, block: int, shard: int, shards: int, key: str = "latents.shards") -> tuple[int, int]:
+    """Rows [first, end) of shard ``shard`` of ``shards`` over ``n`` rows taken in whole blocks
+    of ``block`` rows (:func:`shard_rows` over the blocks; only the split's last block may be
+    short). A shard then starts where a block of a single job starts, so with blocks = batches
+    every row goes through the same batch as in that job, and the results agree bit for bit
+    even where kernels depend on the batch."""
+    first, end = shard_rows(-(-n // block), shard, shards, key)
+    return min(first * block, n), min(end * block, n)
 
 
 @torch.no_grad()
@@ -223,7 +234,7 @@ def encode_split(
     ``store`` and renamed into place when complete; ``source`` names the manifest in errors
     (row index i of the frame is line i + 2 of the CSV, as read_manifest numbers rows).
 
-    ``shard=(s, S)`` with S > 1 encodes only rows :func:`shard_rows` of the split, one of S
+    ``shard=(s, S)`` with S > 1 encodes only rows :func:`block_rows` of the split (whole batches), one of S
     jobs whose stores :func:`gather_shards` joins. Image i of the split keeps its posterior
     noise stream (seed, split, i), so the joined store equals the one of a single job.
     """
@@ -235,7 +246,7 @@ def encode_split(
         found = ", ".join(sorted(map(str, manifest["split"].unique())))
         raise InputError(f"{source}: no rows of split {split!r} (splits present: {found}); rerun prepare_data.")
     total = len(rows)
-    first, stop = shard_rows(total, *shard)
+    first, stop = block_rows(total, cfg.batch_size, *shard)
     rows = rows.iloc[first:stop]  # row i of this store is row first + i of the split
     paths = rows["path"].tolist()
     ids = rows["id"].astype(str).to_numpy()
@@ -291,6 +302,57 @@ def encode_split(
 SHARD_KEYS = ("shard", "shards", "first_row", "split_rows")  # attributes only a shard's store has
 
 
+def check_shards(shards: list[str | Path], groups: list[zarr.Group], rows: str, stage: str) -> tuple[dict, int]:
+    """The attributes common to shards 1..S of one split, and the split's row count.
+
+    ``groups`` are the opened shard stores in order; ``rows`` names the array whose length is
+    a shard's row count; ``stage`` is the rule that remakes them, for the error message. Each
+    shard must carry shard = s, shards = S and first_row = the rows before it, the same
+    split_rows and otherwise the same attributes as shard 1, and together they must hold
+    split_rows rows; anything else is an InputError naming the shard.
+    """
+    count = len(groups)
+    common = {k: v for k, v in dict(groups[0].attrs).items() if k not in SHARD_KEYS}
+    total = groups[0].attrs.get("split_rows")
+    row = 0
+    for index, (path, group) in enumerate(zip(shards, groups), start=1):
+        attrs = dict(group.attrs)
+        got = (attrs.get("shard"), attrs.get("shards"), attrs.get("first_row"))
+        if got != (index, count, row):
+            raise InputError(
+                f"{path}: expected shard {index} of {count} starting at row {row} of its split, found shard "
+                f"{got[0]} of {got[1]} starting at row {got[2]}; delete the shard stores of this split and rerun "
+                f"{stage}."
+            )
+        differ = sorted(k for k in set(common) | set(attrs) if k not in SHARD_KEYS and attrs.get(k) != common.get(k))
+        if differ or attrs.get("split_rows") != total:
+            keys = ", ".join(differ or ["split_rows"])
+            raise InputError(
+                f"{path}: made with other settings than {shards[0]} ({keys} differ); delete the shard stores of "
+                f"this split and rerun {stage}."
+            )
+        row += group[rows].shape[0]
+    if row != total:
+        raise InputError(
+            f"{shards[-1]}: the {count} shards hold {row} rows but their split has {total}; delete the shard "
+            f"stores of this split and rerun {stage}."
+        )
+    return common, total
+
+
+def concatenate_shards(groups: list[zarr.Group], root: zarr.Group, names: tuple[str, ...], chunk_size: int) -> None:
+    """Copy arrays ``names`` of the shard stores ``groups``, in order, into the equally named
+    (already created, ``chunk_size``-chunked) arrays of ``root``: one shard chunk read at a
+    time, whole chunks written, so memory is O(chunk) whatever the split's size."""
+    writer = _ChunkWriter({name: root[name] for name in names}, chunk_size)
+    for group in groups:
+        n, step = group["ids"].shape[0], group["ids"].chunks[0]
+        for start in range(0, n, step):
+            part = slice(start, min(start + step, n))
+            writer.append(**{name: group[name][part] for name in names})
+    writer.flush()
+
+
 def gather_shards(shards: list[str | Path], store: str | Path, chunk_size: int, expect: dict | None = None) -> int:
     """Join the stores of shards 1..S of one split (``encode_split(..., shard=(s, S))``, in
     order) into ``store``; returns its number of rows.
@@ -301,47 +363,16 @@ def gather_shards(shards: list[str | Path], store: str | Path, chunk_size: int, 
     is O(chunk_size) whatever the split's size; the store is built beside ``store`` and
     renamed into place when complete. ``expect`` is checked against every shard as by
     :func:`open_latents`. A shard that is missing, unfinished, out of order or made by
-    other settings is an InputError naming it.
+    other settings is an InputError naming it (:func:`check_shards`).
     """
     groups = [open_latents(path, expect) for path in shards]
-    count = len(groups)
-    first = dict(groups[0].attrs)
-    common = {k: v for k, v in first.items() if k not in SHARD_KEYS}
-    total = first.get("split_rows")
-    row = 0
-    for index, (path, group) in enumerate(zip(shards, groups), start=1):
-        attrs = dict(group.attrs)
-        got = (attrs.get("shard"), attrs.get("shards"), attrs.get("first_row"))
-        if got != (index, count, row):
-            raise InputError(
-                f"{path}: expected shard {index} of {count} starting at row {row} of its split, found shard "
-                f"{got[0]} of {got[1]} starting at row {got[2]}; delete the shard stores of this split and rerun "
-                f"encode_latents."
-            )
-        differ = sorted(k for k in set(common) | set(attrs) if k not in SHARD_KEYS and attrs.get(k) != common.get(k))
-        if differ or attrs.get("split_rows") != total:
-            keys = ", ".join(differ or ["split_rows"])
-            raise InputError(
-                f"{path}: made with other settings than {shards[0]} ({keys} differ); delete the shard stores of "
-                f"this split and rerun encode_latents."
-            )
-        row += group["z"].shape[0]
-    if row != total:
-        raise InputError(
-            f"{shards[-1]}: the {count} shards hold {row} rows but their split has {total}; delete the shard "
-            f"stores of this split and rerun encode_latents."
-        )
+    common, total = check_shards(shards, groups, "z", "encode_latents")
     latent, k = groups[0]["z"].shape[1:], groups[0]["labels"].shape[1]
     with atomic_path(store) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update({k: v for k, v in common.items() if k != "complete"})
-        writer = _create_arrays(root, total, latent, k, chunk_size)
-        for group in groups:
-            n, step = group["z"].shape[0], group["z"].chunks[0]  # read whole chunks of the shard
-            for start in range(0, n, step):
-                part = slice(start, min(start + step, n))
-                writer.append(z=group["z"][part], labels=group["labels"][part], ids=group["ids"][part])
-        writer.flush()
+        _create_arrays(root, total, latent, k, chunk_size)
+        concatenate_shards(groups, root, ("z", "labels", "ids"), chunk_size)
         root.attrs["complete"] = True  # last: a store without it was not finished
     return total
 

@@ -12,7 +12,18 @@ from pytorch_grad_cam import EigenCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-from ltaug.cam import CamConfig, OrientedEigenCAM, cam_rows, create_cam_store, open_cams, orient, target_module
+from ltaug.cam import (
+    CamConfig,
+    OrientedEigenCAM,
+    cam_maps,
+    cam_rows,
+    create_cam_store,
+    gather_cams,
+    il_fingerprint,
+    open_cams,
+    orient,
+    target_module,
+)
 from ltaug.errors import ConfigError, InputError
 from ltaug.iterated import load_il_model
 from ltaug.latents import open_latents
@@ -160,6 +171,65 @@ def test_a_range_of_rows_writes_only_those_rows(inputs, store, tmp_path):
     assert out["ids"][16:32].tolist() == source["ids"][16:32].tolist()
     with pytest.raises(ValueError, match="chunk boundary"):
         cam_rows(classifier, il.model.classifier.features, source, out, 5, 20, 5, CPU)
+
+
+# ---------------------------------------------------------------------------- shards
+
+
+def cam_shards(latents, model, root, shards: int, **cfg) -> list:
+    paths = [root / f"shards/train/{s}-of-{shards}.zarr" for s in range(1, shards + 1)]
+    for s, path in enumerate(paths, start=1):
+        cam_maps(latents, model, path, CamConfig(**cfg), CPU, shard=(s, shards))
+    return paths
+
+
+@pytest.mark.parametrize("shards,rows", [(2, [16, 24]), (3, [16, 16, 8]), (5, [0, 16, 0, 16, 8])])
+def test_gathered_cam_shards_equal_the_unsharded_store(inputs, store, tmp_path, shards, rows):
+    root, latents, model = inputs  # 40 rows in chunks of 16: shards take whole chunks
+    parts = cam_shards(latents, model, tmp_path, shards, batch_size=7, chunk_size=16)
+    assert [open_cams(p)["maps"].shape[0] for p in parts] == rows
+    assert [open_cams(p).attrs["first_row"] for p in parts] == np.cumsum([0, *rows[:-1]]).tolist()
+    assert {open_cams(p).attrs["split_rows"] for p in parts} == {40}
+    assert gather_cams(parts, tmp_path / "train.zarr", {"il_fingerprint": il_fingerprint(model)}) == 40
+    joined, single = open_cams(tmp_path / "train.zarr"), open_cams(store)
+    assert dict(joined.attrs) == dict(single.attrs)  # no shard keys, complete
+    for name in ("maps", "probs", "labels", "ids"):
+        assert joined[name].chunks == single[name].chunks
+        assert joined[name][:].tolist() == single[name][:].tolist(), name  # value for value: the same batches
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards", "train.zarr"]  # no temporary left
+
+
+def test_gather_cams_refuses_shards_out_of_order_missing_or_of_another_model(inputs, tmp_path):
+    root, latents, model = inputs
+    parts = cam_shards(latents, model, tmp_path, 3, chunk_size=16)
+    out = tmp_path / "train.zarr"
+    with pytest.raises(InputError, match=rf"{parts[1]}: expected shard 1 of 3 starting at row 0 of its split, found "
+                                         r"shard 2 of 3 starting at row 16; delete the shard stores of this split "
+                                         r"and rerun cam_maps"):  # fmt: skip
+        gather_cams([parts[1], parts[0], parts[2]], out)
+    with pytest.raises(InputError, match=r"no CAM store here; run the cam_maps stage"):
+        gather_cams([parts[0], tmp_path / "nowhere.zarr", parts[2]], out)
+    with pytest.raises(InputError, match=r"made with il_fingerprint="):
+        gather_cams(parts, out, {"il_fingerprint": "0" * 16})
+    other = cam_maps(latents, model, tmp_path / "other.zarr", CamConfig(chunk_size=16, batch_size=3), CPU, shard=(2, 3))
+    with pytest.raises(InputError, match=r"other.zarr: made with other settings than .*1-of-3.zarr \(config differ\)"):
+        gather_cams([parts[0], tmp_path / "other.zarr", parts[2]], out)
+    assert other is not None and not out.exists()  # nothing half-written
+    with pytest.raises(ConfigError, match=r"shard 4 of 3: expected 1 <= shard <= shards \(cam.shards\)"):
+        cam_maps(latents, model, tmp_path / "bad.zarr", CamConfig(), CPU, shard=(4, 3))
+
+
+def test_il_fingerprint_is_the_weights_not_the_wall_times(inputs, tmp_path):
+    root, latents, model = inputs
+    state = torch.load(model, weights_only=True)
+    again = dict(state, history=[dict(row, seconds=row.get("seconds", 0) + 9.5) for row in state["history"]])
+    torch.save(again, tmp_path / "retrained.pt")  # the same weights, another run's timings
+    assert (tmp_path / "retrained.pt").read_bytes() != model.read_bytes()
+    assert il_fingerprint(tmp_path / "retrained.pt") == il_fingerprint(model)
+    name = next(iter(state["classifier"]))
+    other = dict(state, classifier={**state["classifier"], name: state["classifier"][name] + 1e-6})
+    torch.save(other, tmp_path / "other.pt")
+    assert il_fingerprint(tmp_path / "other.pt") != il_fingerprint(model)
 
 
 def test_densenet121_classifier_at_features_norm5(tmp_path):

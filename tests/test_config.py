@@ -46,7 +46,7 @@ SECTIONS = {
 WORKFLOW_ONLY = {
     ("demo", "enabled"), ("demo", "outdir"), ("diffusion", "bootstrap"),
     ("diffusion.bootstrap", "image_size"), ("diffusion.bootstrap", "threads"), ("il", "threads"),
-    ("latents", "shards"), ("cam", "splits"),
+    ("latents", "shards"), ("cam", "splits"), ("cam", "shards"),
     ("eval.classifier", "threads"), ("eval.fid", "threads"),
 }  # fmt: skip
 

@@ -388,6 +388,14 @@ def test_shard_rows_values_and_bad_shards():
             latents.shard_rows(10, shard, shards)
 
 
+def test_block_rows_take_whole_blocks():
+    assert [latents.block_rows(10, 3, s, 3) for s in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    assert [latents.block_rows(40, 16, s, 2) for s in (1, 2)] == [(0, 16), (16, 40)]
+    assert [latents.block_rows(5, 16, s, 2) for s in (1, 2)] == [(0, 0), (0, 5)]
+    with pytest.raises(ConfigError, match=r"\(cam.shards\)"):
+        latents.block_rows(10, 3, 0, 2, key="cam.shards")
+
+
 def encode_shards(manifest, vae, root: Path, shards: int, cfg: LatentsConfig) -> list[Path]:
     paths = [root / f"shards/train/{s}-of-{shards}.zarr" for s in range(1, shards + 1)]
     for s, path in enumerate(paths, start=1):
@@ -396,20 +404,19 @@ def encode_shards(manifest, vae, root: Path, shards: int, cfg: LatentsConfig) ->
 
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
-@pytest.mark.parametrize("shards", [2, 3, 13])  # 13 > 10 images: three shards are empty
-def test_gathered_shards_equal_the_unsharded_store(manifest, tmp_path, shards):
-    # batch_size 3 over shards of 3-5 rows: the shards batch the images differently from the
-    # single job. Without oneDNN's batch-size-dependent kernels (see the batch size test)
-    # only the per-image noise index could make them differ: they must agree bit for bit.
+@pytest.mark.parametrize("shards,rows", [(2, [6, 4]), (3, [3, 3, 4]), (6, [0, 3, 3, 0, 3, 1])])
+def test_gathered_shards_equal_the_unsharded_store(manifest, tmp_path, shards, rows):
+    # batch_size 3 over 10 images: shards take whole batches, so every image is encoded in the
+    # same batch as by the single job (oneDNN's kernels depend on the batch, see the batch size
+    # test) with the same per-image noise index: they must agree bit for bit.
     vae = tiny_vae(attention=False)
     cfg = LatentsConfig(image_size=32, mode="sample", seed=5, batch_size=3, chunk_size=4)
-    with torch.backends.mkldnn.flags(enabled=False):
-        encode_split(manifest, "train", vae, tmp_path / "single.zarr", cfg, MODEL, "cpu")
-        parts = encode_shards(manifest, vae, tmp_path, shards, cfg)
-    first = open_latents(parts[1])
-    assert {k: first.attrs[k] for k in latents.SHARD_KEYS} == {"shard": 2, "shards": shards,
-                                                               "first_row": 10 // shards, "split_rows": 10}  # fmt: skip
-    assert sum(open_latents(p)["z"].shape[0] for p in parts) == 10
+    encode_split(manifest, "train", vae, tmp_path / "single.zarr", cfg, MODEL, "cpu")
+    parts = encode_shards(manifest, vae, tmp_path, shards, cfg)
+    assert [open_latents(p)["z"].shape[0] for p in parts] == rows
+    second = open_latents(parts[1])
+    assert {k: second.attrs[k] for k in latents.SHARD_KEYS} == {"shard": 2, "shards": shards,
+                                                                "first_row": rows[0], "split_rows": 10}  # fmt: skip
 
     assert latents.gather_shards(parts, tmp_path / "train.zarr", cfg.chunk_size) == 10
     single, joined = open_latents(tmp_path / "single.zarr"), open_latents(tmp_path / "train.zarr")
@@ -424,7 +431,7 @@ def test_gathered_shards_equal_the_unsharded_store(manifest, tmp_path, shards):
 
 def test_gather_streams_whole_chunks(vae, manifest, tmp_path, monkeypatch):
     cfg = LatentsConfig(image_size=32, mode="mean", batch_size=4, chunk_size=2)
-    parts = encode_shards(manifest, vae, tmp_path, 3, cfg)  # 3, 3, 4 rows
+    parts = encode_shards(manifest, vae, tmp_path, 3, cfg)  # 4, 4, 2 rows: whole batches
     reads, writes = [], []
     real_append, real_flush = latents._ChunkWriter.append, latents._ChunkWriter.flush
 
@@ -441,7 +448,7 @@ def test_gather_streams_whole_chunks(vae, manifest, tmp_path, monkeypatch):
     monkeypatch.setattr(latents._ChunkWriter, "append", append)
     monkeypatch.setattr(latents._ChunkWriter, "flush", flush)
     latents.gather_shards(parts, tmp_path / "train.zarr", chunk_size=2)
-    assert reads == [2, 1, 2, 1, 2, 2]  # one shard chunk at a time
+    assert reads == [2, 2, 2, 2, 2]  # one shard chunk at a time
     assert max(writes) < 2  # never more than a chunk held back
     np.testing.assert_array_equal(
         open_latents(tmp_path / "train.zarr")["z"][:], np.concatenate([open_latents(p)["z"][:] for p in parts])
@@ -453,14 +460,14 @@ def test_gather_refuses_shards_out_of_order_missing_or_from_other_settings(vae, 
     parts = encode_shards(manifest, vae, tmp_path, 3, cfg)
     out = tmp_path / "train.zarr"
     with pytest.raises(InputError, match=rf"{parts[1]}: expected shard 1 of 3 starting at row 0 of its split, found "
-                                         r"shard 2 of 3 starting at row 3; delete the shard stores"):  # fmt: skip
+                                         r"shard 2 of 3 starting at row 4; delete the shard stores"):  # fmt: skip
         latents.gather_shards([parts[1], parts[0], parts[2]], out, 4)
     with pytest.raises(InputError, match=r"1-of-3.zarr: expected shard 1 of 2 starting at row 0 of its split, found "
                                          r"shard 1 of 3 starting at row 0"):  # fmt: skip
         latents.gather_shards(parts[:2], out, 4)
     other = tmp_path / "other" / "2-of-3.zarr"
-    encode_split(manifest, "train", vae, other, LatentsConfig(image_size=32, mode="sample", chunk_size=4), MODEL, "cpu",
-                 shard=(2, 3))  # fmt: skip
+    encode_split(manifest, "train", vae, other, LatentsConfig(image_size=32, mode="sample", batch_size=4, chunk_size=4), MODEL,
+                 "cpu", shard=(2, 3))  # fmt: skip
     with pytest.raises(InputError, match=rf"{other}: made with other settings than {parts[0]} \(mode differ\)"):
         latents.gather_shards([parts[0], other, parts[2]], out, 4)
     with pytest.raises(InputError, match=r"made by model models/tiny \(fingerprint abc123\) but the workflow now uses"):

@@ -1,27 +1,90 @@
 # Stage 2: EigenCAM maps of the IL classifier over z^s for every sample of a split, stored
 # threshold-free, so that changing fusion.tau_h / tau_l never reruns this stage.
+# cam.shards = 1: one cam_maps job per split writes results/cam/{split}.zarr.
+# cam.shards = S > 1: S cam_maps jobs per split (one GPU each) write temporary shard stores,
+# and gather_cams joins them into the same results/cam/{split}.zarr.
+
+CAM_SHARDS = config["cam"]["shards"]
 
 
-rule cam_maps:
-    input:
-        latents=f"{OUT}/latents/{{split}}.zarr",
-        model=rules.train_il.output.model,
-    output:
-        store=directory(f"{OUT}/cam/{{split}}.zarr"),
-    wildcard_constraints:
-        split="|".join(SPLITS),
-    params:
-        cfg=section_json("cam", drop=("splits",)),
-        diffusion=section_json("diffusion", keep=("device",)),
-    log:
-        "logs/cam/cam_maps_{split}.log",
-    benchmark:
-        "benchmarks/cam/cam_maps_{split}.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-    conda:
-        ENV
-    shell:
-        "python -m ltaug cam_maps --latents {input.latents:q} --model {input.model:q} --store {output.store:q}"
-        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+if CAM_SHARDS == 1:
+
+    rule cam_maps:
+        input:
+            latents=f"{OUT}/latents/{{split}}.zarr",
+            model=rules.train_il.output.model,
+        output:
+            store=directory(f"{OUT}/cam/{{split}}.zarr"),
+        wildcard_constraints:
+            split="|".join(SPLITS),
+        params:
+            cfg=section_json("cam", drop=("splits", "shards")),
+            diffusion=section_json("diffusion", keep=("device",)),
+        log:
+            "logs/cam/cam_maps_{split}.log",
+        benchmark:
+            "benchmarks/cam/cam_maps_{split}.tsv"
+        threads: 2
+        resources:
+            gpu=1,
+        conda:
+            ENV
+        shell:
+            "python -m ltaug cam_maps --latents {input.latents:q} --model {input.model:q} --store {output.store:q}"
+            " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+
+else:
+
+    rule cam_maps:
+        input:
+            latents=f"{OUT}/latents/{{split}}.zarr",
+            model=rules.train_il.output.model,
+        output:
+            store=temp(directory(f"{OUT}/cam/shards/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr")),
+        wildcard_constraints:
+            split="|".join(SPLITS),
+            shard=r"[0-9]+",
+        params:
+            cfg=section_json("cam", drop=("splits", "shards")),
+            diffusion=section_json("diffusion", keep=("device",)),
+            shards=CAM_SHARDS,
+        log:
+            f"logs/cam/cam_maps_{{split}}_{{shard}}-of-{CAM_SHARDS}.log",
+        benchmark:
+            f"benchmarks/cam/cam_maps_{{split}}_{{shard}}-of-{CAM_SHARDS}.tsv"
+        threads: 2
+        resources:
+            gpu=1,
+        conda:
+            ENV
+        shell:
+            "python -m ltaug cam_maps --latents {input.latents:q} --model {input.model:q} --store {output.store:q}"
+            " --params {params.cfg:q} --diffusion {params.diffusion:q} --shard {wildcards.shard}"
+            " --shards {params.shards} --threads {threads} > {log} 2>&1"
+
+    # As gather_latents: the shards are temp(), so this rule carries everything a shard depends
+    # on (latents, IL model, the same params), and whatever would remake the shards reruns it.
+    rule gather_cams:
+        input:
+            latents=f"{OUT}/latents/{{split}}.zarr",
+            model=rules.train_il.output.model,
+            shards=expand(
+                f"{OUT}/cam/shards/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr",
+                shard=range(1, CAM_SHARDS + 1),
+                allow_missing=True,
+            ),
+        output:
+            store=directory(f"{OUT}/cam/{{split}}.zarr"),
+        wildcard_constraints:
+            split="|".join(SPLITS),
+        params:
+            cfg=section_json("cam", drop=("splits", "shards")),  # unused by the command: reruns it with the shards
+        log:
+            "logs/cam/gather_cams_{split}.log",
+        benchmark:
+            "benchmarks/cam/gather_cams_{split}.tsv"
+        conda:
+            ENV
+        shell:
+            "python -m ltaug gather_cams --latents {input.latents:q} --model {input.model:q}"
+            " --shards {input.shards:q} --store {output.store:q} > {log} 2>&1"
