@@ -5,7 +5,9 @@ off, one GPU declared without a device) runs whatever the tiny config of test_wo
 builds. The run must end with the results of a local run (compared value for value), and
 `scontrol show job` must show every job of a rule that declares `resources: gpu=1`
 submitted with a GPU request and every other job without one, with the CPUs, memory and
-time limit the profile gives it. Which rules need a GPU is read from a dry run, not listed here.
+time limit the profile gives it. The cluster run encodes and maps every split in 2 shards
+(latents.shards, cam.shards) and gathers them: the local run, unsharded, must still agree.
+Which rules need a GPU is read from a dry run, not listed here.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def cluster(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_workflow_on_slurm_matches_a_local_run(cluster, tiny_reference, tmp_path):
     workdir = tmp_path / "on-slurm"
-    write_config(workdir)
+    write_config(workdir, latents={"shards": 2}, cam={"shards": 2})  # scatter/gather: the local run has one shard
     plan = snakemake(workdir, "--dry-run")  # the local view of the same config: jobs, threads, resources
     planned, rules = planned_jobs(plan), rule_blocks(plan.stdout)
     gpu_rules = {r for r, b in rules.items() if int(b["resources"].get("gpu", 0)) > 0}

@@ -73,6 +73,7 @@ def write_config(workdir: Path, **sections) -> dict:
         "diffusion": {"device": "cpu", "bootstrap": TINY_BOOTSTRAP},
         "latents": {"image_size": 32, "batch_size": 16, "chunk_size": 32},
         "il": TINY_IL,
+        "cam": {"chunk_size": 16},  # several chunks per split, so cam.shards > 1 has whole chunks to share
         "pairing": {"k": 2},
         "fusion": TINY_FUSION,
         "generate": TINY_GENERATE,
