@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install ltaug, run the whole workflow on the demo data
-#   make test   create .venv, install ltaug, run the tests
+#   make test   create .venv, install ltaug, run the tests (all but the SLURM cluster test)
+#   make test-slurm   the SLURM cluster test alone (root and apt-get; CI runs both)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,11 +9,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 PYTEST_ARGS ?=
+PYTEST_MARK ?= not slurm
 # rules run `python -m ltaug ...`: the environment's python comes first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test env lint clean
+.PHONY: demo test test-slurm env lint clean
 
 env: $(STAMP)
 
@@ -32,8 +34,12 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test (e.g. a -k that matches nothing): said, not failed
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS); \
+	$(BIN)/python -m pytest -m "$(PYTEST_MARK)" $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; rc=0; fi; exit $$rc
+
+# the single-node SLURM cluster test: installs slurm-wlm and munge with apt-get (skipped without root)
+test-slurm: $(STAMP)
+	$(MAKE) test PYTEST_MARK=slurm PYTEST_ARGS="$(PYTEST_ARGS)"
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
