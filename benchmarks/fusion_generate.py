@@ -125,7 +125,7 @@ def main() -> None:
     else:
         model, il, latents, split = stand_ins(tmp, config)
         source = "stand-ins: random latents, untrained demo-architecture models"
-    cam_cfg = from_dict(CamConfig, {k: v for k, v in config["cam"].items() if k != "splits"}, "cam")
+    cam_cfg = from_dict(CamConfig, {k: v for k, v in config["cam"].items() if k not in ("splits", "shards")}, "cam")
     fusion_cfg = from_dict(FusionConfig, config["fusion"], "fusion")
     gen = config["generate"]
     n_train = zarr.open_group(latents, mode="r")["z"].shape[0]
