@@ -169,6 +169,23 @@ def check_il_matches(store: str | Path, attrs: dict, il: ILModel, il_path: str |
         )
 
 
+def open_training_stores(latents_store: str | Path, cam_store: str | Path, il_path: str | Path, classes: list[str]):
+    """(il, latents, cams, ids) for the stages that read a split's latents with their CAM store
+    (pair_neighbours, fuse), after checking they belong together: the latents are those the IL
+    model was trained on, ``classes`` (classes.json) are its classes, and the CAM store was made
+    by this IL model from these latents (same ids in the same order). The IL model is on the CPU."""
+    il = load_il_model(il_path, "cpu")
+    latents = open_latents(latents_store)
+    check_il_matches(latents_store, dict(latents.attrs), il, il_path)
+    if list(classes) != list(il.classes):
+        raise InputError(f"classes.json lists classes {list(classes)}, the IL model {il_path} {il.classes}; rerun train_il.")
+    cams = open_cams(cam_store, expect={"il_fingerprint": il_fingerprint(il_path)})
+    ids = latents["ids"][:]
+    if not np.array_equal(cams["ids"][:], ids):
+        raise InputError(f"{cam_store}: its ids differ from those of {latents_store}; rerun cam_maps on these latents.")
+    return il, latents, cams, ids
+
+
 def open_cams(store: str | Path, expect: dict | None = None) -> zarr.Group:
     """A complete CAM store, read-only; ``expect`` maps attribute names to required values."""
     path = Path(store)

@@ -57,12 +57,11 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from ltaug.cam import check_il_matches, il_fingerprint, open_cams
+from ltaug.cam import il_fingerprint, open_training_stores
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
-from ltaug.iterated import load_il_model
-from ltaug.latents import COMPRESSOR, open_latents
+from ltaug.latents import COMPRESSOR
 
 LABEL_POLICIES = ("union", "tail_only", "classifier")
 PAIR_COLUMNS = ["tail_id", "tail_class", "head_class", "head_id", "distance"]
@@ -260,17 +259,7 @@ def fuse_latents(
 
     Returns one row per fused sample (id, provenance, shares). Memory is O(chunk + batch).
     """
-    il = load_il_model(il_path, "cpu")
-    latents = open_latents(latents_store)
-    check_il_matches(latents_store, dict(latents.attrs), il, il_path)
-    if list(split.classes) != list(il.classes):
-        raise InputError(
-            f"classes.json lists classes {split.classes}, the IL model {il_path} {il.classes}; rerun train_il."
-        )
-    cams = open_cams(cam_store, expect={"il_fingerprint": il_fingerprint(il_path)})
-    ids = latents["ids"][:]
-    if not np.array_equal(cams["ids"][:], ids):
-        raise InputError(f"{cam_store}: its ids differ from those of {latents_store}; rerun cam_maps on these latents.")
+    il, latents, cams, ids = open_training_stores(latents_store, cam_store, il_path, split.classes)
     row_of = {sample_id: i for i, sample_id in enumerate(ids)}
     pairs = read_pairs(pairs_csv, split)
     for column in ("tail_id", "head_id"):

@@ -29,12 +29,10 @@ import pandas as pd
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from ltaug.cam import check_il_matches, il_fingerprint, open_cams
+from ltaug.cam import open_training_stores
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
-from ltaug.iterated import load_il_model
-from ltaug.latents import open_latents
 from ltaug.models import Student
 
 SPACES = ("sparse", "cam")
@@ -150,17 +148,7 @@ def pair_neighbours(
     cfg: PairingConfig,
 ) -> pd.DataFrame:
     """Stage pair_neighbours on the CPU: pairs.csv from the training latents, their CAM store and the IL model."""
-    il = load_il_model(il_path, "cpu")
-    latents = open_latents(latents_store)
-    check_il_matches(latents_store, dict(latents.attrs), il, il_path)
-    if list(split.classes) != list(il.classes):
-        raise InputError(
-            f"classes.json lists classes {split.classes}, the IL model {il_path} {il.classes}; rerun train_il."
-        )
-    cams = open_cams(cam_store, expect={"il_fingerprint": il_fingerprint(il_path)})
-    ids = latents["ids"][:]
-    if not np.array_equal(cams["ids"][:], ids):
-        raise InputError(f"{cam_store}: its ids differ from those of {latents_store}; rerun cam_maps on these latents.")
+    il, latents, cams, ids = open_training_stores(latents_store, cam_store, il_path, split.classes)
     labels = latents["labels"][:].astype(bool)  # (N, K)
     probs = cams["probs"][:]  # (N, K)
     if cfg.space == "sparse":
