@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,6 +126,15 @@ def synthetic_latents(n: int, prevalence: list[float], shape=(4, 8, 8), seed: in
         y, x = (2 * k) % (h - 1), (3 * k + 1) % (w - 1)
         z[rows, k % c, y : y + 2, x : x + 2] += 2.0
     return z, labels
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (its numbers then match across machines), restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

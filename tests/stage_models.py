@@ -1,4 +1,4 @@
-"""A tiny IL model, classes and a CAM store for the tests of cam, pairing, fusion and generate."""
+"""Tiny models for the tests: an untrained Stable Diffusion directory, an IL model, classes and a CAM store."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae, save_model
 from ltaug.cam import CamConfig, cam_maps
 from ltaug.data import ClassSplit
 from ltaug.iterated import ILConfig, build_model, checkpoint, save_checkpoint
@@ -21,6 +22,14 @@ TINY_IL = ILConfig(
     classifier_width=8, classifier_depth=2, threads=1,
 )  # fmt: skip
 FINGERPRINT = "f" * 64  # the model_fingerprint conftest.write_latent_store records by default
+
+
+def save_tiny_sd(path: Path, cfg: BootstrapConfig, classes: list[str], seed: int = 0) -> Path:
+    """An untrained Stable Diffusion directory of ``cfg``'s sizes (seeded), as the bootstrap writes it."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(classes, cfg.max_prompt_tokens)
+    save_model(path, build_vae(cfg), build_unet(cfg), build_text_encoder(cfg, tokenizer), tokenizer, build_scheduler())
+    return path
 
 
 def save_tiny_il(path: Path, seed: int = 0, latent_shape=(4, 8, 8), fingerprint: str = FINGERPRINT, **il) -> Path:

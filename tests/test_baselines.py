@@ -18,11 +18,12 @@ from ltaug.baselines import (
     smote_draws,
     smote_interpolate,
 )
-from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae, save_model
+from ltaug.bootstrap import BootstrapConfig, build_vae
 from ltaug.diffusion import load_stable_diffusion
 from ltaug.errors import ConfigError
 from ltaug.latents import decode_latents, preprocess
 from ltaug.synthetic import read_synthetic_set
+from stage_models import save_tiny_sd
 
 CLASSES = ["Cardiomegaly", "Nodule", "Fracture", "No Finding"]
 TAIL = ["Nodule", "Fracture"]
@@ -32,12 +33,7 @@ TINY = BootstrapConfig(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread in this module
 
 
 # ---------------------------------------------------------------------------- SMOTE
@@ -154,11 +150,7 @@ def test_resample_set_copies_real_tail_images_with_their_labels(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(CLASSES, TINY.max_prompt_tokens)
-    path = tmp_path_factory.mktemp("sd") / "model"
-    save_model(path, build_vae(TINY), build_unet(TINY), build_text_encoder(TINY, tokenizer), tokenizer, build_scheduler())
-    return path
+    return save_tiny_sd(tmp_path_factory.mktemp("sd") / "model", TINY, CLASSES)
 
 
 def test_text_to_image_set_is_prompted_by_the_class_name_and_reproducible(model_dir, tmp_path):

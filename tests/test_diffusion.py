@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
-from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae, save_model
+from ltaug.bootstrap import BootstrapConfig
 from ltaug.diffusion import (
     COMPONENTS,
     DiffusionConfig,
@@ -23,6 +23,7 @@ from ltaug.diffusion import (
     torch_dtype,
 )
 from ltaug.errors import ConfigError, InputError
+from stage_models import save_tiny_sd
 
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Calcification of the Aorta", "No Finding"]
 TINY = BootstrapConfig(
@@ -34,11 +35,7 @@ TINY = BootstrapConfig(
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """An untrained tiny SD directory as the bootstrap writes it."""
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(CLASSES, TINY.max_prompt_tokens)
-    path = tmp_path_factory.mktemp("sd") / "model"
-    save_model(path, build_vae(TINY), build_unet(TINY), build_text_encoder(TINY, tokenizer), tokenizer, build_scheduler())
-    return path
+    return save_tiny_sd(tmp_path_factory.mktemp("sd") / "model", TINY, CLASSES)
 
 
 @pytest.fixture

@@ -31,12 +31,7 @@ TINY = ClassifierConfig(image_size=32, growth_rate=4, block_config=[1, 1], num_i
                         eval_every=3, seeds=[0], threads=1)  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread in this module
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from conftest import synthetic_latents, write_latent_store
 from PIL import Image
 
-from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae, save_model
+from ltaug.bootstrap import BootstrapConfig
 from ltaug.diffusion import fingerprint, load_stable_diffusion, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.fusion import FusionConfig, fuse_latents
@@ -19,7 +19,7 @@ from ltaug.generate import PROVENANCE_COLUMNS, GenerateConfig, generate_set, sam
 from ltaug.latents import decode_latents, open_latents
 from ltaug.pairing import PairingConfig, pair_neighbours
 from ltaug.synthetic import read_synthetic_set
-from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il, save_tiny_sd
 
 CPU = torch.device("cpu")
 TINY_SD = BootstrapConfig(
@@ -33,11 +33,7 @@ N_PER_CLASS = 3
 def fused(tmp_path_factory):
     """An untrained tiny SD directory and a fused store made from latents of it: (root, model dir, fused store)."""
     root = tmp_path_factory.mktemp("generate")
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(CLASSES, TINY_SD.max_prompt_tokens)
-    model = root / "sd"
-    save_model(model, build_vae(TINY_SD), build_unet(TINY_SD), build_text_encoder(TINY_SD, tokenizer), tokenizer,
-               build_scheduler())  # fmt: skip
+    model = save_tiny_sd(root / "sd", TINY_SD, CLASSES)
     fp = fingerprint(model)
     z, labels = synthetic_latents(40, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 4, 4), seed=4)
     latents = write_latent_store(root / "train.zarr", z, labels, CLASSES, chunk=16, model_fingerprint=fp)

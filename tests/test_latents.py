@@ -49,12 +49,7 @@ def tiny_vae(attention: bool = True):
     return scope["vae"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread in this module
 
 
 @pytest.fixture(scope="module")
