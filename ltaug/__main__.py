@@ -17,6 +17,25 @@ from ltaug.errors import LtaugError
 SPLITS = ("train", "val", "test")
 
 
+def _runtime(args: argparse.Namespace):
+    """(device, dtype) from the diffusion section in --diffusion: the device picked once, CUDA
+    when present unless the config names one; dtype as configured (a name)."""
+    from ltaug.config import from_json
+    from ltaug.diffusion import DiffusionConfig, pick_device
+
+    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    return pick_device(runtime.device), runtime.dtype
+
+
+def _section_with_threads(cls, args: argparse.Namespace, key: str):
+    """The stage's config section from --params as ``cls``, its threads from --threads unless the section sets them."""
+    from ltaug.config import from_dict
+
+    params = json.loads(args.params)
+    params.setdefault("threads", args.threads)
+    return from_dict(cls, params, key)
+
+
 def _demo_dataset(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
     from ltaug.demo import DemoConfig, make_demo
@@ -45,25 +64,19 @@ def _split_classes(args: argparse.Namespace) -> None:
 
 def _bootstrap_diffusion(args: argparse.Namespace) -> None:
     from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion
-    from ltaug.config import from_dict, from_json
-    from ltaug.diffusion import DiffusionConfig, pick_device
 
-    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
-    params = json.loads(args.params)
-    params.setdefault("threads", args.threads)
-    cfg = from_dict(BootstrapConfig, params, "diffusion.bootstrap")
-    bootstrap_diffusion(args.manifest, args.model, args.samples, cfg, pick_device(runtime.device))
+    cfg = _section_with_threads(BootstrapConfig, args, "diffusion.bootstrap")
+    bootstrap_diffusion(args.manifest, args.model, args.samples, cfg, _runtime(args)[0])
 
 
 def _encode_latents(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
-    from ltaug.diffusion import DiffusionConfig, fingerprint, load_vae, pick_device
     from ltaug.data import read_manifest
+    from ltaug.diffusion import fingerprint, load_vae
     from ltaug.latents import LatentsConfig, encode_split
 
-    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
     cfg = from_json(LatentsConfig, args.params, "latents")
-    device = pick_device(runtime.device)
+    device = _runtime(args)[0]
     model = {"path": args.model, "fingerprint": fingerprint(args.model)}
     vae = load_vae(args.model, device)
     encode_split(read_manifest(args.manifest), args.split, vae, args.store, cfg, model, device,
@@ -84,18 +97,14 @@ def _gather_latents(args: argparse.Namespace) -> None:
 
 
 def _train_il(args: argparse.Namespace) -> None:
-    from ltaug.config import from_dict, from_json
     from ltaug.data import read_classes
-    from ltaug.diffusion import DiffusionConfig, fingerprint, pick_device
+    from ltaug.diffusion import fingerprint
     from ltaug.iterated import ILConfig, train_iterated
 
-    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
-    params = json.loads(args.params)
-    params.setdefault("threads", args.threads)
-    cfg = from_dict(ILConfig, params, "il")
+    cfg = _section_with_threads(ILConfig, args, "il")
     expect = {"model_fingerprint": fingerprint(args.model)} if args.model else None
-    result = train_iterated(args.train, args.val, read_classes(args.classes), args.outdir, cfg,
-                            pick_device(runtime.device), expect=expect, resume=not args.no_resume)  # fmt: skip
+    result = train_iterated(args.train, args.val, read_classes(args.classes), args.outdir, cfg, _runtime(args)[0],
+                            expect=expect, resume=not args.no_resume)  # fmt: skip
     last = result.generation
     print(f"{args.outdir}/model.pt: generation {last} of {cfg.generations}")
 
@@ -105,13 +114,11 @@ def _cam_maps(args: argparse.Namespace) -> None:
 
     from ltaug.cam import CamConfig, cam_maps
     from ltaug.config import from_json
-    from ltaug.diffusion import DiffusionConfig, pick_device
 
     torch.set_num_threads(args.threads)
-    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
     cfg = from_json(CamConfig, args.params, "cam")
-    device = pick_device(runtime.device)
-    maps = cam_maps(args.latents, args.model, args.store, cfg, device, shard=(args.shard, args.shards))["maps"]
+    store = cam_maps(args.latents, args.model, args.store, cfg, _runtime(args)[0], shard=(args.shard, args.shards))
+    maps = store["maps"]
     print(f"{args.store}: {maps.shape[0]} EigenCAM maps of {maps.shape[1]} x {maps.shape[2]} ({cfg.target_layer})")
 
 
@@ -156,14 +163,13 @@ def _fuse(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.config import from_dict, from_json
-    from ltaug.diffusion import DiffusionConfig, pick_device
+    from ltaug.config import from_dict
     from ltaug.generate import GenerateConfig, generate_set
 
     torch.set_num_threads(args.threads)
-    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
+    device, dtype = _runtime(args)
     cfg = from_dict(GenerateConfig, {**json.loads(args.params), "steps": [args.steps]}, "generate")
-    manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, pick_device(runtime.device), runtime.dtype)
+    manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, device, dtype)
     print(f"{args.outdir}: {len(manifest)} images")
 
 
@@ -191,15 +197,14 @@ def _baseline_smote(args: argparse.Namespace) -> None:
 
     from ltaug.baselines import BaselinesConfig, make_smote
     from ltaug.config import from_json
-    from ltaug.diffusion import DiffusionConfig, fingerprint, load_vae, pick_device
+    from ltaug.diffusion import fingerprint, load_vae
     from ltaug.latents import open_latents
 
     torch.set_num_threads(args.threads)
     split, n = _synthetic_args(args)
-    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
     cfg = from_json(BaselinesConfig, args.params, "baselines")
     store = open_latents(args.latents, expect={"model_fingerprint": fingerprint(args.model), "classes": split.classes})
-    vae = load_vae(args.model, pick_device(runtime.device))
+    vae = load_vae(args.model, _runtime(args)[0])
     make_smote(store, vae, split.classes, split.tail, n, cfg, args.outdir, source=args.latents)
 
 
@@ -219,14 +224,13 @@ def _baseline_text_to_image(args: argparse.Namespace) -> None:
 
     from ltaug.baselines import BaselinesConfig, make_text_to_image
     from ltaug.config import from_json
-    from ltaug.diffusion import DiffusionConfig, load_stable_diffusion, pick_device, torch_dtype
+    from ltaug.diffusion import load_stable_diffusion, torch_dtype
 
     torch.set_num_threads(args.threads)
     split, n = _synthetic_args(args)
-    runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
     cfg = from_json(BaselinesConfig, args.params, "baselines")
-    device = pick_device(runtime.device)
-    sd = load_stable_diffusion(args.model, device, torch_dtype(runtime.dtype, device))
+    device, dtype = _runtime(args)
+    sd = load_stable_diffusion(args.model, device, torch_dtype(dtype, device))
     make_text_to_image(sd, split.classes, split.tail, n, args.num_steps, args.guidance_scale, cfg, args.outdir,
                        method=f"roentgen@{args.num_steps}")  # fmt: skip
 
@@ -234,18 +238,14 @@ def _baseline_text_to_image(args: argparse.Namespace) -> None:
 def _evaluate_classifier(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.config import from_dict, from_json
     from ltaug.data import read_manifest
-    from ltaug.diffusion import DiffusionConfig, pick_device
     from ltaug.evaluate import ClassifierConfig, evaluate_method, save_classifier, write_results
     from ltaug.synthetic import read_synthetic_set
 
     split, n = _synthetic_args(args)
-    params = json.loads(args.params)
-    params.setdefault("threads", args.threads)
-    cfg = from_dict(ClassifierConfig, params, "eval.classifier")
+    cfg = _section_with_threads(ClassifierConfig, args, "eval.classifier")
     torch.set_num_threads(cfg.threads)
-    device = pick_device(from_json(DiffusionConfig, args.diffusion, "diffusion").device)
+    device = _runtime(args)[0]
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n) if args.synthetic else None
     results, model, meta = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg, device,
                                            source=args.manifest)  # fmt: skip
@@ -269,20 +269,16 @@ def _fit_detector(args: argparse.Namespace) -> None:
 def _evaluate_fid(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.config import from_dict, from_json
     from ltaug.data import read_manifest
-    from ltaug.diffusion import DiffusionConfig, pick_device
     from ltaug.evaluate import write_results
     from ltaug.fid import FidConfig, evaluate_set
     from ltaug.fidelity import Detector
     from ltaug.synthetic import read_synthetic_set
 
     split, n = _synthetic_args(args)
-    params = json.loads(args.params)
-    params.setdefault("threads", args.threads)
-    cfg = from_dict(FidConfig, params, "eval.fid")
+    cfg = _section_with_threads(FidConfig, args, "eval.fid")
     torch.set_num_threads(cfg.threads)
-    device = pick_device(from_json(DiffusionConfig, args.diffusion, "diffusion").device)
+    device = _runtime(args)[0]
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n)
     detector = Detector.load(args.detector) if args.detector else None
     results = evaluate_set(synthetic, read_manifest(args.manifest), split, args.classifier, cfg, args.image_size,
