@@ -119,7 +119,9 @@ def _cam_maps(args: argparse.Namespace) -> None:
     cfg = from_json(CamConfig, args.params, "cam")
     store = cam_maps(args.latents, args.model, args.store, cfg, _runtime(args)[0], shard=(args.shard, args.shards))
     maps = store["maps"]
-    print(f"{args.store}: {maps.shape[0]} EigenCAM maps of {maps.shape[1]} x {maps.shape[2]} ({cfg.target_layer})")
+    kind = f"per-class maps of {store.attrs['map_classes']}" if cfg.class_specific else "maps"
+    print(f"{args.store}: {maps.shape[0]} x {cfg.method} {kind}, {maps.shape[-2]} x {maps.shape[-1]} from "
+          f"{store.attrs['target_layer']} at {store.attrs['layer_shape']}")
 
 
 def _gather_cams(args: argparse.Namespace) -> None:
@@ -140,9 +142,11 @@ def _pair_neighbours(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     cfg = from_json(PairingConfig, args.params, "pairing")
-    pairs = pair_neighbours(args.latents, args.cams, args.model, read_classes(args.classes), args.pairs, cfg)
+    pairs = pair_neighbours(args.latents, args.cams, args.model, read_classes(args.classes), args.pairs, cfg,
+                            args.n_per_class)  # fmt: skip
     for (tail, head), group in pairs.groupby(["tail_class", "head_class"], sort=False):
-        print(f"{tail} <- {head}: {len(group)} tail samples, mean distance {group['distance'].mean():.3f}")
+        print(f"{tail} <- {head}: {len(group)} synthetic samples of {group['tail_id'].nunique()} tail samples, "
+              f"{group['head_id'].nunique()} different neighbours, mean distance {group['distance'].mean():.3f}")
 
 
 def _fuse(args: argparse.Namespace) -> None:
@@ -286,6 +290,44 @@ def _evaluate_fid(args: argparse.Namespace) -> None:
     write_results(args.results, results)
 
 
+def _fidelity_funnel(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+    import torch
+
+    from ltaug.data import read_classes, read_manifest
+    from ltaug.diffusion import load_vae
+    from ltaug.fidelity import Detector
+    from ltaug.funnel import classifier_judge, detector_judge, fidelity_funnel, markdown, plot
+    from ltaug.io import atomic_path
+    from ltaug.synthetic import read_synthetic_set
+
+    torch.set_num_threads(args.threads)
+    split, manifest = read_classes(args.classes), read_manifest(args.manifest)
+    device = _runtime(args)[0]
+    sets = {}
+    for path in args.sets:
+        synthetic = read_synthetic_set(path, split.classes, split.tail, args.n_per_class)
+        sets[synthetic.method] = synthetic
+    if args.detector:
+        detector = Detector.load(args.detector)
+        judge, fpr = detector_judge(detector)
+        boxes, box_size = pd.read_csv(args.boxes), detector.image_size
+    else:
+        judge, fpr = classifier_judge(args.classifier, manifest, device)
+        boxes, box_size = None, None
+    table = fidelity_funnel(manifest, split, args.latents, args.cams, args.model, args.fused or None,
+                            load_vae(args.diffusion_model, device), sets, args.tau_h, judge, fpr, boxes, box_size)  # fmt: skip
+    with atomic_path(args.funnel) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(args.markdown) as tmp:
+        Path(tmp).write_text(markdown(table, split.tail))
+    with atomic_path(args.figure) as tmp:
+        plot(tmp, table, split.tail)
+    print(markdown(table, split.tail))
+
+
 def _report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -374,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
     p.add_argument("--classes", required=True, help="classes.json")
     p.add_argument("--pairs", required=True, help="output pairs.csv")
+    p.add_argument("--n-per-class", type=int, required=True, help="synthetic samples per tail class (fusion.n_per_class)")
 
     p = stage("fuse", _fuse, "fuse tail and head sparse vectors by their CAM masks and decode them")
     p.add_argument("--pairs", required=True, help="pairs.csv")
@@ -447,6 +490,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
     p.add_argument("--results", required=True, help="output results/eval/fid/{method}.json")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+
+    p = stage("fidelity_funnel", _fidelity_funnel, "how much of each tail finding survives every stage")
+    p.add_argument("--manifest", required=True, help="manifest.csv")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
+    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
+    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    p.add_argument("--fused", default="", help="fused latent store (.zarr; '' for none)")
+    p.add_argument("--diffusion-model", required=True, help="the diffusers SD directory (its VAE decodes)")
+    p.add_argument("--sets", nargs="*", default=[], help="synthetic set directories")
+    p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the sets")
+    p.add_argument("--tau-h", type=float, required=True, help="fusion.tau_h: M^S = map > tau_h")
+    p.add_argument("--detector", default="", help="detector.json of the demo ('' = judge with --classifier)")
+    p.add_argument("--boxes", default="", help="the demo's boxes.csv (with --detector)")
+    p.add_argument("--classifier", default="", help="the real-data classifier (without boxes)")
+    p.add_argument("--funnel", required=True, help="output funnel.csv")
+    p.add_argument("--markdown", required=True, help="output funnel.md")
+    p.add_argument("--figure", required=True, help="output funnel.png")
     p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
 
     p = stage("report", _report, "Table 1, per-class AP plot and sample panels")

@@ -47,6 +47,7 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.images import open_image
 from ltaug.io import atomic_path
 from ltaug.latents import decode_latents
+from ltaug.sampling import balanced_indices
 
 NO_FINDING_PROMPT = "no finding"  # training prompt of an image without any positive class
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<unk>", "<eos>")  # ids 0..3 (eos is not 2: see CLIPTextTransformer)
@@ -190,24 +191,6 @@ def load_images(paths: Sequence[str], image_size: int, where: str = "") -> torch
 def to_pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (B, 1, S, S) -> float (B, 3, S, S) in [-1, 1]: grayscale as RGB, since SD VAEs are 3-channel."""
     return (images.to(device).float() / 127.5 - 1).expand(-1, 3, -1, -1).contiguous()
-
-
-def balanced_indices(labels: np.ndarray, n: int, balance: float, generator: torch.Generator) -> torch.Tensor:
-    """``n`` row indices drawn class-balanced: class k with probability ~ count_k ** (1 - balance), then a row of it.
-
-    balance 0 reproduces the image frequencies of the classes, 1 draws every class equally
-    often (the tail's few images are repeated). Rows without any positive class are drawn
-    as if they formed one more class.
-    """
-    labels = np.asarray(labels, dtype=bool)
-    members = [np.flatnonzero(labels[:, k]) for k in range(labels.shape[1])]
-    members.append(np.flatnonzero(~labels.any(axis=1)))
-    members = [torch.from_numpy(m) for m in members if len(m)]
-    counts = torch.tensor([len(m) for m in members], dtype=torch.float64)
-    p = counts ** (1.0 - balance)
-    groups = torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)
-    picks = torch.rand(n, generator=generator, dtype=torch.float64)
-    return torch.stack([members[g][int(u * len(members[g]))] for g, u in zip(groups.tolist(), picks)])
 
 
 def training_prompts(

@@ -1,14 +1,28 @@
-"""Stage cam_maps: EigenCAM maps of the IL classifier C over z^s = S(z), stored threshold-free.
+"""Stage cam_maps: CAM maps of the IL classifier C over z^s = S(z), stored threshold-free.
 
 Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation and
 Iterated Learning* (arXiv 2405.01705), Sec. 3.2: every sample gets a saliency map M of the
 multi-label classifier C, read through the student S so that the map lives on the latent grid
-(h x w). The method is EigenCAM (Muhammad & Yeasin 2020) from pytorch-grad-cam: the
-activations A (F, h', w') of one layer of C, centred over positions, are projected on their
-first principal component, negative values are cut to 0, the map is resized to h x w and
-scaled to [0, 1]. EigenCAM uses no gradient and no target class, so a sample's map is the
-same for every class: it serves as the tail map of a tail sample and as the head map of a
-head neighbour (the authors' code passes class targets that EigenCAM ignores).
+(h x w). ``cam.method`` picks the method from pytorch-grad-cam:
+
+* ``eigencam`` (the paper; Muhammad & Yeasin 2020): the activations A (F, h', w') of one layer
+  of C, centred over positions, are projected on their first principal component, negative
+  values are cut to 0, the map is resized to h x w and scaled to [0, 1]. It uses no gradient
+  and no target class, so a sample's map is the same for every class: it serves as the tail
+  map of a tail sample and as the head map of a head neighbour (the authors' code passes
+  class targets that EigenCAM ignores). One map per sample.
+* ``gradcam``, ``gradcam++``, ``hirescam``, ``layercam``: class-specific maps for the target
+  ``ClassifierOutputTarget(k)``. Fusion reads the tail sample's map for its tail class and the
+  head neighbour's map for its head class, so a map is computed for every (sample, class) with
+  the sample positive for a head or tail class (``map_classes``); the other entries are NaN.
+
+The target layer (``cam.target_layer``; "auto" = the classifier's last layer before any
+pooling, :func:`default_target_layer`) should keep the latent resolution: a map read at h/4
+and upsampled gives one value per 4 x 4 latent cells, too coarse for a small finding.
+
+pytorch-grad-cam keeps ``activation.cpu().detach()`` of the target layer: on the CPU that is
+the very tensor a following in-place ReLU (torchvision's DenseNet) overwrites. The hooks here
+(:class:`ClonedActivationsAndGradients`) keep a copy.
 
 Sign convention. A principal component has no sign of its own: SVD may return v or -v, and
 cutting negatives at 0 then keeps one side of the map or the other. The projection p (h', w')
@@ -20,12 +34,14 @@ the map is that of -p (same post-processing).
 Thresholds (tau_h, tau_l) are applied only in fuse, so changing them never reruns this stage.
 
 Store layout (Zarr v3, Blosc-zstd, chunked along axis 0), one per split:
-    maps    (N, h, w) float32   EigenCAM map in [0, 1] at latent resolution
+    maps    (N, h, w) float32   EigenCAM map in [0, 1] at latent resolution, or
+            (N, M, h, w)        class-specific maps of the M ``map_classes`` (NaN: not computed)
     probs   (N, K) float32      sigmoid(C(S(z))), the classifier's probabilities
     labels  (N, K) uint8        copied from the latent store
     ids     (N,) str            copied from the latent store
     attrs   classes, split, model_fingerprint (diffusion), il_model, il_fingerprint,
-            target_layer, sign_convention, complete (written last)
+            method, map_classes ([] for eigencam), target_layer, layer_shape (h', w'),
+            sign_convention, complete (written last)
 """
 
 from __future__ import annotations
@@ -40,7 +56,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import zarr
-from pytorch_grad_cam import EigenCAM
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
+from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from tqdm import tqdm
 
 from ltaug.errors import ConfigError, InputError
@@ -52,19 +70,48 @@ from ltaug.models import LatentClassifier
 SIGN_CONVENTION = "positive correlation with the target layer's mean activation over channels"
 
 
+CLASS_SPECIFIC = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM}
+METHODS = ("eigencam", *CLASS_SPECIFIC)
+
+
 @dataclass(frozen=True)
 class CamConfig:
-    target_layer: str = "features"  # classifier module EigenCAM reads: features (vgg) | features.norm5 (densenet121)
+    method: str = "layercam"  # eigencam (the paper, class-agnostic) | gradcam | gradcam++ | hirescam | layercam
+    target_layer: str = "auto"  # classifier module the CAM reads; auto = the last one before any pooling
     batch_size: int = 64  # latents per forward pass; memory is O(batch_size + chunk_size)
     chunk_size: int = 256  # samples per Zarr chunk along axis 0
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"cam.method: {self.method!r} is not one of {', '.join(METHODS)}.")
         if not isinstance(self.target_layer, str) or not self.target_layer:
-            raise ConfigError(f"cam.target_layer: {self.target_layer!r} is not a module name such as 'features'.")
+            raise ConfigError(f"cam.target_layer: {self.target_layer!r} is not a module name such as 'features.5'.")
         for key in ("batch_size", "chunk_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"cam.{key}: {value!r} is not an integer >= 1.")
+
+    @property
+    def class_specific(self) -> bool:
+        return self.method != "eigencam"
+
+
+class ClonedActivationsAndGradients(ActivationsAndGradients):
+    """pytorch-grad-cam's hooks, keeping a copy of the activation: the library keeps
+    ``output.cpu().detach()``, on the CPU the same storage that a following in-place ReLU
+    (torchvision's DenseNet after ``norm5``) overwrites before the map is computed."""
+
+    def save_activation(self, module, input, output):
+        activation = output if self.reshape_transform is None else self.reshape_transform(output)
+        self.activations.append(activation.detach().clone().cpu())
+
+
+def build_cam(method: str, model: nn.Module, layer: nn.Module):
+    """The pytorch-grad-cam object of ``method`` on ``layer`` of ``model`` with copying hooks; a context manager."""
+    cam = (OrientedEigenCAM if method == "eigencam" else CLASS_SPECIFIC[method])(model, [layer])
+    cam.activations_and_grads.release()
+    cam.activations_and_grads = ClonedActivationsAndGradients(model, [layer], None)
+    return cam
 
 
 # ---------------------------------------------------------------------------- EigenCAM with a sign
@@ -113,25 +160,73 @@ class OrientedEigenCAM(EigenCAM):
         return orient(first_component(activations), activations)  # (B, h', w')
 
 
+def default_target_layer(classifier: nn.Module) -> str:
+    """The name of the classifier's last feature module before its first pooling or strided layer:
+    the deepest layer that still has the latent resolution (``cam.target_layer: auto``)."""
+    features = getattr(classifier, "features", None)
+    if not isinstance(features, nn.Sequential):
+        raise ConfigError(f"cam.target_layer: auto needs a classifier with a `features` sequence; name the layer instead.")
+    last = None
+    for name, module in features.named_children():
+        stride = getattr(module, "stride", 1)
+        strided = any(v > 1 for v in (stride if isinstance(stride, tuple) else (stride,)))
+        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) or strided or type(module).__name__ == "_Transition":
+            break
+        if not isinstance(module, nn.Identity):
+            last = name
+    if last is None:
+        raise ConfigError("cam.target_layer: auto found no layer before the classifier's first pooling; name the layer.")
+    return f"features.{last}"
+
+
 def target_module(classifier: nn.Module, name: str) -> nn.Module:
     """The classifier's submodule ``name`` (cam.target_layer), or a ConfigError listing the candidates."""
+    if name == "auto":
+        name = default_target_layer(classifier)
     try:
         return classifier.get_submodule(name)
     except AttributeError:
         names = [n for n, _ in classifier.named_modules() if n and n.count(".") < 2]  # two levels deep
         raise ConfigError(
             f"cam.target_layer: {name!r} is not a module of the IL classifier ({type(classifier).__name__}); "
-            f"its modules include: {', '.join(names)}. Use features for the vgg classifier or "
-            f"features.norm5 for densenet121 (a layer with spatial output, e.g. the last convolutional block)."
+            f"its modules include: {', '.join(names)}. Use auto (the last layer before any pooling), or e.g. "
+            f"features.5 for the vgg classifier, features.denseblock1 for densenet121."
         ) from None
 
 
 def cam_batch(cam: EigenCAM, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(B, C, h, w) latents -> maps (B, h, w) in [0, 1] and the classifier's probabilities (B, K)."""
+    """(B, C, h, w) latents -> EigenCAM maps (B, h, w) in [0, 1] and the classifier's probabilities (B, K)."""
     with torch.no_grad():  # EigenCAM needs no gradient
         maps = cam(input_tensor=z, targets=None)  # (B, h, w)
     probs = torch.sigmoid(cam.outputs.float()).cpu().numpy()  # (B, K), the same forward pass
     return maps.astype(np.float32), probs.astype(np.float32)
+
+
+def class_cam_batch(cam, z: torch.Tensor, column: int) -> np.ndarray:
+    """(B, C, h, w) latents -> class-specific maps (B, h, w) in [0, 1] for class column ``column``."""
+    return cam(input_tensor=z, targets=[ClassifierOutputTarget(column)] * len(z)).astype(np.float32)
+
+
+def map_columns(classes: list[str], head: list[str], tail: list[str]) -> list[str]:
+    """The classes a class-specific store keeps maps of: head and tail, in classes.json order."""
+    return [c for c in classes if c in head or c in tail]
+
+
+def select_maps(maps: np.ndarray, map_classes: list[str], wanted: list[str], source: str = "the CAM store") -> np.ndarray:
+    """(B, h, w) maps of B samples from rows of a store's ``maps``: a class-agnostic (B, h, w) block
+    as it is, a class-specific (B, M, h, w) block at the class each row wants."""
+    if maps.ndim == 3:
+        return maps
+    missing = sorted(set(wanted) - set(map_classes))
+    if missing:
+        raise InputError(f"{source}: no maps of class(es) {missing} (it has {map_classes}); rerun cam_maps.")
+    out = maps[np.arange(len(maps)), [map_classes.index(c) for c in wanted]]  # (B, h, w)
+    if np.isnan(out).any():
+        raise InputError(
+            f"{source}: a map was read for a class its sample is not positive for (not computed); "
+            f"fusion reads a tail sample's map for its tail class and a head sample's for its head class."
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------- the store
@@ -203,10 +298,13 @@ def open_cams(store: str | Path, expect: dict | None = None) -> zarr.Group:
     return group
 
 
-def create_cam_store(root: zarr.Group, n: int, latent_hw: tuple[int, int], k: int, chunk: int) -> None:
-    """The store's arrays (maps, probs, labels, ids), chunked along axis 0, all rows unwritten."""
+def create_cam_store(root: zarr.Group, n: int, latent_hw: tuple[int, int], k: int, chunk: int, m: int = 0) -> None:
+    """The store's arrays (maps, probs, labels, ids), chunked along axis 0, all rows unwritten;
+    ``m`` > 0: class-specific maps (N, m, h, w), NaN until written."""
     h, w = latent_hw
-    root.create_array("maps", shape=(n, h, w), chunks=(chunk, h, w), dtype="float32", compressors=COMPRESSOR)
+    per_sample = (m, h, w) if m else (h, w)
+    root.create_array("maps", shape=(n, *per_sample), chunks=(chunk, *per_sample), dtype="float32",
+                      compressors=COMPRESSOR, fill_value=np.nan)  # fmt: skip
     root.create_array("probs", shape=(n, k), chunks=(chunk, k), dtype="float32", compressors=COMPRESSOR)
     root.create_array("labels", shape=(n, k), chunks=(chunk, k), dtype="uint8", compressors=COMPRESSOR)
     root.create_array("ids", shape=(n,), chunks=(chunk,), dtype=str, compressors=COMPRESSOR)
@@ -222,10 +320,14 @@ def cam_rows(
     batch_size: int,
     device: torch.device,
     offset: int = 0,
+    method: str = "eigencam",
+    map_columns: list[int] | None = None,
 ) -> None:
     """Compute and write rows [start, stop) of ``out`` (maps, probs, labels, ids) from rows
     [start + offset, stop + offset) of ``latents`` (offset: where a shard store starts in its split).
 
+    ``method`` eigencam: one map per sample. A class-specific method: for every class column in
+    ``map_columns`` (the store's ``map_classes``), the map of each sample positive for it.
     Rows go out one whole Zarr chunk at a time, and ``start`` must lie on a chunk boundary, so
     calls covering disjoint ranges never write the same chunk. Memory is O(chunk + batch).
     """
@@ -234,26 +336,53 @@ def cam_rows(
     if start % chunk or not 0 <= start <= stop <= n:
         raise ValueError(f"rows [{start}, {stop}) must start on a chunk boundary (chunk {chunk}) within 0..{n}")
     written = 0
-    with OrientedEigenCAM(model, [layer]) as cam:
+    with build_cam(method, model, layer) as cam:
         bar = tqdm(total=stop - start, desc="cam_maps", unit="z", file=sys.stderr, mininterval=5.0)
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
             src = slice(a + offset, b + offset)
             z = latents["z"][src]  # (n, C, h, w)
-            maps, probs = [], []
-            for i in range(0, len(z), batch_size):
-                m, p = cam_batch(cam, torch.from_numpy(z[i : i + batch_size]).to(device))
-                maps.append(m)
-                probs.append(p)
-                bar.update(len(m))
-            out["maps"][a:b] = np.concatenate(maps)
-            out["probs"][a:b] = np.concatenate(probs)
-            out["labels"][a:b] = latents["labels"][src]
+            labels = latents["labels"][src]  # (n, K)
+            if method == "eigencam":
+                maps, probs = [], []
+                for i in range(0, len(z), batch_size):
+                    m, p = cam_batch(cam, torch.from_numpy(z[i : i + batch_size]).to(device))
+                    maps.append(m)
+                    probs.append(p)
+                maps, probs = np.concatenate(maps), np.concatenate(probs)
+            else:
+                with torch.no_grad():
+                    probs = np.concatenate([
+                        torch.sigmoid(model(torch.from_numpy(z[i : i + batch_size]).to(device))).cpu().numpy()
+                        for i in range(0, len(z), batch_size)
+                    ]).astype(np.float32)  # fmt: skip
+                maps = np.full((len(z), len(map_columns), *z.shape[2:]), np.nan, dtype=np.float32)  # (n, M, h, w)
+                for j, column in enumerate(map_columns):
+                    rows = np.flatnonzero(labels[:, column])  # only the samples positive for this class
+                    for i in range(0, len(rows), batch_size):
+                        part = rows[i : i + batch_size]
+                        maps[part, j] = class_cam_batch(cam, torch.from_numpy(z[part]).to(device), column)
+            out["maps"][a:b] = maps
+            out["probs"][a:b] = probs
+            out["labels"][a:b] = labels
             out["ids"][a:b] = latents["ids"][src]
             written += b - a
+            bar.update(b - a)
         bar.close()
     if written != stop - start:  # pytorch-grad-cam's __exit__ swallows an IndexError: never pass a short store
-        raise RuntimeError(f"EigenCAM stopped after {written} of {stop - start} rows")
+        raise RuntimeError(f"the CAM stopped after {written} of {stop - start} rows")
+
+
+def layer_shape(model: LatentClassifier, layer: nn.Module, latent_shape: tuple[int, ...], device) -> list[int]:
+    """(h', w') of the target layer's output for one latent of ``latent_shape``: the map's own resolution."""
+    seen = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(tuple(output.shape[2:])))
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *latent_shape), device=device))
+    finally:
+        handle.remove()
+    return list(seen[0])
 
 
 def cam_maps(
@@ -282,20 +411,26 @@ def cam_maps(
             f"{tuple(il.latent_shape)}; rerun train_il on these latents."
         )
     model = LatentClassifier(il.model.student, il.model.classifier).eval()
-    layer = target_module(il.model.classifier, cfg.target_layer)
+    layer_name = default_target_layer(il.model.classifier) if cfg.target_layer == "auto" else cfg.target_layer
+    layer = target_module(il.model.classifier, layer_name)
+    resolution = layer_shape(model, layer, tuple(shape), device)
+    map_classes = map_columns(list(il.classes), list(il.head), list(il.tail)) if cfg.class_specific else []
     first, stop = block_rows(n, cfg.chunk_size, *shard, key="cam.shards")  # whole chunks, hence whole batches
     with atomic_path(store) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update({
             "classes": list(il.classes), "split": attrs.get("split"), "model_path": attrs.get("model_path"),
             "model_fingerprint": attrs.get("model_fingerprint"), "il_model": str(il_path),
-            "il_fingerprint": il_fingerprint(il_path), "target_layer": cfg.target_layer,
-            "sign_convention": SIGN_CONVENTION, "config": asdict(cfg),
+            "il_fingerprint": il_fingerprint(il_path), "method": cfg.method, "map_classes": map_classes,
+            "target_layer": layer_name, "layer_shape": resolution, "sign_convention": SIGN_CONVENTION,
+            "config": asdict(cfg),
         })  # fmt: skip
         if shard[1] > 1:
             root.attrs.update(shard=shard[0], shards=shard[1], first_row=first, split_rows=n)
-        create_cam_store(root, stop - first, (shape[1], shape[2]), len(il.classes), cfg.chunk_size)
-        cam_rows(model, layer, latents, root, 0, stop - first, cfg.batch_size, device, offset=first)
+        create_cam_store(root, stop - first, (shape[1], shape[2]), len(il.classes), cfg.chunk_size, len(map_classes))
+        columns = [list(il.classes).index(c) for c in map_classes]
+        cam_rows(model, layer, latents, root, 0, stop - first, cfg.batch_size, device, offset=first,
+                 method=cfg.method, map_columns=columns)  # fmt: skip
         root.attrs["complete"] = True  # last: a store without it was not finished
     return open_cams(store)
 
@@ -310,11 +445,12 @@ def gather_cams(shards: list[str | Path], store: str | Path, expect: dict | None
     groups = [open_cams(path, expect) for path in shards]
     common, total = check_shards(shards, groups, "maps", "cam_maps")
     chunk = int(common["config"]["chunk_size"])
-    h, w = groups[0]["maps"].shape[1:]
+    h, w = groups[0]["maps"].shape[-2:]
+    m = groups[0]["maps"].shape[1] if groups[0]["maps"].ndim == 4 else 0
     with atomic_path(store) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update({k: v for k, v in common.items() if k != "complete" and k not in SHARD_KEYS})
-        create_cam_store(root, total, (h, w), groups[0]["probs"].shape[1], chunk)
+        create_cam_store(root, total, (h, w), groups[0]["probs"].shape[1], chunk, m)
         concatenate_shards(groups, root, ("maps", "probs", "labels", "ids"), chunk)
         root.attrs["complete"] = True  # last: a store without it was not finished
     return total

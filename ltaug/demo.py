@@ -326,22 +326,24 @@ def _pneumothorax(img, g, rng):
 def _nodule(img, g, rng):
     side, sx = _side(rng)
     x, y, a, b = g.lungs[side]
-    du, dv, r = rng.uniform([-0.2, -0.6, 0.018], [0.55, 0.2, 0.028])
+    # radius 0.068-0.085 body units: 8-11 px at 128 px, a spot spanning at least two 8x latent cells
+    # (a 1 cm nodule spans ~1.75 cells of a 512 px RoentGen latent)
+    du, dv, r = rng.uniform([-0.1, -0.45, 0.068], [0.35, 0.1, 0.085])  # inside the lung, off the mediastinum
     spot = _ellipse(g, x + du * sx * a, y + dv * b, r * g.unit, r * g.unit)
-    img += 80 * spot
+    img += 70 * spot
     return spot
 
 
 def _fracture(img, g, rng):
     side, sx = _side(rng)
     k = int(rng.integers(2, 7))
-    u, turn, half_len = rng.uniform([0.24, 0.35, 0.03], [0.29, 0.7, 0.04])
+    u, turn, half_len = rng.uniform([0.24, 0.35, 0.05], [0.29, 0.7, 0.065])
     x = g.cx + sx * u * g.unit
     y = g.rib_y(k, x)
     slope = (g.rib_y(k, x + 0.5) - g.rib_y(k, x - 0.5))  # dy/dx of the rib there
     angle = math.atan(slope) + math.pi / 2 + (turn if rng.random() < 0.5 else -turn)  # oblique to the rib
     dx, dy = half_len * g.unit * math.cos(angle), half_len * g.unit * math.sin(angle)
-    line = _segment(g, x - dx, y - dy, x + dx, y + dy, 0.55)
+    line = _segment(g, x - dx, y - dy, x + dx, y + dy, 1.25 * g.xx.shape[0] / 128)  # 2.5 px wide at 128 px
     img += 70 * line
     return line
 
@@ -351,13 +353,14 @@ def _calcification_of_the_aorta(img, g, rng):
     start, stop = rng.uniform([-2.6, -0.6], [-1.9, 0.1])  # radians, y down: -pi/2 is the top
     theta = np.arctan2((g.yy - y) / b, (g.xx - x) / a)
     r = np.sqrt(((g.xx - x) / a) ** 2 + ((g.yy - y) / b) ** 2)
-    arc = _ramp(0.55 - np.abs(r - 1) * min(a, b)) * ((theta >= start) & (theta <= stop))
+    half = 1.25 * g.xx.shape[0] / 128  # 2.5 px thick at 128 px
+    arc = _ramp(half - np.abs(r - 1) * min(a, b)) * ((theta >= start) & (theta <= stop))
     img += 70 * arc
     return arc
 
 
 def _pneumoperitoneum(img, g, rng):
-    shift, half_w, depth = rng.uniform([-0.03, 0.10, 0.03], [0.03, 0.14, 0.045])
+    shift, half_w, depth = rng.uniform([-0.03, 0.12, 0.055], [0.03, 0.15, 0.07])  # 7-9 px deep at 128 px
     x, _, _ = g.domes["R"]
     s = 1 - ((g.xx - x - shift * g.unit) / (half_w * g.unit)) ** 2  # > 0 under the dome's middle
     top = g.dome_y("R")[None, :]  # the crescent hugs the underside of the dome

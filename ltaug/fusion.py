@@ -3,28 +3,35 @@
 Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation and
 Iterated Learning* (arXiv 2405.01705), Sec. 3.3 and Fig. 2. A tail sample's sparse vector
 z_t^s = S(z_t) and its head neighbour's z_h^s = S(z_h) (both (C', h, w), from pair_neighbours)
-are fused position by position, guided by the tail sample's EigenCAM map M_t and the head
-neighbour's map M_h (both (h, w) in [0, 1], from cam_maps):
+are fused position by position, guided by the tail sample's CAM map M_t (for its tail class
+when the CAM is class-specific) and the head neighbour's map M_h (for its head class), both
+(h, w) in [0, 1], from cam_maps. In the paper's numbering:
 
-    M^S = 1[M_t > tau_h]                                    tail-specific positions  (Eq. 6)
-    M^G = 1[M_h < tau_l]                                    generic positions        (Eq. 6)
-    T   = M^S and not M^G                                   only tail-specific: tail (Eq. 7)
-    G   = M^G and not M^S                                   only generic: head       (Eq. 8)
-    M^R ~ Bernoulli(1/2), one fair coin per position        1 = tail                 (Eq. 9)
-    A   = not (M^S xor M^G)                                 both or neither hold     (Eq. 10)
-    F   = T or (A and M^R)                                  positions taken from the tail (Eq. 11)
-    z_F^s = F * z_t^s + (1 - F) * z_h^s, F broadcast over the C' channels             (Eq. 12)
-    z_F = D(z_F^s)                                                                     (Eq. 13)
+    M^S = 1[M_t > tau_h], M^G = 1[M_h < tau_l]         tail-specific, generic positions (Eq. 6)
+    M^R ~ Bernoulli(1/2), one fair coin per position    1 = tail                        (Eq. 7)
+    z_R   = M^R * z_t^s + (1 - M^R) * z_h^s             the random mix                  (Eq. 8)
+    z~_R  = A * z_R, A = not (M^S xor M^G)              where both or neither hold      (Eq. 9)
+    z~_t  = (M^S and not M^G) * z_t^s                   only tail-specific: tail        (Eq. 10)
+    z~_h  = (M^G and not M^S) * z_h^s                   only generic: head              (Eq. 11)
+    z_F^s = z~_t + z~_h + z~_R                          masks broadcast over C'         (Eq. 12)
+    z_F   = D(z_F^s)                                                                    (Eq. 13)
+
+The three masks of Eqs. 9-11 partition the positions, so Eq. 12 takes each position whole
+from one vector: z_F^s = F * z_t^s + (1 - F) * z_h^s with F = (M^S and not M^G) or (A and M^R),
+which is how :func:`fusion_masks` and :func:`combine` compute it.
 
 This is the mask convention of ../shared/DESIGN.md: the paper's Eq. 6 is typeset loosely;
 Fig. 1, Fig. 2 and the authors' code take tail-specific positions from the tail vector, generic
-ones from the head vector and the rest at random. Every position gets a coin, used or not, so
+ones from the head vector and the rest at random. So a tail-specific position that is also
+generic for the head neighbour (its head map low there, as it is wherever the head finding is
+not) goes to the coin: thresholds decide how much of a tail finding survives, and the fidelity
+funnel measures it (``tail_box_share``). Every position gets a coin, used or not, so
 the coins of a fused sample do not change with tau_h and tau_l. The authors' code draws the
 coin's bias uniformly per batch; here it is a fair coin, as DESIGN.md says.
 
-The stage makes ``fusion.n_per_class`` fused samples per tail class, cycling over that class's
-tail samples in pairs.csv order; sample j of tail class t draws its coins from a generator
-seeded by (fusion.seed, t, j), so the result does not depend on the batch size. Labels follow
+The stage makes one fused sample per row of pairs.csv, ``fusion.n_per_class`` per tail class
+(pair_neighbours draws a fresh neighbour for each); sample j of tail class t draws its coins
+from a generator seeded by (fusion.seed, t, j), so the result does not depend on the batch size. Labels follow
 ``fusion.label_policy``: union (tail and head labels, the paper), tail_only (the tail sample's
 labels) or classifier (classes whose probability C(z_F^s) exceeds label_threshold); each
 keeps the tail class the sample was made for, and clears ``exclusive_class`` ("No Finding")
@@ -39,6 +46,7 @@ Store ``results/fused/latents.zarr`` (Zarr v3, chunked along axis 0), readable w
     tail_id, head_id, tail_class, head_class  (N,) str   provenance
     tail_share, head_share, coin_share        (N,) float32  share of positions from the tail
             vector, from the head vector, and decided by the coin
+    from_tail  (N, h, w) uint8     F: 1 where z_F^s took the tail vector (read by the fidelity funnel)
     attrs   the latent store's (classes, model_fingerprint, scaling_factor, ...), head, tail,
             fusion config, il_model, il_fingerprint, complete (written last)
 """
@@ -57,14 +65,14 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from ltaug.cam import il_fingerprint, open_training_stores
+from ltaug.cam import il_fingerprint, open_training_stores, select_maps
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
 from ltaug.latents import COMPRESSOR
 
 LABEL_POLICIES = ("union", "tail_only", "classifier")
-PAIR_COLUMNS = ["tail_id", "tail_class", "head_class", "head_id", "distance"]
+PAIR_COLUMNS = ["j", "tail_id", "tail_class", "head_class", "head_id", "distance"]
 PROVENANCE = ("tail_id", "head_id", "tail_class", "head_class")
 SHARES = ("tail_share", "head_share", "coin_share")
 
@@ -111,6 +119,10 @@ def fusion_masks(
 ) -> FusionMasks:
     """Eqs. 6-11 for (B, h, w) maps: which positions of the fused vector come from the tail vector.
 
+    Mask convention (DESIGN.md): the paper's Eq. 6 is typeset loosely; Fig. 1, Fig. 2 and the
+    authors' code take tail-specific positions from the tail vector, generic ones from the head
+    vector, and positions where both or neither hold by a fair coin (M^R).
+
     Mask convention (DESIGN.md): M^S = 1[M_tail > tau_h] from the tail sample's map, M^G =
     1[M_head < tau_l] from the head neighbour's map; positions where exactly one holds go to its
     source, positions where both or neither hold are decided by a fair coin. The coins are drawn
@@ -120,15 +132,16 @@ def fusion_masks(
         raise ValueError(f"maps must both be (B, h, w), got {tuple(m_tail.shape)} and {tuple(m_head.shape)}")
     specific = m_tail > tau_h  # M^S (B, h, w), Eq. 6
     generic = m_head < tau_l  # M^G (B, h, w), Eq. 6
-    only_tail = specific & ~generic  # Eq. 7
-    coin = torch.rand(m_tail.shape, generator=generator, device=generator.device).to(m_tail.device) < 0.5  # M^R, Eq. 9
-    ambiguous = ~(specific ^ generic)  # both or neither, Eq. 10 (only-generic positions go to the head, Eq. 8)
-    from_tail = only_tail | (ambiguous & coin)  # Eq. 11
+    coin = torch.rand(m_tail.shape, generator=generator, device=generator.device).to(m_tail.device) < 0.5  # M^R, Eq. 7
+    ambiguous = ~(specific ^ generic)  # both or neither: z~_R takes the random mix z_R there, Eqs. 8-9
+    only_tail = specific & ~generic  # z~_t, Eq. 10 (only-generic positions are z~_h, Eq. 11)
+    from_tail = only_tail | (ambiguous & coin)  # the positions Eq. 12 takes from z_t^s
     return FusionMasks(specific, generic, coin, from_tail)
 
 
 def combine(zs_tail: torch.Tensor, zs_head: torch.Tensor, from_tail: torch.Tensor) -> torch.Tensor:
-    """Eq. 12: z_F^s (B, C', h, w) from z_t^s, z_h^s (B, C', h, w) and a (B, h, w) mask broadcast over C'."""
+    """Eq. 12: z_F^s (B, C', h, w) from z_t^s, z_h^s (B, C', h, w) and the (B, h, w) mask F broadcast over C'
+    (z~_t + z~_h + z~_R, whose masks partition the positions)."""
     if zs_tail.shape != zs_head.shape or from_tail.shape != (zs_tail.shape[0], *zs_tail.shape[2:]):
         raise ValueError(
             f"sparse vectors {tuple(zs_tail.shape)}, {tuple(zs_head.shape)} and mask {tuple(from_tail.shape)} "
@@ -205,7 +218,7 @@ def slug(name: str) -> str:
 
 
 def read_pairs(path: str | Path, split: ClassSplit) -> pd.DataFrame:
-    """pairs.csv as pair_neighbours writes it; every tail class must have a row."""
+    """pairs.csv as pair_neighbours writes it; every tail class must have rows."""
     frame = pd.read_csv(path, dtype={"tail_id": str, "head_id": str, "tail_class": str, "head_class": str})
     missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
     if missing:
@@ -221,15 +234,20 @@ def read_pairs(path: str | Path, split: ClassSplit) -> pd.DataFrame:
     return frame
 
 
-def plan(pairs: pd.DataFrame, split: ClassSplit, n_per_class: int) -> pd.DataFrame:
-    """One row per fused sample: tail class t (classes.json tail order), j = 0..n-1 cycling over t's pairs."""
+def plan(pairs: pd.DataFrame, split: ClassSplit, n_per_class: int, source: str = "pairs.csv") -> pd.DataFrame:
+    """One row per fused sample: tail class t (classes.json tail order), j = 0..n-1, each its own row of pairs.csv."""
     rows = []
     for t_index, t in enumerate(split.tail):
-        own = pairs[pairs["tail_class"] == t].reset_index(drop=True)
-        for j in range(n_per_class):
-            pair = own.iloc[j % len(own)]
-            rows.append({"id": f"fused-{slug(t)}-{j:05d}", "t_index": t_index, "j": j,
-                         **{c: pair[c] for c in PROVENANCE}})  # fmt: skip
+        own = pairs[pairs["tail_class"] == t].sort_values("j", kind="stable")
+        if own["j"].tolist() != list(range(n_per_class)):
+            raise InputError(
+                f"{source}: tail class {t!r} has pairs j = {own['j'].min()}..{own['j'].max()} ({len(own)} rows), but "
+                f"fusion.n_per_class is {n_per_class}: one pair per synthetic sample, j = 0..{n_per_class - 1}. "
+                f"Rerun pair_neighbours with the current fusion.n_per_class."
+            )
+        for pair in own.itertuples():
+            rows.append({"id": f"fused-{slug(t)}-{pair.j:05d}", "t_index": t_index, "j": int(pair.j),
+                         **{c: getattr(pair, c) for c in PROVENANCE}})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -244,6 +262,7 @@ def _create(root: zarr.Group, n: int, latent: tuple, k: int, chunk: int) -> None
         array(name, (), str)
     for name in SHARES:
         array(name, (), "float32")
+    array("from_tail", latent[1:], "uint8")
 
 
 def fuse_latents(
@@ -268,7 +287,8 @@ def fuse_latents(
             raise InputError(
                 f"{pairs_csv}: {column} {', '.join(unknown[:5])} not in {latents_store}; rerun pair_neighbours."
             )
-    todo = plan(pairs, split, cfg.n_per_class)
+    todo = plan(pairs, split, cfg.n_per_class, str(pairs_csv))
+    map_classes = list(cams.attrs.get("map_classes", []))
     classes = list(il.classes)
     if cfg.exclusive_class and cfg.exclusive_class not in classes:
         raise ConfigError(
@@ -297,15 +317,16 @@ def fuse_latents(
             needed = np.unique(np.concatenate([t_rows, h_rows]))  # each chunk of the inputs is read once
             where = np.searchsorted(needed, np.stack([t_rows, h_rows]))  # (2, n_part)
             z_in = latents["z"].oindex[needed]  # (U, C, h, w)
-            maps_in = cams["maps"].oindex[needed]  # (U, h, w)
+            maps_in = cams["maps"].oindex[needed]  # (U, h, w), or (U, M, h, w) class-specific
             y_in = latents["labels"].oindex[needed]  # (U, K)
-            out = {name: [] for name in ("z", "labels", "probs", *SHARES)}
+            out = {name: [] for name in ("z", "labels", "probs", "from_tail", *SHARES)}
             for b in range(0, len(part), cfg.batch_size):
                 ti, hi = where[0, b : b + cfg.batch_size], where[1, b : b + cfg.batch_size]
                 zs_t = student(torch.from_numpy(z_in[ti]))  # (B, C', h, w)
                 zs_h = student(torch.from_numpy(z_in[hi]))  # (B, C', h, w)
-                m_t, m_h = torch.from_numpy(maps_in[ti]), torch.from_numpy(maps_in[hi])  # (B, h, w)
                 rows = part.iloc[b : b + cfg.batch_size]
+                m_t = torch.from_numpy(select_maps(maps_in[ti], map_classes, list(rows["tail_class"]), str(cam_store)))
+                m_h = torch.from_numpy(select_maps(maps_in[hi], map_classes, list(rows["head_class"]), str(cam_store)))
                 masks = [  # one coin stream per fused sample: independent of the batch size
                     fusion_masks(m_t[i : i + 1], m_h[i : i + 1], cfg.tau_h, cfg.tau_l,
                                  sample_generator(cfg.seed, int(r.t_index), int(r.j)))
@@ -317,6 +338,7 @@ def fuse_latents(
                 probs = torch.sigmoid(classifier(zs_f)).numpy()  # (B, K)
                 out["z"].append(z_f.numpy())
                 out["probs"].append(probs)
+                out["from_tail"].append(masks.from_tail.numpy().astype(np.uint8))  # (B, h, w)
                 tail_column = np.array([classes.index(t) for t in rows["tail_class"]])  # (B,)
                 out["labels"].append(fused_labels(cfg.label_policy, y_in[ti], y_in[hi], probs, cfg.label_threshold,
                                                   tail_column, exclusive))  # fmt: skip

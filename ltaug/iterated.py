@@ -57,6 +57,7 @@ from ltaug.models import (
     build_classifier,
     min_latent_side,
 )
+from ltaug.sampling import balanced_indices
 
 RECON_LOSSES = ("mse", "l1")
 FORMAT = "ltaug.il/1"  # checkpoint format tag
@@ -79,6 +80,7 @@ class ILConfig:
     recon_loss: str = "mse"  # L_R of Eq. 3: mse | l1
     pos_weight: bool = True  # weigh each class's positives by (negatives / positives) in L_C (training counts)
     pos_weight_max: float = 10.0  # upper bound of that weight (tail classes can have a handful of positives)
+    balance: float = 0.0  # class balancing of interaction batches: 0 = image frequency, 1 = every class equally often
     embed_channels: int = 64  # C': channels of the simplicial embedding z^s
     temperature: float = 0.2  # softmax temperature of the simplicial embedding (Eq. 1)
     student_width: int = 16  # channels of the student U-Net's top level (doubled per level down)
@@ -226,15 +228,23 @@ class LatentStream:
         sl = slice(chunk_index * self.chunk, min((chunk_index + 1) * self.chunk, self.n))
         return self.z[sl], self.labels[sl]
 
-    def shuffled(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Chunks in a random order, ``chunks_per_buffer`` at a time, rows shuffled within the buffer."""
+    def shuffled(self, generator: torch.Generator, balance: float = 0.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Chunks in a random order, ``chunks_per_buffer`` at a time, rows shuffled within the buffer.
+
+        ``balance`` > 0 draws as many rows as the buffer holds class-balanced instead
+        (:func:`ltaug.sampling.balanced_indices`, with replacement): an epoch keeps its length,
+        tail samples are repeated and head samples left out, still in O(buffer) memory.
+        """
         n_chunks = math.ceil(self.n / self.chunk)
         order = torch.randperm(n_chunks, generator=generator).tolist()
         for start in range(0, n_chunks, self.chunks_per_buffer):
             parts = [self._rows(c) for c in order[start : start + self.chunks_per_buffer]]
             z = torch.from_numpy(np.concatenate([p[0] for p in parts]))
             y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-            perm = torch.randperm(len(z), generator=generator)
+            if balance > 0:
+                perm = balanced_indices(y.numpy(), len(z), balance, generator)
+            else:
+                perm = torch.randperm(len(z), generator=generator)
             for b in range(0, len(z), self.batch_size):
                 index = perm[b : b + self.batch_size]
                 yield z[index], y[index]
@@ -327,7 +337,7 @@ def interaction_phase(
         sums, count, start = np.zeros(3), 0, time.perf_counter()
         bar = tqdm(total=train.n, desc=f"gen {generation} interaction {epoch + 1}/{cfg.interaction_epochs}",
                    unit="z", file=sys.stderr, mininterval=5.0, leave=False)  # fmt: skip
-        for z, y in train.shuffled(data_gen):
+        for z, y in train.shuffled(data_gen, cfg.balance):
             loss, l_r, l_c = interaction_losses(model, z.to(device), y.to(device), cfg, pos_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -7,13 +7,21 @@ classes of the IL classifier's predicted probability for that sample (ties go to
 head class in classes.json order). The neighbour is drawn uniformly, with a seeded generator,
 among the k nearest training samples of that head class (scikit-learn NearestNeighbors,
 Euclidean distance), measured between the flattened sparse vectors z^s = S(z) (``space:
-sparse``, the default) or between the flattened EigenCAM maps (``space: cam``, as the
-authors' code does). Head candidates exclude samples that carry the tail class t itself.
+sparse``, the default) or between the flattened CAM maps (``space: cam``, as the authors'
+code does; with a class-specific CAM, the tail sample's map for t against the candidates'
+maps for the head class).
 
-Output ``results/pairs/pairs.csv``: one row per (tail class, tail sample), tail classes in
-classes.json order and samples in latent-store order, columns tail_id, tail_class,
-head_class, head_id, distance, head_probability (the confusion: C's probability of
-head_class for the tail sample).
+One row per synthetic sample: sample j of tail class t (j = 0 .. n_per_class - 1) pairs the
+tail sample j mod n_t (store order) with a **fresh draw** among its k nearest, as the
+authors' code draws a new neighbour per synthetic sample; a tail class with 30 images and
+100 samples thus gets up to 100 different pairs, not 30 pairs cycled. Head candidates never
+carry t itself and, with ``exclude_tail`` (default), no tail class at all: a neighbour with
+another tail finding would put that finding into the fused sample and its label into the
+union.
+
+Output ``results/pairs/pairs.csv``: tail classes in classes.json order, j in order, columns
+j, tail_id, tail_class, head_class, head_id, distance, head_probability (the confusion: C's
+probability of head_class for the tail sample).
 
 Memory: the features of all training samples are held at once (N x C'hw floats for ``sparse``,
 N x hw for ``cam``); use ``space: cam`` where N x C'hw does not fit.
@@ -21,6 +29,7 @@ N x hw for ``cam``); use ``space: cam`` where N x C'hw does not fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +38,14 @@ import pandas as pd
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from ltaug.cam import open_training_stores
+from ltaug.cam import open_training_stores, select_maps
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
 from ltaug.models import Student
 
 SPACES = ("sparse", "cam")
-COLUMNS = ["tail_id", "tail_class", "head_class", "head_id", "distance", "head_probability"]
+COLUMNS = ["j", "tail_id", "tail_class", "head_class", "head_id", "distance", "head_probability"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class PairingConfig:
     k: int = 5  # the neighbour is drawn among this many nearest training samples of the head class
     seed: int = 0  # seed of the neighbour draws
     batch_size: int = 64  # latents per student pass when computing z^s
+    exclude_tail: bool = True  # head candidates carry no tail class (else only not the sample's own)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -60,40 +70,37 @@ def confused_head(probs: np.ndarray, head_columns: np.ndarray) -> np.ndarray:
     return head_columns[np.argmax(probs[:, head_columns], axis=1)]  # np.argmax returns the first maximum
 
 
-def draw_neighbours(
-    queries: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each of (Q, D) queries, one of its k nearest (M, D) candidates, drawn uniformly.
-
-    Returns the candidate index (Q,) and the Euclidean distance (Q,) of each draw.
-    """
+def nearest(queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k') indices and Euclidean distances of the k' = min(k, M) nearest of (M, D) candidates, nearest first."""
     search = NearestNeighbors(n_neighbors=min(k, len(candidates)), metric="euclidean").fit(candidates)
-    distance, index = search.kneighbors(queries)  # (Q, k), nearest first
-    pick = rng.integers(0, index.shape[1], size=len(queries))  # (Q,)
-    rows = np.arange(len(queries))
-    return index[rows, pick], distance[rows, pick]
+    distance, index = search.kneighbors(queries)  # (Q, k')
+    return index, distance
 
 
 def pair_samples(
     ids: np.ndarray,
     labels: np.ndarray,
     probs: np.ndarray,
-    features: np.ndarray,
+    features: Callable[[np.ndarray, str], np.ndarray],
     split: ClassSplit,
     k: int,
     seed: int,
+    n_per_class: int,
+    exclude_tail: bool = True,
     source: str = "the training latents",
 ) -> pd.DataFrame:
-    """The pairs of every tail sample: (N,) ids, (N, K) 0/1 labels, (N, K) probabilities, (N, D) features.
+    """``n_per_class`` pairs per tail class from (N,) ids, (N, K) 0/1 labels, (N, K) probabilities and
+    ``features(rows, class_name)``: the (len(rows), D) features of those rows as seen for that class.
 
-    Deterministic for a seed: tail classes in ``split.tail`` order, head classes in
-    ``split.head`` order, one draw per tail sample from a generator seeded with ``seed``.
+    Deterministic for a seed: tail classes in ``split.tail`` order, then head classes in
+    ``split.head`` order, then j in order, one draw per synthetic sample from one generator.
     """
     classes = list(split.classes)
     labels = np.asarray(labels).astype(bool)  # (N, K)
     if not split.head:
         raise InputError(f"{source}: classes.json lists no head class; pairing needs at least one (long_tail.*).")
     head_columns = np.array([classes.index(h) for h in split.head])
+    tail_columns = np.array([classes.index(t) for t in split.tail])
     rng = np.random.default_rng(seed)
     frames = []
     for t in split.tail:
@@ -105,23 +112,30 @@ def pair_samples(
                 f"long_tail.tail_classes or lower long_tail.tail_max_prevalence, or add samples of it."
             )
         head_col = confused_head(probs[rows], head_columns)  # (n_t,)
-        head_row, distance = np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows))
+        sample = np.arange(n_per_class) % len(rows)  # tail sample of each synthetic sample j
+        head_row, distance = np.zeros(n_per_class, dtype=np.int64), np.zeros(n_per_class)
+        excluded = labels[:, tail_columns].any(axis=1) if exclude_tail else labels[:, t_col]  # (N,)
         for h_col in head_columns:  # head classes in classes.json order: a fixed order of draws
-            chosen = head_col == h_col
-            if not chosen.any():
+            chosen = np.flatnonzero(head_col == h_col)  # tail samples confused with this head class
+            if len(chosen) == 0:
                 continue
-            candidates = np.flatnonzero(labels[:, h_col] & ~labels[:, t_col])  # head samples without the tail class
+            candidates = np.flatnonzero(labels[:, h_col] & ~excluded)
             if len(candidates) == 0:
                 raise InputError(
-                    f"{source}: head class {classes[h_col]!r} has no training sample without tail class {t!r}, but "
-                    f"it is the class of highest confusion for {int(chosen.sum())} sample(s) of {t!r}; check the "
-                    f"labels, or list the head classes explicitly in long_tail.head_classes."
+                    f"{source}: head class {classes[h_col]!r} has no training sample without "
+                    f"{'a tail class' if exclude_tail else repr(t)}, but it is the class of highest confusion for "
+                    f"{len(chosen)} sample(s) of {t!r}; check the labels, set pairing.exclude_tail: false, or list "
+                    f"the head classes explicitly in long_tail.head_classes."
                 )
-            pick, dist = draw_neighbours(features[rows[chosen]], features[candidates], k, rng)
-            head_row[chosen], distance[chosen] = candidates[pick], dist
+            index, dist = nearest(features(rows[chosen], t), features(candidates, classes[h_col]), k)  # (n_c, k')
+            js = np.flatnonzero(np.isin(sample, chosen))  # synthetic samples of these tail samples, in order
+            where = np.searchsorted(chosen, sample[js])
+            pick = rng.integers(0, index.shape[1], size=len(js))  # a fresh draw per synthetic sample
+            head_row[js], distance[js] = candidates[index[where, pick]], dist[where, pick]
         frames.append(pd.DataFrame({
-            "tail_id": ids[rows], "tail_class": t, "head_class": [classes[c] for c in head_col],
-            "head_id": ids[head_row], "distance": distance, "head_probability": probs[rows, head_col],
+            "j": np.arange(n_per_class), "tail_id": ids[rows[sample]], "tail_class": t,
+            "head_class": [classes[c] for c in head_col[sample]], "head_id": ids[head_row], "distance": distance,
+            "head_probability": probs[rows[sample], head_col[sample]],
         }))  # fmt: skip
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
@@ -146,16 +160,27 @@ def pair_neighbours(
     split: ClassSplit,
     out_csv: str | Path,
     cfg: PairingConfig,
+    n_per_class: int,
 ) -> pd.DataFrame:
-    """Stage pair_neighbours on the CPU: pairs.csv from the training latents, their CAM store and the IL model."""
+    """Stage pair_neighbours on the CPU: pairs.csv (``n_per_class`` rows per tail class) from the
+    training latents, their CAM store and the IL model."""
     il, latents, cams, ids = open_training_stores(latents_store, cam_store, il_path, split.classes)
     labels = latents["labels"][:].astype(bool)  # (N, K)
     probs = cams["probs"][:]  # (N, K)
     if cfg.space == "sparse":
-        features = sparse_features(il.model.student, latents["z"], cfg.batch_size)  # (N, C'hw)
+        table = sparse_features(il.model.student, latents["z"], cfg.batch_size)  # (N, C'hw)
+
+        def features(rows: np.ndarray, name: str) -> np.ndarray:
+            return table[rows]
     else:
-        features = cams["maps"][:].reshape(len(ids), -1)  # (N, hw)
-    pairs = pair_samples(ids, labels, probs, features, split, cfg.k, cfg.seed, source=str(latents_store))
+        map_classes = list(cams.attrs.get("map_classes", []))
+
+        def features(rows: np.ndarray, name: str) -> np.ndarray:
+            maps = cams["maps"].oindex[rows]  # (n, h, w) or (n, M, h, w)
+            return select_maps(maps, map_classes, [name] * len(rows), str(cam_store)).reshape(len(rows), -1)
+
+    pairs = pair_samples(ids, labels, probs, features, split, cfg.k, cfg.seed, n_per_class, cfg.exclude_tail,
+                         source=str(latents_store))  # fmt: skip
     with atomic_path(out_csv) as tmp:
         pairs.to_csv(tmp, index=False)
     return pairs

@@ -44,7 +44,9 @@ def save_tiny_il(path: Path, seed: int = 0, latent_shape=(4, 8, 8), fingerprint:
 
 
 def cam_store_for(latents: Path, model: Path, out: Path, **cfg) -> Path:
-    """The CAM store of a latent store, as cam_maps writes it, on the CPU."""
+    """The CAM store of a latent store, as cam_maps writes it, on the CPU; EigenCAM at ``features``
+    (one map per sample) unless ``cfg`` says otherwise."""
+    cfg = {"method": "eigencam", "target_layer": "features", **cfg}
     cam_maps(latents, model, out, CamConfig(**cfg), torch.device("cpu"))
     assert open_latents(latents)["z"].shape[0] > 0
     return out

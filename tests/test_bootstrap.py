@@ -13,10 +13,10 @@ from diffusers import DDIMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 
+from ltaug.sampling import balanced_indices
 from ltaug.bootstrap import (
     NO_FINDING_PROMPT,
     BootstrapConfig,
-    balanced_indices,
     bootstrap_diffusion,
     build_scheduler,
     build_text_encoder,

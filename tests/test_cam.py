@@ -9,13 +9,19 @@ import torch.nn as nn
 import zarr
 from conftest import synthetic_latents, write_latent_store
 from pytorch_grad_cam import EigenCAM
+from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 from ltaug.cam import (
     CamConfig,
+    ClonedActivationsAndGradients,
     OrientedEigenCAM,
+    build_cam,
     cam_maps,
+    class_cam_batch,
+    default_target_layer,
+    select_maps,
     cam_rows,
     create_cam_store,
     gather_cams,
@@ -94,6 +100,103 @@ def test_oriented_map_is_high_where_the_layer_is_active():
     assert maps[1].argmax() == np.ravel_multi_index((4, 0), (6, 6))
 
 
+class TwoFindings(nn.Module):
+    """A classifier whose class k is the mean of input channel k through a 1x1 identity convolution + ReLU."""
+
+    def __init__(self, k: int = 3):
+        super().__init__()
+        conv = nn.Conv2d(k, k, 1, bias=False)
+        conv.weight.data = torch.eye(k)[:, :, None, None]
+        self.features = nn.Sequential(conv, nn.ReLU())
+
+    def forward(self, x):
+        return self.features(x).mean(dim=(2, 3))  # (B, K) logits
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "layercam"])
+def test_class_specific_map_peaks_inside_its_own_finding(method):
+    x = 0.05 * torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 1, 5:7, 1:3] += 2.0  # class 1's "finding": a 2 x 2 patch at rows 5-6, cols 1-2
+    x[:, 2, 0:2, 6:8] += 3.0  # class 2's, brighter, elsewhere
+    model = TwoFindings()
+    with build_cam(method, model, model.features) as cam:
+        m1, m2 = class_cam_batch(cam, x, 1), class_cam_batch(cam, x, 2)  # (4, 8, 8) each
+    for maps, (rows, cols) in ((m1, (slice(5, 7), slice(1, 3))), (m2, (slice(0, 2), slice(6, 8)))):
+        peak = np.unravel_index(maps.reshape(4, -1).argmax(axis=1), (8, 8))
+        assert ((peak[0] >= rows.start) & (peak[0] < rows.stop) & (peak[1] >= cols.start) & (peak[1] < cols.stop)).all()
+        assert np.allclose(maps.max(axis=(1, 2)), 1, atol=1e-5) and maps.min() >= 0
+        inside = np.zeros((8, 8), dtype=bool)
+        inside[rows, cols] = True
+        assert (maps[:, inside] > 0.5).all() and (maps[:, ~inside] < 0.5).all()  # M^S at 0.5 is the finding
+
+
+class InPlace(nn.Module):
+    """A DenseNet-like tail: the target layer (a BatchNorm) is followed by an in-place ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_activations_are_copied_before_an_in_place_relu_overwrites_them():
+    torch.manual_seed(0)
+    model = InPlace().eval()
+    x = torch.randn(3, 3, 6, 6)
+    untouched = []
+    hook = model.features[1].register_forward_hook(lambda m, i, o: untouched.append(o.detach().clone()))
+    ours = ClonedActivationsAndGradients(model, [model.features[1]], None)
+    library = ActivationsAndGradients(model, [model.features[1]], None)
+    model(x)
+    hook.remove()
+    kept, overwritten = ours.activations[0], library.activations[0]
+    ours.release()
+    library.release()
+    assert (untouched[0] < 0).any()  # the BatchNorm output has negative values that the ReLU then zeroes
+    assert torch.equal(kept, untouched[0])
+    assert torch.equal(overwritten, untouched[0].clamp(min=0))  # the library's own copy: the ReLU's output
+    with build_cam("eigencam", model, model.features[1]) as cam:
+        maps = cam(x, targets=None)
+    want = OrientedEigenCAM.get_cam_image(None, x, None, None, untouched[0].numpy(), None, False)  # (3, 6, 6)
+    want = np.maximum(want, 0)
+    want = (want - want.min(axis=(1, 2), keepdims=True)) / (1e-7 + np.ptp(want, axis=(1, 2), keepdims=True))
+    np.testing.assert_allclose(maps, want, atol=1e-5)
+
+
+def test_default_target_layer_is_the_last_before_any_pooling(tmp_path):
+    il = load_il_model(save_tiny_il(tmp_path / "vgg.pt"))
+    assert default_target_layer(il.model.classifier) == "features.5"  # conv, BN, ReLU, conv, BN, ReLU | max-pool
+    dense = load_il_model(save_tiny_il(tmp_path / "d.pt", latent_shape=(4, 16, 16), classifier="densenet121",
+                                       classifier_stem="small"))  # fmt: skip
+    assert default_target_layer(dense.model.classifier) == "features.denseblock1"
+
+
+def test_select_maps_reads_each_rows_class_and_refuses_uncomputed_ones():
+    maps = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 2, 2)  # (B, M, h, w)
+    out = select_maps(maps, ["A", "B", "C"], ["C", "A"])
+    assert np.array_equal(out[0], maps[0, 2]) and np.array_equal(out[1], maps[1, 0])
+    assert select_maps(maps[:, 0], [], ["C", "A"]) is not None  # a class-agnostic block is returned as it is
+    maps[1, 0] = np.nan
+    with pytest.raises(InputError, match="not positive for"):
+        select_maps(maps, ["A", "B", "C"], ["C", "A"], "cam.zarr")
+    with pytest.raises(InputError, match=r"cam\.zarr: no maps of class\(es\) \['D'\]"):
+        select_maps(maps, ["A", "B", "C"], ["D", "A"], "cam.zarr")
+
+
+def test_class_specific_store_keeps_maps_of_positive_samples_only(inputs, tmp_path):
+    root, latents, model = inputs
+    cams = open_cams(cam_store_for(latents, model, tmp_path / "cam.zarr", method="layercam", target_layer="auto"))
+    maps, labels = cams["maps"][:], open_latents(latents)["labels"][:]
+    assert cams.attrs["map_classes"] == ["Cardiomegaly", "Pleural Effusion", "Nodule", "Fracture"]
+    assert maps.shape == (40, 4, 8, 8) and cams.attrs["layer_shape"] == [8, 8] and cams.attrs["method"] == "layercam"
+    computed = ~np.isnan(maps).any(axis=(2, 3))  # (N, M)
+    assert np.array_equal(computed, labels[:, :4].astype(bool))
+    assert np.nanmin(maps) >= 0 and np.nanmax(maps) <= 1
+
+
 # ---------------------------------------------------------------------------- the store
 
 
@@ -146,6 +249,7 @@ def test_store_contents(inputs, store):
         logits = LatentClassifier(il.model.student, il.model.classifier)(torch.from_numpy(source["z"][:]))
     np.testing.assert_allclose(cams["probs"][:], torch.sigmoid(logits).numpy(), atol=1e-6)
     assert cams.attrs["target_layer"] == "features" and cams.attrs["classes"] == CLASSES
+    assert cams.attrs["method"] == "eigencam" and cams.attrs["map_classes"] == [] and cams.attrs["layer_shape"] == [4, 4]
     assert cams.attrs["model_fingerprint"] == source.attrs["model_fingerprint"] and len(cams.attrs["il_fingerprint"]) == 16
 
 
@@ -167,7 +271,7 @@ def test_a_range_of_rows_writes_only_those_rows(inputs, store, tmp_path):
     cam_rows(classifier, il.model.classifier.features, source, out, 16, 32, 5, CPU)
     full = open_cams(store)["maps"][:]
     np.testing.assert_allclose(out["maps"][16:32], full[16:32], atol=1e-6)
-    assert not out["maps"][:16].any() and not out["maps"][32:].any()  # untouched rows keep the fill value
+    assert np.isnan(out["maps"][:16]).all() and np.isnan(out["maps"][32:]).all()  # untouched rows keep the fill value
     assert out["ids"][16:32].tolist() == source["ids"][16:32].tolist()
     with pytest.raises(ValueError, match="chunk boundary"):
         cam_rows(classifier, il.model.classifier.features, source, out, 5, 20, 5, CPU)
@@ -179,7 +283,8 @@ def test_a_range_of_rows_writes_only_those_rows(inputs, store, tmp_path):
 def cam_shards(latents, model, root, shards: int, **cfg) -> list:
     paths = [root / f"shards/train/{s}-of-{shards}.zarr" for s in range(1, shards + 1)]
     for s, path in enumerate(paths, start=1):
-        cam_maps(latents, model, path, CamConfig(**cfg), CPU, shard=(s, shards))
+        cam_maps(latents, model, path, CamConfig(**{"method": "eigencam", "target_layer": "features", **cfg}), CPU,
+                 shard=(s, shards))  # fmt: skip
     return paths
 
 
@@ -211,7 +316,8 @@ def test_gather_cams_refuses_shards_out_of_order_missing_or_of_another_model(inp
         gather_cams([parts[0], tmp_path / "nowhere.zarr", parts[2]], out)
     with pytest.raises(InputError, match=r"made with il_fingerprint="):
         gather_cams(parts, out, {"il_fingerprint": "0" * 16})
-    other = cam_maps(latents, model, tmp_path / "other.zarr", CamConfig(chunk_size=16, batch_size=3), CPU, shard=(2, 3))
+    other = cam_maps(latents, model, tmp_path / "other.zarr", CamConfig(method="eigencam", target_layer="features",
+                     chunk_size=16, batch_size=3), CPU, shard=(2, 3))  # fmt: skip
     with pytest.raises(InputError, match=r"other.zarr: made with other settings than .*1-of-3.zarr \(config differ\)"):
         gather_cams([parts[0], tmp_path / "other.zarr", parts[2]], out)
     assert other is not None and not out.exists()  # nothing half-written

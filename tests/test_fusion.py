@@ -224,15 +224,24 @@ def test_config_errors_name_the_key(key, value, pattern):
         FusionConfig(**{key: value})
 
 
-def test_plan_cycles_over_the_tail_samples():
-    pairs = pd.DataFrame({"tail_id": ["a", "b", "c", "d"], "tail_class": ["Nodule"] * 3 + ["Fracture"],
-                          "head_class": "Cardiomegaly", "head_id": ["h1", "h2", "h3", "h4"], "distance": 1.0})  # fmt: skip
-    todo = plan(pairs, SPLIT, 7)
+def test_plan_takes_one_pair_per_synthetic_sample():
+    pairs = pd.DataFrame({"j": [2, 0, 1, 0, 1, 2], "tail_id": ["c", "a", "b", "d", "d", "d"],
+                          "tail_class": ["Nodule"] * 3 + ["Fracture"] * 3, "head_class": "Cardiomegaly",
+                          "head_id": ["h3", "h1", "h2", "h4", "h5", "h6"], "distance": 1.0})  # fmt: skip
+    todo = plan(pairs, SPLIT, 3)
     nodule = todo[todo["tail_class"] == "Nodule"]
-    assert nodule["tail_id"].tolist() == ["a", "b", "c", "a", "b", "c", "a"]
-    assert nodule["head_id"].tolist() == ["h1", "h2", "h3", "h1", "h2", "h3", "h1"]
-    assert todo[todo["tail_class"] == "Fracture"]["tail_id"].tolist() == ["d"] * 7
+    assert nodule["tail_id"].tolist() == ["a", "b", "c"] and nodule["j"].tolist() == [0, 1, 2]
+    assert nodule["head_id"].tolist() == ["h1", "h2", "h3"]
+    assert todo[todo["tail_class"] == "Fracture"]["head_id"].tolist() == ["h4", "h5", "h6"]  # a fresh neighbour each
     assert todo["id"].iloc[0] == "fused-Nodule-00000" and todo["id"].is_unique
+
+
+def test_plan_refuses_pairs_made_for_another_n_per_class():
+    pairs = pd.DataFrame({"j": [0, 1], "tail_id": ["a", "b"], "tail_class": ["Nodule", "Fracture"],
+                          "head_class": "Cardiomegaly", "head_id": ["h1", "h2"], "distance": 1.0})  # fmt: skip
+    with pytest.raises(InputError, match=r"p\.csv: tail class 'Nodule' has pairs j = 0\.\.0 \(1 rows\), but "
+                                         r"fusion\.n_per_class is 4.*Rerun pair_neighbours"):  # fmt: skip
+        plan(pairs, SPLIT, 4, "p.csv")
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -250,17 +259,24 @@ def inputs(tmp_path_factory):
     nodule = [i for i in range(48) if labels[i, 2]][:3]
     fracture = [i for i in range(48) if labels[i, 3]][:2]
     head = [i for i in range(48) if labels[i, 0] and not labels[i, 2] and not labels[i, 3]]
-    pairs = pd.DataFrame({
-        "tail_id": ids[nodule + fracture], "tail_class": ["Nodule"] * 3 + ["Fracture"] * 2,
-        "head_class": "Cardiomegaly", "head_id": ids[head[:5]], "distance": 0.0,
-    })  # fmt: skip
-    pairs.to_csv(root / "pairs.csv", index=False)
+    (root / "pairs").mkdir()
+    for n in (4, 5, 7, 100):  # pairs.csv for n_per_class n: tail samples cycled, head neighbours cycled
+        pd.DataFrame({
+            "j": [*range(n), *range(n)], "tail_class": ["Nodule"] * n + ["Fracture"] * n,
+            "tail_id": [ids[nodule[j % 3]] for j in range(n)] + [ids[fracture[j % 2]] for j in range(n)],
+            "head_class": "Cardiomegaly", "head_id": [ids[head[j % 5]] for j in range(2 * n)], "distance": 0.0,
+        }).to_csv(root / "pairs" / f"{n}.csv", index=False)  # fmt: skip
     return root, latents, model, cams
+
+
+def pairs_csv(root, n=100):
+    return root / "pairs" / f"{n}.csv"
 
 
 def run_stage(inputs, out, **cfg):
     root, latents, model, cams = inputs
-    return fuse_latents(root / "pairs.csv", latents, cams, model, SPLIT, out, FusionConfig(**cfg))
+    cfg = FusionConfig(**cfg)
+    return fuse_latents(pairs_csv(root, cfg.n_per_class), latents, cams, model, SPLIT, out, cfg)
 
 
 def test_stage_writes_decoded_fused_latents(inputs, tmp_path):
@@ -311,7 +327,7 @@ def test_stage_same_seed_same_store(inputs, tmp_path):
 
 def test_stage_refuses_pairs_without_a_tail_class(inputs, tmp_path):
     root, latents, model, cams = inputs
-    pairs = pd.read_csv(root / "pairs.csv")
+    pairs = pd.read_csv(pairs_csv(root))
     pairs[pairs["tail_class"] == "Nodule"].to_csv(tmp_path / "pairs.csv", index=False)
     with pytest.raises(InputError, match=r"pairs\.csv: no pair for tail class\(es\) 'Fracture'"):
         fuse_latents(tmp_path / "pairs.csv", latents, cams, model, SPLIT, tmp_path / "f.zarr", FusionConfig())
@@ -322,4 +338,4 @@ def test_stage_refuses_maps_of_another_il_model(inputs, tmp_path):
     root, latents, model, cams = inputs
     other = save_tiny_il(tmp_path / "other.pt", seed=1)
     with pytest.raises(InputError, match="il_fingerprint"):
-        fuse_latents(root / "pairs.csv", latents, cams, other, SPLIT, tmp_path / "f.zarr", FusionConfig())
+        fuse_latents(pairs_csv(root), latents, cams, other, SPLIT, tmp_path / "f.zarr", FusionConfig())

@@ -44,12 +44,19 @@ def toy():
     probs[[0, 2, 3], 0] = 0.8  # samples 0, 2, 3 are confused with Cardiomegaly
     probs[1, 1] = 0.6  # sample 1 with Pleural Effusion
     ids = np.array([f"s{i}" for i in range(10)])
-    return ids, labels, probs, features
+    return ids, labels, probs, lambda rows, name: features[rows]
+
+
+def pair(ids, labels, probs, features, split=SPLIT, n=3, **kwargs):
+    """pair_samples with 3 synthetic samples per tail class: Nodule's 3 samples once each, Fracture's one 3 times."""
+    kwargs.setdefault("k", 1)
+    kwargs.setdefault("seed", 0)
+    return pair_samples(ids, labels, probs, features, split, n_per_class=n, **kwargs)
 
 
 def test_k1_pairs_each_tail_sample_with_its_nearest_head_sample():
     ids, labels, probs, features = toy()
-    pairs = pair_samples(ids, labels, probs, features, SPLIT, k=1, seed=0)
+    pairs = pair(ids, labels, probs, features)
     assert list(pairs.columns) == COLUMNS
     nodule = pairs[pairs["tail_class"] == "Nodule"]
     assert nodule["tail_id"].tolist() == ["s0", "s1", "s2"]
@@ -60,13 +67,14 @@ def test_k1_pairs_each_tail_sample_with_its_nearest_head_sample():
     assert nodule["distance"].tolist() == pytest.approx([1.0, 1.0, float(np.hypot(0.5, 0.1))])
     assert nodule["head_probability"].tolist() == pytest.approx([0.8, 0.6, 0.8])
     fracture = pairs[pairs["tail_class"] == "Fracture"]
-    assert fracture["tail_id"].tolist() == ["s3"] and fracture["head_class"].tolist() == ["Cardiomegaly"]
+    assert fracture["tail_id"].tolist() == ["s3"] * 3 and fracture["head_class"].tolist() == ["Cardiomegaly"] * 3
+    assert fracture["j"].tolist() == [0, 1, 2]
 
 
 def test_tail_samples_are_never_their_own_head_neighbours():
     ids, labels, probs, features = toy()
     for seed in range(20):
-        pairs = pair_samples(ids, labels, probs, features, SPLIT, k=4, seed=seed)
+        pairs = pair(ids, labels, probs, features, k=4, seed=seed)
         nodule = pairs[pairs["tail_class"] == "Nodule"]
         assert not set(nodule["head_id"]) & {"s0", "s1", "s2"}
 
@@ -75,35 +83,57 @@ def test_the_neighbour_is_drawn_among_the_k_nearest_with_a_seed():
     ids, labels, probs, features = toy()
     drawn = set()
     for seed in range(12):
-        pairs = pair_samples(ids, labels, probs, features, SPLIT, k=2, seed=seed)
+        pairs = pair(ids, labels, probs, features, k=2, seed=seed)
         s0 = pairs.iloc[0]
         assert s0["head_id"] in {"s4", "s5"}  # the 2 nearest Cardiomegaly candidates of s0
         drawn.add(s0["head_id"])
-        again = pair_samples(ids, labels, probs, features, SPLIT, k=2, seed=seed)
+        again = pair(ids, labels, probs, features, k=2, seed=seed)
         pd.testing.assert_frame_equal(pairs, again)
     assert drawn == {"s4", "s5"}
+
+
+def test_every_synthetic_sample_draws_a_fresh_neighbour():
+    ids, labels, probs, features = toy()
+    pairs = pair(ids, labels, probs, features, n=60, k=3, seed=1)
+    fracture = pairs[pairs["tail_class"] == "Fracture"]  # one tail sample s3, 60 synthetic samples
+    assert fracture["tail_id"].unique().tolist() == ["s3"]
+    # s3 at (5, 5) is confused with Cardiomegaly: candidates s4 (1, 0), s5 (3, 0), s6 (9, 0), all 3 within k = 3
+    counts = fracture["head_id"].value_counts()
+    assert set(counts.index) == {"s4", "s5", "s6"} and counts.min() >= 10  # not one neighbour cycled 60 times
+    nodule = pairs[pairs["tail_class"] == "Nodule"]
+    assert nodule["tail_id"].tolist() == ["s0", "s1", "s2"] * 20  # tail samples cycled in store order
+
+
+def test_head_neighbours_with_any_tail_class_are_skipped():
+    ids, labels, probs, features = toy()
+    labels[4, 3] = 1  # s4, the nearest Cardiomegaly sample of s0, also carries Fracture (another tail class)
+    with_tail = {pair(ids, labels, probs, features, seed=s, exclude_tail=False).iloc[0]["head_id"] for s in range(3)}
+    assert with_tail == {"s4"}  # allowed when exclude_tail is off: it is not a Nodule sample
+    pairs = pair(ids, labels, probs, features, n=30, k=2, seed=0)
+    assert "s4" not in set(pairs["head_id"])
+    assert set(pairs[pairs["tail_id"] == "s0"]["head_id"]) == {"s5", "s6"}  # the 2 nearest without a tail class
 
 
 def test_tail_class_without_samples_is_named():
     ids, labels, probs, features = toy()
     labels[3, 3] = 0
     with pytest.raises(InputError, match=r"tail class 'Fracture' has no training sample"):
-        pair_samples(ids, labels, probs, features, SPLIT, k=1, seed=0, source="train.zarr")
+        pair(ids, labels, probs, features, source="train.zarr")
 
 
 def test_head_class_without_samples_is_named():
     ids, labels, probs, features = toy()
     labels[[7, 8, 9], 1] = 0
     with pytest.raises(InputError, match=r"train\.zarr: head class 'Pleural Effusion' has no training sample without "
-                                         r"tail class 'Nodule'"):  # fmt: skip
-        pair_samples(ids, labels, probs, features, SPLIT, k=1, seed=0, source="train.zarr")
+                                         r"a tail class"):  # fmt: skip
+        pair(ids, labels, probs, features, source="train.zarr")
 
 
 def test_no_head_class_is_an_error():
     ids, labels, probs, features = toy()
     split = ClassSplit(CLASSES, [], ["Nodule"], [], {}, {}, {})
     with pytest.raises(InputError, match="no head class"):
-        pair_samples(ids, labels, probs, features, split, k=1, seed=0)
+        pair(ids, labels, probs, features, split)
 
 
 def test_config_errors():
@@ -128,14 +158,16 @@ def inputs(tmp_path_factory):
 @pytest.mark.parametrize("space", ["sparse", "cam"])
 def test_stage_pairs_every_tail_sample(inputs, tmp_path, space):
     root, latents, model, cams = inputs
-    pairs = pair_neighbours(latents, cams, model, SPLIT, tmp_path / "pairs.csv", PairingConfig(space=space, k=1))
+    n = 12
+    pairs = pair_neighbours(latents, cams, model, SPLIT, tmp_path / "pairs.csv", PairingConfig(space=space, k=1), n)
     assert pd.read_csv(tmp_path / "pairs.csv").columns.tolist() == COLUMNS
     store, maps = open_latents(latents), open_cams(cams)
     ids, labels, probs = store["ids"][:].tolist(), store["labels"][:], maps["probs"][:]
     row = {s: i for i, s in enumerate(ids)}
     for t in SPLIT.tail:
         own = pairs[pairs["tail_class"] == t]
-        assert own["tail_id"].tolist() == [ids[i] for i in np.flatnonzero(labels[:, CLASSES.index(t)])]
+        mine = [ids[i] for i in np.flatnonzero(labels[:, CLASSES.index(t)])]
+        assert own["tail_id"].tolist() == [mine[j % len(mine)] for j in range(n)]
         for tail_id, head_class in zip(own["tail_id"], own["head_class"]):
             assert head_class == SPLIT.head[int(np.argmax(probs[row[tail_id], :2]))]
     if space == "sparse":  # the distance is that between flattened z^s
@@ -154,5 +186,5 @@ def test_stage_refuses_a_cam_store_of_another_il_model(inputs, tmp_path):
     root, latents, model, cams = inputs
     other = save_tiny_il(tmp_path / "other.pt", seed=5)
     with pytest.raises(InputError, match="il_fingerprint"):
-        pair_neighbours(latents, cams, other, SPLIT, tmp_path / "pairs.csv", PairingConfig())
+        pair_neighbours(latents, cams, other, SPLIT, tmp_path / "pairs.csv", PairingConfig(), 10)
     assert not (tmp_path / "pairs.csv").exists()

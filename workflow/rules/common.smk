@@ -141,6 +141,26 @@ def report_inputs(wildcards):
     return inputs
 
 
+def funnel_inputs(wildcards):
+    """fidelity_funnel: the training latents, CAMs, IL model and fused store, every synthetic set of
+    Table 1, and the judge: the demo's detector and boxes, or the real-data classifier."""
+    inputs = {
+        "manifest": f"{OUT}/data/manifest.csv",
+        "classes": f"{OUT}/data/classes.json",
+        "latents": f"{OUT}/latents/train.zarr",
+        "cams": f"{OUT}/cam/train.zarr",
+        "model": f"{OUT}/il/model.pt",
+        "fused": f"{OUT}/fused/latents.zarr",
+        "diffusion_model": diffusion_model(),
+        "sets": [synthetic_set(m) for m in eval_methods() if m != "baseline"],
+    }
+    if config["demo"]["enabled"]:
+        inputs |= {"detector": f"{OUT}/eval/detector.json", "boxes": f"{DEMO}/boxes.csv"}
+    else:
+        inputs["classifier"] = f"{OUT}/eval/classifier/baseline.pt"
+    return inputs
+
+
 def get_final_output():
     """Everything `snakemake` with no target builds; later stages extend this list."""
     outputs = [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]
@@ -152,4 +172,6 @@ def get_final_output():
     if not config["diffusion"]["pretrained"]:
         outputs.append(f"{OUT}/diffusion/samples")
     outputs += [f"{OUT}/report/table1.csv", f"{OUT}/report/table1.md"]  # Table 1: every evaluation before it
+    if config["demo"]["enabled"]:  # ground-truth boxes exist: where each stage loses the tail finding
+        outputs.append(f"{OUT}/eval/funnel.csv")
     return outputs

@@ -80,3 +80,38 @@ rule evaluate_fid:
         " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.classifier:q}"
         " --image-size {params.image_size} --detector={params.detector:q} --results {output.results:q}"
         " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+
+
+# How much of each tail finding survives each stage: on the demo judged by the finding detector
+# against the ground-truth boxes (CAM and fusion measured in the box), on real data by the
+# real-data classifier (label fidelity). Built by default on the demo (get_final_output).
+rule fidelity_funnel:
+    input:
+        unpack(funnel_inputs),
+    output:
+        funnel=f"{OUT}/eval/funnel.csv",
+        markdown=f"{OUT}/eval/funnel.md",
+        figure=report(f"{OUT}/eval/funnel.png", caption="../report/funnel.rst", category="Fidelity funnel"),
+    params:
+        tau_h=config["fusion"]["tau_h"],
+        n_per_class=config["fusion"]["n_per_class"],
+        diffusion=section_json("diffusion", keep=("device",)),
+        detector=lambda wildcards, input: input.get("detector", ""),
+        boxes=lambda wildcards, input: input.get("boxes", ""),
+        classifier=lambda wildcards, input: input.get("classifier", ""),
+    log:
+        "logs/eval/fidelity_funnel.log",
+    benchmark:
+        "benchmarks/eval/fidelity_funnel.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "python -m ltaug fidelity_funnel --manifest {input.manifest:q} --classes {input.classes:q}"
+        " --latents {input.latents:q} --cams {input.cams:q} --model {input.model:q} --fused {input.fused:q}"
+        " --diffusion-model {input.diffusion_model:q} --sets {input.sets:q} --n-per-class {params.n_per_class}"
+        " --tau-h {params.tau_h} --detector={params.detector:q} --boxes={params.boxes:q}"
+        " --classifier={params.classifier:q} --funnel {output.funnel:q} --markdown {output.markdown:q}"
+        " --figure {output.figure:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"

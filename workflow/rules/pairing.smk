@@ -1,5 +1,5 @@
-# Stage 3a: every training sample of a tail class gets a head neighbour from the head class
-# the IL classifier confuses it with most.
+# Stage 3a: every synthetic sample of a tail class gets a tail sample and a fresh head neighbour
+# from the head class the IL classifier confuses that tail sample with most.
 
 
 rule pair_neighbours:
@@ -12,6 +12,7 @@ rule pair_neighbours:
         pairs=f"{OUT}/pairs/pairs.csv",
     params:
         cfg=section_json("pairing"),
+        n_per_class=config["fusion"]["n_per_class"],
     log:
         "logs/pairing/pair_neighbours.log",
     benchmark:
@@ -21,4 +22,5 @@ rule pair_neighbours:
         ENV
     shell:
         "python -m ltaug pair_neighbours --latents {input.latents:q} --cams {input.cams:q} --model {input.model:q}"
-        " --classes {input.classes:q} --pairs {output.pairs:q} --params {params.cfg:q} --threads {threads} > {log} 2>&1"
+        " --classes {input.classes:q} --pairs {output.pairs:q} --params {params.cfg:q}"
+        " --n-per-class {params.n_per_class} --threads {threads} > {log} 2>&1"
