@@ -67,6 +67,7 @@ class BootstrapConfig:
     vae_lr: float = 4e-3  # peak AdamW learning rate (warm-up, then cosine decay)
     vae_kl_weight: float = 1e-6  # KL weight relative to the pixel-summed reconstruction loss (LDM's 1e-6)
     vae_detail_weight: float = 10.0  # pixel weight 1 + this * |x - 5x5 local mean of x|: thin findings count more
+    vae_edge_weight: float = 0.0  # weight of the L1 error of the image's horizontal and vertical differences (sharp lines)
     vae_balance: float = 1.0  # class balancing of VAE batches: 0 = image frequency, 1 = every class equally often
     # UNet + text encoder
     unet_channels: tuple[int, ...] = (32, 64, 128)  # block_out_channels, one level each; latents are image_size / 8
@@ -153,7 +154,8 @@ class BootstrapConfig:
         for name in ("vae_lr", "unet_lr"):
             if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ConfigError(f"diffusion.bootstrap.{name}: {getattr(self, name)!r} is not a number > 0.")
-        for name in ("vae_kl_weight", "vae_detail_weight", "guidance_scale", "text_embedding_std", "unet_snr_gamma"):
+        for name in ("vae_kl_weight", "vae_detail_weight", "vae_edge_weight", "guidance_scale", "text_embedding_std",
+                     "unet_snr_gamma"):  # fmt: skip
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"diffusion.bootstrap.{name}: {getattr(self, name)!r} is not a number >= 0.")
         for name in ("vae_balance", "unet_balance"):
@@ -321,6 +323,9 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, cfg: BootstrapConfig, generato
     gray = x[:, :1]
     weight = 1 + cfg.vae_detail_weight * (gray - F.avg_pool2d(gray, 5, 1, 2, count_include_pad=False)).abs()
     reconstruction = (weight * d.abs()).mean() + (weight * d.square()).mean()
+    if cfg.vae_edge_weight > 0:  # a blurred thin line keeps its mean but loses its gradients: penalise those
+        dx, dy = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
+        reconstruction = reconstruction + cfg.vae_edge_weight * (dx.abs().mean() + dy.abs().mean())
     kl = posterior.kl().mean() / x[0].numel()  # per pixel, so kl_weight is relative to the summed loss
     return reconstruction + cfg.vae_kl_weight * kl
 

@@ -343,8 +343,8 @@ def _fracture(img, g, rng):
     slope = (g.rib_y(k, x + 0.5) - g.rib_y(k, x - 0.5))  # dy/dx of the rib there
     angle = math.atan(slope) + math.pi / 2 + (turn if rng.random() < 0.5 else -turn)  # oblique to the rib
     dx, dy = half_len * g.unit * math.cos(angle), half_len * g.unit * math.sin(angle)
-    line = _segment(g, x - dx, y - dy, x + dx, y + dy, 1.25 * g.xx.shape[0] / 128)  # 2.5 px wide at 128 px
-    img += 70 * line
+    line = _segment(g, x - dx, y - dy, x + dx, y + dy, 2.5 * g.xx.shape[0] / 128)  # 5 px wide at 128 px
+    img += 90 * line
     return line
 
 
@@ -353,14 +353,14 @@ def _calcification_of_the_aorta(img, g, rng):
     start, stop = rng.uniform([-2.6, -0.6], [-1.9, 0.1])  # radians, y down: -pi/2 is the top
     theta = np.arctan2((g.yy - y) / b, (g.xx - x) / a)
     r = np.sqrt(((g.xx - x) / a) ** 2 + ((g.yy - y) / b) ** 2)
-    half = 1.25 * g.xx.shape[0] / 128  # 2.5 px thick at 128 px
+    half = 2.5 * g.xx.shape[0] / 128  # 5 px thick at 128 px
     arc = _ramp(half - np.abs(r - 1) * min(a, b)) * ((theta >= start) & (theta <= stop))
-    img += 70 * arc
+    img += 90 * arc
     return arc
 
 
 def _pneumoperitoneum(img, g, rng):
-    shift, half_w, depth = rng.uniform([-0.03, 0.12, 0.055], [0.03, 0.15, 0.07])  # 7-9 px deep at 128 px
+    shift, half_w, depth = rng.uniform([-0.03, 0.12, 0.065], [0.03, 0.15, 0.08])  # 8-10 px deep at 128 px
     x, _, _ = g.domes["R"]
     s = 1 - ((g.xx - x - shift * g.unit) / (half_w * g.unit)) ** 2  # > 0 under the dome's middle
     top = g.dome_y("R")[None, :]  # the crescent hugs the underside of the dome

@@ -35,8 +35,8 @@ from ltaug.io import atomic_path
 # finding -> (filter, parameters): the pattern ltaug.demo draws for it (see demo.FINDINGS)
 FILTERS: dict[str, tuple[str, tuple[float, ...]]] = {
     "Nodule": ("isolated_blob", (6.0, 12.0, 16.0)),  # dense round spot of 16-22 px, darker lung all around
-    "Fracture": ("white_tophat", (5,)),  # thin bright oblique line: what a 5 x 5 opening removes
-    "Calcification of the Aorta": ("bright_ridge", (1.2,)),  # thin bright arc on the aortic knob: a ridge
+    "Fracture": ("white_tophat", (9,)),  # thin bright oblique line: what a 9 x 9 opening removes
+    "Calcification of the Aorta": ("bright_ridge", (2.5,)),  # thin bright arc on the aortic knob: a ridge
     "Pneumoperitoneum": ("dark_valley_y", (3.0,)),  # dark crescent under the diaphragm: vertical valley
     "Atelectasis": ("bright_blob", (1.2, 4.0)),  # plate-like bright band
     "Pneumothorax": ("dark_blob", (2.0, 6.0)),  # texture-free dark rim

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ltaug.demo import DemoConfig, make_demo, render_image
-from ltaug.fidelity import Detector, fit_detector, label_fidelity, youden_threshold
+from ltaug.fidelity import Detector, fit_detector, label_fidelity, response, youden_threshold
 
 TAIL = ["Nodule", "Fracture", "Calcification of the Aorta", "Pneumoperitoneum"]
 
@@ -59,3 +59,15 @@ def test_detector_finds_the_tail_findings_of_real_demo_images_inside_their_boxes
     without, _ = render_image(cfg, "test", 3, [])
     assert loaded.rate("Nodule", [with_nodule]) == 1.0 and loaded.rate("Nodule", [without]) == 0.0
     assert loaded.rate("Cardiomegaly", [without]) is None  # no detector for that finding
+
+
+def test_isolated_blob_fires_on_a_spot_not_on_the_edge_of_a_large_bright_structure():
+    img = np.full((64, 64), 40.0, dtype=np.float32)
+    img[:, 40:] = 160.0  # a large bright structure (a mediastinum) from column 40 on
+    yy, xx = np.mgrid[0:64, 0:64]
+    img[np.hypot(xx - 16, yy - 32) <= 8] += 70.0  # a spot of radius 8 in the dark "lung"
+    r = response(img, "isolated_blob", (6.0, 12.0, 16.0))
+    peak = np.unravel_index(int(np.argmax(r)), r.shape)
+    assert abs(peak[0] - 32) <= 2 and abs(peak[1] - 16) <= 2  # a plateau: the disk fits inside the spot
+    assert r[32, 16] == pytest.approx(70.0, abs=1.0)  # disk mean 110 minus the darkest ring sector's 40
+    assert r[:, 36:48].max() < 5.0  # along the edge some ring sector is as bright as the disk: no response

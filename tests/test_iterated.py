@@ -315,3 +315,29 @@ def test_latent_classifier_is_c_of_s(trained):
     z = torch.randn(3, 4, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(LatentClassifier(model.student, model.classifier)(z), model(z)[2])
+
+
+def test_balanced_stream_draws_every_class_about_equally_often():
+    from ltaug.iterated import LatentStream
+
+    labels = np.zeros((400, 3), dtype=np.uint8)
+    labels[:360, 0] = 1  # head
+    labels[360:392, 1] = 1  # medium
+    labels[392:, 2] = 1  # tail: 8 of 400
+    z = np.arange(400, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), dtype=np.float32)
+    stream = LatentStream({"z": zarr_like(z, 64), "labels": zarr_like(labels, 64)}, batch_size=50, buffer=4096)
+    drawn = np.concatenate([y.numpy() for _, y in stream.shuffled(torch.Generator().manual_seed(0), balance=1.0)])
+    assert len(drawn) == 400  # an epoch keeps its length
+    share = drawn.mean(axis=0)
+    assert share == pytest.approx([1 / 3] * 3, abs=0.08)  # the tail, 2 % of the rows, is a third of the draws
+    natural = np.concatenate([y.numpy() for _, y in stream.shuffled(torch.Generator().manual_seed(0))])
+    assert np.array_equal(np.sort(natural.argmax(axis=1)), np.sort(labels.argmax(axis=1)))  # balance 0: a permutation
+
+
+class zarr_like(np.ndarray):
+    """A numpy array with the ``chunks`` attribute LatentStream reads from a Zarr array."""
+
+    def __new__(cls, values: np.ndarray, chunk: int):
+        out = np.asarray(values).view(cls)
+        out.chunks = (chunk, *values.shape[1:])
+        return out
