@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="train from scratch even if gen_{g}.pt checkpoints exist")
     p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
 
-    p = stage("cam_maps", _cam_maps, "EigenCAM maps and probabilities of the IL classifier for one split")
+    p = stage("cam_maps", _cam_maps, "CAM maps (cam.method) and probabilities of the IL classifier for one split")
     p.add_argument("--latents", required=True, help="latent store of the split (.zarr)")
     p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
     p.add_argument("--store", required=True, help="output CAM store (.zarr)")

@@ -85,9 +85,14 @@ def box_share(cells: np.ndarray, box: Sequence[int], factor: int) -> float:
 def detector_judge(detector: Detector) -> tuple[Judge, Callable[[str], float]]:
     """(judge, fpr) of the demo's finding detector; fpr: 1 - its specificity on real negative test images."""
     def fpr(name: str) -> float:
-        return 1.0 - detector.classes[name]["test"]["specificity"]
+        specificity = detector.classes.get(name, {}).get("test", {}).get("specificity")
+        return float("nan") if specificity is None else 1.0 - specificity
 
-    return (lambda name, images: detector.rate(name, images)), fpr
+    def judge(name: str, images: Sequence[np.ndarray]) -> float:
+        rate = detector.rate(name, images) if len(images) else None  # None: no detector for the class
+        return float("nan") if rate is None else rate
+
+    return judge, fpr
 
 
 def classifier_judge(model_path: str | Path, manifest: pd.DataFrame, device: torch.device) -> tuple[Judge, Callable[[str], float]]:
@@ -188,7 +193,8 @@ def fidelity_funnel(
                     source = fused["tail_id"].oindex[mine_f]
                     add("fusion", FROM_TAIL, name, [box_share(f, box_of[i], factor) for f, i in zip(from_tail, source)],
                         len(mine_f), None)  # fmt: skip
-            for method_name, synthetic in sets.items():
+            ordered = sorted(sets.items(), key=lambda item: not item[0].startswith("ours@"))  # the pipeline first
+            for method_name, synthetic in ordered:
                 idx = np.flatnonzero(synthetic.frame["tail_class"].to_numpy() == name)
                 images = [np.asarray(Image.open(synthetic.paths()[i]).convert("L")) for i in idx]
                 add(method_name, HIT, name, judge(name, images), len(idx), rate)

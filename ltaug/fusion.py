@@ -79,7 +79,7 @@ SHARES = ("tail_share", "head_share", "coin_share")
 
 @dataclass(frozen=True)
 class FusionConfig:
-    n_per_class: int = 100  # fused samples per tail class (cycling over the class's tail samples)
+    n_per_class: int = 100  # fused samples per tail class (one pair of pairs.csv each)
     tau_h: float = 0.5  # tail-specific positions: tail map > tau_h (M^S, Eq. 6)
     tau_l: float = 0.5  # generic positions: head map < tau_l (M^G, Eq. 6)
     label_policy: str = "union"  # union (tail and head labels, the paper) | tail_only | classifier

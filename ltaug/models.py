@@ -8,7 +8,7 @@ Iterated Learning* (arXiv 2405.01705), Sec. 3.1:
   (Lavoie et al. 2023), so every position of z^s is a point on the (C'-1)-simplex;
 - D maps z^s back to z (Eq. 3 is its reconstruction loss); SD latents are not confined to
   [-1, 1], so its output is unconstrained (no tanh);
-- C is a multi-label classifier on z^s (Eq. 4), whose EigenCAM maps (Sec. 3.2) tell which
+- C is a multi-label classifier on z^s (Eq. 4), whose CAM maps (Sec. 3.2) tell which
   positions carry a class. Its architecture is torchvision's DenseNet121 with a first
   convolution taking C' channels (no pre-trained weights), or a small VGG-style network.
 

@@ -50,7 +50,7 @@ COLUMNS = ["j", "tail_id", "tail_class", "head_class", "head_id", "distance", "h
 
 @dataclass(frozen=True)
 class PairingConfig:
-    space: str = "sparse"  # neighbour distance between flattened sparse vectors z^s (sparse) or EigenCAM maps (cam)
+    space: str = "sparse"  # neighbour distance between flattened sparse vectors z^s (sparse) or CAM maps (cam)
     k: int = 5  # the neighbour is drawn among this many nearest training samples of the head class
     seed: int = 0  # seed of the neighbour draws
     batch_size: int = 64  # latents per student pass when computing z^s

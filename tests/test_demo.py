@@ -87,9 +87,9 @@ def _region_ok(name: str, box, size: int) -> bool:
         "Support Devices": y0 == 0 and h > 0.3,  # from the neck down
         "Atelectasis": one_lung and 0.4 < yc < 0.7 and w > 1.5 * h - small,  # lower zone, plate-like
         "Pneumothorax": one_lung and y0 < 0.25,  # reaches the apex
-        "Nodule": one_lung and w < 0.1 + small and h < 0.1 + small,
-        "Fracture": abs(xc - 0.5) > 0.15 and w < 0.12 + small and h < 0.12 + small,  # lateral rib
-        "Calcification of the Aorta": y1 < 0.5 and 0.5 < xc < 0.7 and w < 0.12 + small,  # aortic knob
+        "Nodule": one_lung and 0.12 < w < 0.18 + small and 0.12 < h < 0.18 + small,  # 16-22 px at 128: 2+ cells
+        "Fracture": abs(xc - 0.5) > 0.15 and w < 0.16 + small and h < 0.16 + small,  # lateral rib
+        "Calcification of the Aorta": y1 < 0.5 and 0.5 < xc < 0.7 and w < 0.16 + small,  # aortic knob
         "Pneumoperitoneum": xc < 0.45 and yc > 0.55,  # under the right hemidiaphragm
     }[name]
 

@@ -97,3 +97,30 @@ def test_funnel_of_a_tiny_pipeline(tiny, tmp_path):
     assert set(table["fpr"].dropna()) == {0.05}
     text = markdown(table, SPLIT.tail)
     assert "| resample | hit_rate | 1.000 | 0.000 | 0.500 | 0.050 |" in text
+
+
+def test_classifier_judge_scores_at_the_classifiers_thresholds(tmp_path):
+    """Without boxes the judge is the real-data classifier: here one that says Nodule and never Fracture."""
+    from dataclasses import asdict
+
+    from ltaug.evaluate import ClassifierConfig, build_densenet, save_classifier
+    from ltaug.funnel import classifier_judge
+
+    cfg = ClassifierConfig(image_size=32, growth_rate=4, block_config=[1, 1], num_init_features=8)
+    model = build_densenet(cfg, len(CLASSES))
+    torch.nn.init.zeros_(model.classifier.weight)
+    model.classifier.bias.data = torch.tensor([0.0, 0.0, 5.0, -5.0, 0.0])  # Nodule ~0.99, Fracture ~0.01
+    thresholds = {c: 0.5 for c in CLASSES}
+    save_classifier(tmp_path / "baseline.pt", model, {"config": asdict(cfg), "classes": CLASSES, "head": SPLIT.head,
+                                                      "tail": SPLIT.tail, "thresholds": thresholds, "method": "baseline"})  # fmt: skip
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((48, 48), 60 * i, dtype=np.uint8)).save(paths[-1])
+    manifest = pd.DataFrame({"id": [f"t{i}" for i in range(4)], "path": paths, "split": "test"})
+    manifest[CLASSES] = 0
+    manifest.loc[0, "Nodule"] = 1
+    judge, fpr = classifier_judge(tmp_path / "baseline.pt", manifest, torch.device("cpu"))
+    images = [np.full((64, 64), 100, dtype=np.uint8)] * 3  # another size than the classifier's: resized
+    assert judge("Nodule", images) == 1.0 and judge("Fracture", images) == 0.0
+    assert fpr("Nodule") == 1.0 and fpr("Fracture") == 0.0  # on the 3 (4) real test images without the class

@@ -39,7 +39,7 @@ def fused(tmp_path_factory):
     latents = write_latent_store(root / "train.zarr", z, labels, CLASSES, chunk=16, model_fingerprint=fp)
     il = save_tiny_il(root / "model.pt", latent_shape=(4, 4, 4), fingerprint=fp)
     cams = cam_store_for(latents, il, root / "cam.zarr")
-    pair_neighbours(latents, cams, il, SPLIT, root / "pairs.csv", PairingConfig(k=2))
+    pair_neighbours(latents, cams, il, SPLIT, root / "pairs.csv", PairingConfig(k=2), N_PER_CLASS)
     fuse_latents(root / "pairs.csv", latents, cams, il, SPLIT, root / "fused.zarr",
                  FusionConfig(n_per_class=N_PER_CLASS, tau_h=0.4, tau_l=0.6))  # fmt: skip
     return root, model, root / "fused.zarr"

@@ -36,16 +36,21 @@ def test_the_stages_write_their_outputs(run):
     classes = json.loads((run / "results/data/classes.json").read_text())
     for split, n in (("train", 60), ("val", 12)):
         cams = open_cams(run / f"results/cam/{split}.zarr")
-        assert cams["maps"].shape == (n, 4, 4) and cams["probs"].shape == (n, len(classes["classes"]))
+        mapped = [c for c in classes["classes"] if c in classes["head"] + classes["tail"]]  # class-specific maps
+        assert cams.attrs["method"] == "layercam" and cams.attrs["map_classes"] == mapped
+        assert cams["maps"].shape == (n, len(mapped), 4, 4) and cams["probs"].shape == (n, len(classes["classes"]))
     pairs = pd.read_csv(run / "results/pairs/pairs.csv")
-    assert pairs["tail_class"].tolist() == TAIL  # one training sample per tail class in the tiny demo
+    assert pairs["tail_class"].tolist() == [t for t in TAIL for _ in range(N_PER_CLASS)]  # one pair per sample
+    assert pairs["j"].tolist() == list(range(N_PER_CLASS)) * len(TAIL)
+    assert pairs.groupby("tail_class")["tail_id"].nunique().eq(1).all()  # one training sample per tail class here
     assert set(pairs["head_class"]) <= set(classes["head"])
     fused = open_latents(run / "results/fused/latents.zarr")
     assert fused["z"].shape == (len(TAIL) * N_PER_CLASS, 4, 4, 4)
     for s in STEPS:
         synthetic = read_synthetic_set(run / f"results/synthetic/ours@{s}", classes["classes"], TAIL, N_PER_CLASS)
         assert synthetic.method == f"ours@{s}" and (synthetic.frame["steps"] == s).all()
-        assert synthetic.frame["tail_id"].tolist() == [t for t in pairs["tail_id"] for _ in range(N_PER_CLASS)]
+        assert synthetic.frame["tail_id"].tolist() == pairs["tail_id"].tolist()
+        assert synthetic.frame["head_id"].tolist() == pairs["head_id"].tolist()
     panels = sorted(p.name for p in (run / "results/figures/fig2").glob("*.png"))
     assert panels == sorted(f"{t.replace(' ', '_')}.png" for t in TAIL)
     for log in ("cam/cam_maps_train", "pairing/pair_neighbours", "fusion/fuse", "generate/generate_ours@1",
@@ -66,8 +71,9 @@ def test_a_fusion_key_reruns_fuse_and_what_follows_only(run, key, value):
     write_config(run, fusion={key: value})
     try:
         jobs = planned_jobs(snakemake(run, "--dry-run", *TARGETS))
-        assert jobs == {"fuse": 1, "generate": len(STEPS), "fig2_panels": 1}
-        assert not UPSTREAM & set(jobs)
+        pairs = {"pair_neighbours": 1} if key == "n_per_class" else {}  # one pair per synthetic sample
+        assert jobs == {**pairs, "fuse": 1, "generate": len(STEPS), "fig2_panels": 1}
+        assert not (UPSTREAM - set(pairs)) & set(jobs)
     finally:
         write_config(run)
 

@@ -1,4 +1,4 @@
-# Stage 2: EigenCAM maps of the IL classifier over z^s for every sample of a split, stored
+# Stage 2: CAM maps (cam.method) of the IL classifier over z^s for every sample of a split, stored
 # threshold-free, so that changing fusion.tau_h / tau_l never reruns this stage.
 # cam.shards = 1: one cam_maps job per split writes results/cam/{split}.zarr.
 # cam.shards = S > 1: S cam_maps jobs per split (one GPU each) write temporary shard stores,

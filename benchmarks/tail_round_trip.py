@@ -1,0 +1,101 @@
+"""How much of each demo tail finding survives the VAE and the IL round trips, per setting.
+
+Needs a finished demo run (results/, data/demo/). For each variant of the demo VAE
+(``--vae '{"vae_channels": [32, 32, 64, 64]}'``) or of the IL config (``--il '{"interaction_epochs": 12}'``)
+it trains that part alone on the demo's training images or latents and scores, with the demo's
+finding detector (results/eval/detector.json), decode(encode(x)) or decode(D(S(z))) of every
+training tail image, as the fidelity funnel's `vae` and `il` rows do. Results go to
+benchmarks/tail_round_trip/results.jsonl, one line per variant, with the training time.
+
+    python benchmarks/tail_round_trip.py --il '{}' --il '{"interaction_epochs": 12, "lam": 0.95}'
+    python benchmarks/tail_round_trip.py --vae '{}' --vae '{"vae_channels": [32, 32, 64, 64]}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from ltaug.bootstrap import BootstrapConfig, build_vae, load_images, to_pixels, train_vae
+from ltaug.data import read_classes, read_manifest
+from ltaug.diffusion import load_vae
+from ltaug.fidelity import Detector
+from ltaug.funnel import gray
+from ltaug.iterated import ILConfig, load_il_model, train_iterated
+from ltaug.latents import decode_latents, open_latents
+
+OUT = Path(__file__).parent / "tail_round_trip"
+
+
+def vae_variant(variant: dict, config: dict, results: Path, detector: Detector, split) -> dict:
+    manifest = read_manifest(results / "data/manifest.csv")
+    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    cfg = BootstrapConfig(**{**config["diffusion"]["bootstrap"], "image_size": config["latents"]["image_size"], **variant})
+    images = load_images(train["path"].tolist(), cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg)
+    start = time.perf_counter()
+    train_vae(vae, images, train[split.classes].to_numpy(), cfg, torch.device("cpu"))
+    seconds = time.perf_counter() - start
+    rates = {}
+    with torch.no_grad():
+        for name in split.tail:
+            rows = np.flatnonzero(train[name].to_numpy())
+            rec = vae.decode(vae.encode(to_pixels(images[rows], torch.device("cpu"))).latent_dist.mode()).sample
+            rec = ((rec[:, 0] / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            rates[name] = detector.rate(name, list(rec))
+    return {"part": "vae", "variant": variant, "train_seconds": seconds, "hit_rate": rates}
+
+
+def il_variant(variant: dict, config: dict, results: Path, detector: Detector, split) -> dict:
+    cfg = ILConfig(**{**config["il"], **variant, "threads": torch.get_num_threads()})
+    outdir = OUT / f"il-{abs(hash(json.dumps(variant, sort_keys=True)))}"
+    start = time.perf_counter()
+    train_iterated(results / "latents/train.zarr", results / "latents/val.zarr", split, outdir, cfg,
+                   torch.device("cpu"), resume=False)  # fmt: skip
+    seconds = time.perf_counter() - start
+    il, vae = load_il_model(outdir / "model.pt"), load_vae(results / "diffusion/model", torch.device("cpu"))
+    latents, rates = open_latents(results / "latents/train.zarr"), {}
+    for name in split.tail:
+        z = torch.from_numpy(latents["z"].oindex[np.flatnonzero(latents["labels"][:, split.classes.index(name)])])
+        with torch.no_grad():
+            rates[name] = detector.rate(name, gray(decode_latents(vae, il.model.decoder(il.model.student(z)))))
+    last = il_history_last(outdir)
+    return {"part": "il", "variant": variant, "train_seconds": seconds, "hit_rate": rates, **last}
+
+
+def il_history_last(outdir: Path) -> dict:
+    row = pd.read_csv(outdir / "history.csv").iloc[-1]
+    return {"val_map_tail": float(row["val_map_tail"]), "val_recon_mse": float(row["val_recon_mse"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results", help="a finished demo run's results directory")
+    parser.add_argument("--config", default="config.yaml", help="the demo config the variants start from")
+    parser.add_argument("--vae", action="append", default=[], help="JSON of diffusion.bootstrap keys to change")
+    parser.add_argument("--il", action="append", default=[], help="JSON of il keys to change")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results, config = Path(args.results), yaml.safe_load(Path(args.config).read_text())
+    detector, split = Detector.load(results / "eval/detector.json"), read_classes(results / "data/classes.json")
+    OUT.mkdir(exist_ok=True)
+    runs = [(vae_variant, json.loads(v)) for v in args.vae] + [(il_variant, json.loads(v)) for v in args.il]
+    for run, variant in runs:
+        row = run(variant, config, results, detector, split)
+        row["mean_hit_rate"] = float(np.mean(list(row["hit_rate"].values())))
+        print(json.dumps(row), flush=True)
+        with open(OUT / "results.jsonl", "a") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
