@@ -196,7 +196,8 @@ def fidelity_funnel(
             ordered = sorted(sets.items(), key=lambda item: not item[0].startswith("ours@"))  # the pipeline first
             for method_name, synthetic in ordered:
                 idx = np.flatnonzero(synthetic.frame["tail_class"].to_numpy() == name)
-                images = [np.asarray(Image.open(synthetic.paths()[i]).convert("L")) for i in idx]
+                paths = synthetic.paths()  # once per set, not once per image
+                images = [np.asarray(Image.open(paths[i]).convert("L")) for i in idx]
                 add(method_name, HIT, name, judge(name, images), len(idx), rate)
             print(f"fidelity_funnel: {name}: " + ", ".join(f"{r['stage']} {r['measure']} {r['value']:.2f}"
                   for r in rows if r["class"] == name), file=sys.stderr)  # fmt: skip
