@@ -49,7 +49,7 @@ def main() -> None:
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail) if args.synthetic else None
     method = synthetic.method if synthetic else "baseline"
     start, cpu = time.perf_counter(), time.process_time()
-    results, _, _ = evaluate_method(method, manifest, split, synthetic, cfg, torch.device("cpu"))
+    results, _, _, _ = evaluate_method(method, manifest, split, synthetic, cfg, torch.device("cpu"))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     test = manifest[manifest["split"] == "test"]
     prevalence = float(np.mean([test[c].mean() for c in split.tail]))

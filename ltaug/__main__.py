@@ -243,7 +243,7 @@ def _evaluate_classifier(args: argparse.Namespace) -> None:
     import torch
 
     from ltaug.data import read_manifest
-    from ltaug.evaluate import ClassifierConfig, evaluate_method, save_classifier, write_results
+    from ltaug.evaluate import ClassifierConfig, evaluate_method, save_classifier, write_results, write_scores
     from ltaug.synthetic import read_synthetic_set
 
     split, n = _synthetic_args(args)
@@ -251,10 +251,32 @@ def _evaluate_classifier(args: argparse.Namespace) -> None:
     torch.set_num_threads(cfg.threads)
     device = _runtime(args)[0]
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n) if args.synthetic else None
-    results, model, meta = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg, device,
-                                           source=args.manifest)  # fmt: skip
+    results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg,
+                                                   device, source=args.manifest)  # fmt: skip
     save_classifier(args.model_out, model, meta)
+    write_scores(args.scores, scores)
     write_results(args.results, results)
+
+
+def _compare_methods(args: argparse.Namespace) -> None:
+    from ltaug.config import from_json
+    from ltaug.data import read_classes
+    from ltaug.evaluate import write_results
+    from ltaug.stats import IntervalsConfig, compare_methods
+
+    methods = json.loads(args.methods)
+    if len(methods) != len(args.scores):
+        raise SystemExit(f"--methods names {len(methods)} methods but --scores gives {len(args.scores)} files")
+    results = compare_methods(dict(zip(methods, args.scores)), read_classes(args.classes),
+                              from_json(IntervalsConfig, args.params, "eval.intervals"))  # fmt: skip
+    write_results(args.results, results)
+    for method, entry in results["methods"].items():
+        tail = entry["map_tail"]
+        line = f"{method}: tail mAP {tail['estimate']:.3f} [{tail['lo']:.3f}, {tail['hi']:.3f}]"
+        if "delta" in entry:
+            d = entry["delta"]["map_tail"]
+            line += f", delta {d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], p {d['p']:.4f}"
+        print(line)
 
 
 def _fit_detector(args: argparse.Namespace) -> None:
@@ -286,8 +308,20 @@ def _evaluate_fid(args: argparse.Namespace) -> None:
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n)
     detector = Detector.load(args.detector) if args.detector else None
     results = evaluate_set(synthetic, read_manifest(args.manifest), split, args.classifier, cfg, args.image_size,
-                           device, detector, source=args.manifest)  # fmt: skip
+                           device, args.real_features, detector, source=args.manifest)  # fmt: skip
     write_results(args.results, results)
+
+
+def _real_features(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.data import read_manifest
+    from ltaug.fid import FidConfig, real_features
+
+    cfg = _section_with_threads(FidConfig, args, "eval.fid")
+    torch.set_num_threads(cfg.threads)
+    real_features(read_manifest(args.manifest), args.classifier, cfg, args.image_size, _runtime(args)[0], args.features,
+                  source=args.manifest)  # fmt: skip
 
 
 def _fidelity_funnel(args: argparse.Namespace) -> None:
@@ -340,7 +374,7 @@ def _report(args: argparse.Namespace) -> None:
     sets = {m: read_synthetic_set(Path(args.synthetic_dir) / m, split.classes, split.tail) for m in methods if m != "baseline"}
     detector = json.loads(Path(args.detector).read_text()) if args.detector else None
     table = write_report(args.outdir, methods, args.classifier_dir, args.fid_dir, split, sets,
-                         read_manifest(args.manifest), detector)  # fmt: skip
+                         read_manifest(args.manifest), args.intervals, detector)  # fmt: skip
     print(Path(args.outdir, "table1.md").read_text())
     print(f"{len(table)} rows")
 
@@ -472,7 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the set")
     p.add_argument("--results", required=True, help="output results/eval/classifier/{method}.json")
     p.add_argument("--model-out", required=True, help="output: the first seed's selected model (.pt)")
+    p.add_argument("--scores", required=True, help="output: every seed's test scores (.npz, for compare_methods)")
     p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+
+    p = stage("compare_methods", _compare_methods, "bootstrap intervals and paired differences to the baseline")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--methods", required=True, help="JSON list of the methods, in the order of --scores")
+    p.add_argument("--scores", nargs="+", required=True, help="every method's results/eval/classifier/{method}.scores.npz")
+    p.add_argument("--results", required=True, help="output results/eval/intervals.json")
 
     p = stage("fit_detector", _fit_detector, "fit the demo's tail-finding detector on real images, test it")
     p.add_argument("--manifest", required=True, help="manifest.csv")
@@ -489,7 +530,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", required=True, help="the real-data classifier (results/eval/classifier/baseline.pt)")
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
+    p.add_argument("--real-features", required=True, help="results/eval/real_features.npz (rule real_features)")
     p.add_argument("--results", required=True, help="output results/eval/fid/{method}.json")
+    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+
+    p = stage("real_features", _real_features, "features of the training images and the test-to-train distances")
+    p.add_argument("--manifest", required=True, help="manifest.csv")
+    p.add_argument("--classifier", required=True, help="the real-data classifier (results/eval/classifier/baseline.pt)")
+    p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
+    p.add_argument("--features", required=True, help="output results/eval/real_features.npz")
     p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
 
     p = stage("fidelity_funnel", _fidelity_funnel, "how much of each tail finding survives every stage")
@@ -518,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-dir", required=True, help="results/eval/classifier")
     p.add_argument("--fid-dir", required=True, help="results/eval/fid")
     p.add_argument("--synthetic-dir", required=True, help="results/synthetic")
+    p.add_argument("--intervals", required=True, help="results/eval/intervals.json (rule compare_methods)")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
     p.add_argument("--outdir", required=True, help="output results/report")
     return parser

@@ -338,8 +338,11 @@ def evaluate_method(
 ) -> tuple[dict, DenseNet, dict]:  # fmt: skip
     """Train on real train rows (+ ``synthetic``), select on val, score on test, for every seed.
 
-    Returns (results, the first seed's model, its metadata). Only test rows are scored; the
-    results record how many rows of which split each phase used and a hash of the test ids.
+    Returns (results, the first seed's model, its metadata, the test scores). Only test rows
+    are scored; the results record how many rows of which split each phase used and a hash of
+    the test ids. The test scores ({ids, labels, classes, seeds, scores (S, N, K) float64, the
+    numbers the metrics were computed from}) are what the bootstrap of Table 1 resamples
+    (:func:`write_scores`).
     """
     classes = split.classes
     parts = {s: manifest[manifest["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
@@ -365,10 +368,11 @@ def evaluate_method(
     val_labels = parts["val"][classes].to_numpy(dtype=np.uint8)
     test_labels = parts["test"][classes].to_numpy(dtype=np.uint8)
 
-    runs, first = [], None
+    runs, first, test_scores = [], None, []
     for seed in cfg.seeds:
         model, info = train_classifier(train, pool_labels, val, val_labels, classes, cfg, seed, device)
         scores = predict(model, test, device)
+        test_scores.append(scores)
         run = {"seed": seed, **score_metrics(test_labels, scores, classes, split.head, split.tail), **info}
         runs.append(run)
         print(f"{method} seed {seed}: head mAP {run['map_head']:.4f}, tail mAP {run['map_tail']:.4f}, "
@@ -396,7 +400,15 @@ def evaluate_method(
         "std": std,
         "runs": runs,
     }
-    return results, first[0], first[1]
+    scores = {"ids": np.asarray(parts["test"]["id"].astype(str).tolist(), dtype=str), "labels": test_labels, "classes": np.asarray(classes),
+              "seeds": np.asarray(cfg.seeds), "scores": np.stack(test_scores)}  # fmt: skip
+    return results, first[0], first[1], scores
+
+
+def write_scores(path: str | Path, scores: dict) -> None:
+    """The test scores of every seed as .npz: what compare_methods resamples for intervals and paired differences."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **scores)
 
 
 def write_results(path: str | Path, results: dict) -> None:

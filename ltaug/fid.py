@@ -15,6 +15,14 @@ with the cubic polynomial kernel, torchmetrics' ``poly_mmd``, averaged over rand
 is given beside it, since it suits the small sets of tail classes.
 
 Label fidelity (:mod:`ltaug.fidelity`) comes from the same forward pass of that classifier.
+
+In the same features: precision, recall, density and coverage (Naeem et al. 2020, the
+``prdc`` package: k-nearest-neighbour balls around real and generated samples), and
+memorisation: the share of generated samples whose nearest training image is closer than
+the ``memorisation_percentile``-th percentile of the real test images' nearest-training-image
+distances (rule real_features embeds the training split once for every method). A synthetic
+medical image that copies a training image leaks that patient's image; a generator that
+does not copy scores about the percentile itself (5 % by default), one that copies scores 1.
 """
 
 from __future__ import annotations
@@ -44,11 +52,18 @@ class FidConfig:
     kid_subsets: int = 100  # random subsets KID is averaged over
     kid_subset_size: int = 1000  # samples per subset (capped at the smaller set's size)
     batch_size: int = 64  # images per forward pass
-    seed: int = 0  # seed of the KID subsets
+    seed: int = 0  # seed of the KID subsets and of the memorisation reference subset
+    prdc_k: int = 5  # k of precision / recall / density / coverage (Naeem et al. 2020)
+    memorisation_percentile: float = 5  # memorised: nearest training image closer than this percentile of real ones'
+    memorisation_reference: int = 2000  # test images (a seeded subset when there are more) that set that threshold
+    memorisation_pairs: int = 8  # closest synthetic-training pairs kept for the report
     threads: int = 2  # torch CPU threads
 
     def __post_init__(self) -> None:
-        for key in ("kid_subsets", "kid_subset_size", "batch_size", "threads"):
+        if not 0 < self.memorisation_percentile < 100:
+            raise ConfigError(f"eval.fid.memorisation_percentile: {self.memorisation_percentile!r} is not in (0, 100).")
+        for key in ("kid_subsets", "kid_subset_size", "batch_size", "threads", "prdc_k", "memorisation_reference",
+                    "memorisation_pairs"):  # fmt: skip
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"eval.fid.{key}: {value!r} is not an integer >= 1.")
@@ -116,6 +131,38 @@ def kernel_distance(real: np.ndarray, fake: np.ndarray, subsets: int, subset_siz
     return float(np.mean(values)), float(np.std(values))
 
 
+def prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    """Precision, recall, density and coverage of ``fake`` against ``real`` with k-NN balls (``prdc`` package);
+    k is capped at the smaller set's size - 2, the largest the package takes (the value used is returned as ``k``)."""
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    k = min(k, len(real) - 2, len(fake) - 2)
+    if k < 1:
+        raise ValueError(f"precision/recall need at least 3 samples in each set, got {len(real)} and {len(fake)}")
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+        values = compute_prdc(np.asarray(real, np.float32), np.asarray(fake, np.float32), nearest_k=k)
+    return {**{key: float(v) for key, v in values.items()}, "k": int(k)}
+
+
+def nearest(reference: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, index) of every query's nearest reference row (Euclidean; scikit-learn, brute force in chunks)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if len(queries) == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(np.asarray(reference, np.float32))
+    distance, which = index.kneighbors(np.asarray(queries, np.float32))
+    return distance[:, 0].astype(np.float64), which[:, 0]
+
+
+def memorisation_threshold(reference_distances: np.ndarray, percentile: float) -> float:
+    """The ``percentile``-th percentile of the real test images' nearest-training-image distances."""
+    return float(np.percentile(np.asarray(reference_distances, np.float64), percentile))
+
+
 # ---------------------------------------------------------------------------- features
 
 
@@ -166,6 +213,32 @@ class InceptionFeatures:
         return torch.cat(out).reshape(len(images), -1).numpy()
 
 
+class FeatureSpace:
+    """The features every distance of a run is measured in: InceptionV3 pool features with local weights, else the
+    real-data DenseNet's penultimate layer; the DenseNet's class scores always come with them. Images are read
+    ``batch_size`` at a time, so memory is O(batch) plus the (N, D) features."""
+
+    def __init__(self, model_path: str | Path, cfg: FidConfig, image_size: int, device: torch.device):
+        self.judge = DenseNetFeatures(model_path, device)
+        self.inception = InceptionFeatures(cfg.inception_weights, device) if cfg.inception_weights else None
+        self.batch_size, self.image_size, self.metric = cfg.batch_size, image_size, cfg.metric
+        self.name = "InceptionV3 pool3, torchmetrics" if self.inception is not None else f"{self.judge.name}, penultimate layer"
+
+    def __call__(self, paths: Sequence[str], where: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) float32 features and (N, K) float64 class scores of the images at ``paths``."""
+        feats, scores = [], []
+        for start in range(0, len(paths), self.batch_size):
+            p, w = list(paths[start : start + self.batch_size]), list(where[start : start + self.batch_size])
+            f, c = self.judge(self.judge.images(p, w), self.batch_size)
+            if self.inception is not None:
+                f = self.inception(_rgb(p, self.image_size, w), self.batch_size)
+            feats.append(f.astype(np.float32))
+            scores.append(c)
+        if not feats:
+            return np.zeros((0, 0), np.float32), np.zeros((0, len(self.judge.meta["classes"])))
+        return np.concatenate(feats), np.concatenate(scores)
+
+
 def _rgb(paths: Sequence[str], size: int, where: Sequence[str]) -> torch.Tensor:
     """uint8 (N, 3, S, S): encode_latents' resize and crop, so real and generated images match in size."""
     return torch.stack([((preprocess(open_image(p, w), size) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -175,19 +248,67 @@ def _rgb(paths: Sequence[str], size: int, where: Sequence[str]) -> torch.Tensor:
 # ---------------------------------------------------------------------------- the stage
 
 
+def real_features(
+    manifest: pd.DataFrame, model_path: str | Path, cfg: FidConfig, image_size: int, device: torch.device,
+    path: str | Path, source: str = "the manifest",
+) -> None:  # fmt: skip
+    """Stage real_features: features of every training image, and of a seeded subset of
+    ``cfg.memorisation_reference`` test images their nearest training image and its distance
+    (the reference distribution of memorisation), as .npz at ``path``."""
+    from ltaug.io import atomic_path
+
+    space = FeatureSpace(model_path, cfg, image_size, device)
+    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    test = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    if len(train) == 0 or len(test) < 2:
+        raise InputError(f"{source}: memorisation needs training images and at least 2 test images "
+                         f"({len(train)} train, {len(test)} test).")  # fmt: skip
+    rng = np.random.default_rng(cfg.seed)
+    pick = np.sort(rng.choice(len(test), min(cfg.memorisation_reference, len(test)), replace=False))
+    test = test.iloc[pick].reset_index(drop=True)
+    train_feats, _ = space(train["path"].tolist(), [f"{source}, id {i!r}" for i in train["id"]])
+    test_feats, _ = space(test["path"].tolist(), [f"{source}, id {i!r}" for i in test["id"]])
+    distance, which = nearest(train_feats, test_feats)
+    print(f"{len(train)} training and {len(test)} reference test images in {space.name}; test-to-train distance "
+          f"median {np.median(distance):.3f}, {cfg.memorisation_percentile}th percentile "
+          f"{memorisation_threshold(distance, cfg.memorisation_percentile):.3f}", file=sys.stderr)  # fmt: skip
+    def text(column: pd.Series) -> np.ndarray:  # a unicode array: the file loads without pickle
+        return np.asarray(column.astype(str).tolist(), dtype=str)
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, train_ids=text(train["id"]), train_paths=text(train["path"]), train_features=train_feats,
+                 reference_ids=text(test["id"]), reference_distances=distance, reference_nearest=which,
+                 features=np.asarray(space.name))  # fmt: skip
+
+
+def _load_real_features(path: str | Path, space: FeatureSpace) -> dict:
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no training-image features here; run rule real_features first.")
+    with np.load(path, allow_pickle=False) as f:
+        data = {k: f[k] for k in f.files}
+    if str(data["features"]) != space.name:
+        raise InputError(f"{path}: features of {data['features']}, but this run measures in {space.name}; rerun "
+                         f"rule real_features.")  # fmt: skip
+    return data
+
+
 def evaluate_set(
     synthetic: SyntheticSet, manifest: pd.DataFrame, split: ClassSplit, model_path: str | Path, cfg: FidConfig,
-    image_size: int, device: torch.device, detector: Detector | None = None, source: str = "the manifest",
+    image_size: int, device: torch.device, real_features_path: str | Path, detector: Detector | None = None,
+    source: str = "the manifest",
 ) -> dict:  # fmt: skip
-    """FD (or FID) and KID per tail class between the set's samples of that class and the real images
-    of the class in ``cfg.real_splits``; label fidelity (and, with a ``detector``, detector fidelity)."""
+    """FD (or FID), KID and PRDC per tail class between the set's samples of that class and the real images
+    of the class in ``cfg.real_splits``; memorisation against the training images of ``real_features_path``;
+    label fidelity (and, with a ``detector``, detector fidelity)."""
     classes, tail = split.classes, split.tail
-    judge = DenseNetFeatures(model_path, device)
-    inception = InceptionFeatures(cfg.inception_weights, device) if cfg.inception_weights else None
+    space = FeatureSpace(model_path, cfg, image_size, device)
+    judge = space.judge
+    train = _load_real_features(real_features_path, space)
+    threshold = memorisation_threshold(train["reference_distances"], cfg.memorisation_percentile)
     real_rows = manifest[manifest["split"].isin(cfg.real_splits)].reset_index(drop=True)
     fake_rows = synthetic.frame
     fake_paths = synthetic.paths()
-    per_class = {}
+    per_class, closest = {}, []
     for t, name in enumerate(tail):
         real = real_rows[real_rows[name] == 1]
         fake_idx = np.flatnonzero(fake_rows["tail_class"].to_numpy() == name)
@@ -199,13 +320,16 @@ def evaluate_set(
             )
         real_where = [f"{source}, id {i!r}" for i in real["id"]]
         fake_where = [f"{synthetic.root / 'manifest.csv'}, id {fake_rows['dicom_id'].iloc[i]!r}" for i in fake_idx]
-        fake_images = judge.images([fake_paths[i] for i in fake_idx], fake_where)
-        fake_feats, fake_scores = judge(fake_images, cfg.batch_size)
-        real_feats, real_scores = judge(judge.images(real["path"].tolist(), real_where), cfg.batch_size)
-        if inception is not None:
-            real_feats = inception(_rgb(real["path"].tolist(), image_size, real_where), cfg.batch_size)
-            fake_feats = inception(_rgb([fake_paths[i] for i in fake_idx], image_size, fake_where), cfg.batch_size)
+        fake_feats, fake_scores = space([fake_paths[i] for i in fake_idx], fake_where)
+        real_feats, real_scores = space(real["path"].tolist(), real_where)
         kid, kid_std = kernel_distance(real_feats, fake_feats, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed + t)
+        if min(len(real_feats), len(fake_feats)) >= 3:
+            quality = prdc(real_feats, fake_feats, cfg.prdc_k)
+        else:  # k-NN balls need 3 samples a side: left undefined (and out of the averages), not guessed
+            quality = {"precision": np.nan, "recall": np.nan, "density": np.nan, "coverage": np.nan, "k": 0}
+            print(f"{synthetic.method}: {name}: {len(real)} real, {len(fake_idx)} generated: too few for "
+                  f"precision/recall (3 a side)", file=sys.stderr)  # fmt: skip
+        distance, which = nearest(train["train_features"], fake_feats)
         k = classes.index(name)
         entry = {
             "n_real": int(len(real)),
@@ -213,31 +337,43 @@ def evaluate_set(
             "fd": feature_frechet_distance(real_feats, fake_feats),
             "kid": kid,
             "kid_std": kid_std,
+            **{key: quality[key] for key in ("precision", "recall", "density", "coverage")},
+            "prdc_k": quality["k"],
+            "memorised": float(np.mean(distance < threshold)),
+            "nearest_train_distance_median": float(np.median(distance)),
             "label_fidelity": label_fidelity(fake_scores[:, k], judge.meta["thresholds"][name]),
             "label_rate_real": label_fidelity(real_scores[:, k], judge.meta["thresholds"][name]),
             "threshold": judge.meta["thresholds"][name],
         }
+        for j in np.argsort(distance, kind="stable")[: cfg.memorisation_pairs]:
+            closest.append({"tail_class": name, "synthetic_id": str(fake_rows["dicom_id"].iloc[fake_idx[j]]),
+                            "synthetic_path": fake_paths[fake_idx[j]], "train_id": str(train["train_ids"][which[j]]),
+                            "train_path": str(train["train_paths"][which[j]]), "distance": float(distance[j])})  # fmt: skip
         if detector is not None:
             entry["detector_fidelity"] = detector.rate(name, [_gray(fake_paths[i]) for i in fake_idx])
             entry["detector_rate_real"] = detector.rate(name, [_gray(p) for p in real["path"]])
         per_class[name] = entry
-        print(f"{synthetic.method}: {name}: {cfg.metric} {entry['fd']:.2f}, KID {kid:.4f}, label fidelity "
-              f"{entry['label_fidelity']:.3f} ({len(fake_idx)} generated, {len(real)} real)", file=sys.stderr)  # fmt: skip
+        print(f"{synthetic.method}: {name}: {cfg.metric} {entry['fd']:.2f}, KID {kid:.4f}, precision "
+              f"{entry['precision']:.3f}, recall {entry['recall']:.3f}, memorised {entry['memorised']:.3f}, label "
+              f"fidelity {entry['label_fidelity']:.3f} ({len(fake_idx)} generated, {len(real)} real)", file=sys.stderr)  # fmt: skip
 
     def avg(key: str) -> float | None:
-        values = [v[key] for v in per_class.values() if key in v]
+        values = [v[key] for v in per_class.values() if key in v and not np.isnan(v[key])]
         return float(np.mean(values)) if values else None
 
     return {
         "method": synthetic.method,
         "metric": cfg.metric,
-        "features": "InceptionV3 pool3, torchmetrics" if inception is not None else f"{judge.name}, penultimate layer",
+        "features": space.name,
         "judge": judge.name,
         "real_splits": list(cfg.real_splits),
         "config": asdict(cfg),
+        "memorisation": {"threshold": threshold, "percentile": cfg.memorisation_percentile,
+                         "reference": int(len(train["reference_distances"])), "train": int(len(train["train_ids"])),
+                         "closest": sorted(closest, key=lambda c: c["distance"])[: cfg.memorisation_pairs]},  # fmt: skip
         "per_class": per_class,
-        "avg_tail_fd": avg("fd"),
-        "avg_tail_kid": avg("kid"),
+        **{f"avg_tail_{key}": avg(key) for key in ("fd", "kid", "precision", "recall", "density", "coverage")},
+        "avg_memorised": avg("memorised"),
         "avg_label_fidelity": avg("label_fidelity"),
         "avg_detector_fidelity": avg("detector_fidelity"),
     }

@@ -3,8 +3,11 @@
 Elberg, Parra, Petrache (arXiv 2405.01705), Table 1: one row per method (Baseline, SMOTE,
 RoentGEN@75, Ours@0, Ours@1, Ours@5), columns Avg Tail FID, Head mAP, Tail mAP. Here also
 Resample, KID, macro AUROC and tail label fidelity (and, on the demo, detector fidelity);
-the distance column is named after its features (FID or FD-DenseNet). With more than one
-classifier seed every mAP is "mean ± std". Fig. 2 shows tail samples, their head
+the distance column is named after its features (FID or FD-DenseNet). Every mAP carries its
+95 % bootstrap interval and every method its paired difference to Baseline
+(:mod:`ltaug.stats`, rule compare_methods), drawn as a forest plot; a second table holds
+precision / recall / density / coverage and memorisation, with a panel of the synthetic
+samples closest to a training image. Fig. 2 shows tail samples, their head
 neighbours and the fused results; the panels here put, per tail class, the real tail image
 and head neighbour a fused sample came from next to one sample of every method.
 """
@@ -43,18 +46,23 @@ def _read(path: Path, what: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _fmt(mean: float | None, std: float | None = None, digits: int = 3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if _missing(mean):
         return "–"
     text = f"{mean:.{digits}f}"
     return text + (f" ± {std:.{digits}f}" if std is not None and not math.isnan(std) else "")
 
 
-def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[str, dict]) -> pd.DataFrame:
-    """One row per method: numbers from evaluate_classifier ({method}.json) and evaluate_fid.
+def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[str, dict], intervals: dict) -> pd.DataFrame:
+    """One row per method: numbers from evaluate_classifier ({method}.json), compare_methods (intervals.json)
+    and evaluate_fid.
 
     A method other than the baseline without a synthetic sample, or without its distance
-    results, is an error: an empty set must not look like a row of zeros.
+    results or intervals, is an error: an empty set must not look like a row of zeros.
     """
     rows = []
     for method in methods:
@@ -67,45 +75,115 @@ def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[s
         f = fid.get(method)
         if method != "baseline" and f is None:
             raise InputError(f"evaluation of {method!r}: no evaluate_fid results; run evaluate_fid for it.")
-        mean, std = c["mean"], c["std"]
+        i = intervals["methods"].get(method)
+        if i is None:
+            raise InputError(f"evaluation of {method!r}: not in intervals.json; rerun compare_methods.")
+        std = c["std"]
         many = len(c["seeds"]) > 1
-        rows.append({
-            "method": method,
-            "row": display_name(method),
-            "metric": f["metric"] if f else None,
-            "avg_tail_fd": f["avg_tail_fd"] if f else None,
-            "avg_tail_kid": f["avg_tail_kid"] if f else None,
-            "head_map": mean["map_head"], "head_map_std": std["map_head"] if many else None,
-            "tail_map": mean["map_tail"], "tail_map_std": std["map_tail"] if many else None,
-            "auroc_macro": mean["auroc_macro"], "auroc_macro_std": std["auroc_macro"] if many else None,
+        row = {"method": method, "row": display_name(method), "metric": f["metric"] if f else None}
+        for key in ("avg_tail_kid", "avg_tail_fd", "avg_tail_precision", "avg_tail_recall", "avg_tail_density",
+                    "avg_tail_coverage", "avg_memorised"):  # fmt: skip
+            row[key] = f.get(key) if f else None
+        for key, name in (("map_head", "head_map"), ("map_tail", "tail_map"), ("auroc_macro", "auroc_macro")):
+            row[name] = i[key]["estimate"]
+            row[f"{name}_lo"], row[f"{name}_hi"] = i[key]["lo"], i[key]["hi"]
+            row[f"{name}_std"] = std[key] if many else None
+        for key, name in (("map_tail", "delta_tail_map"), ("map_head", "delta_head_map")):
+            d = i.get("delta", {}).get(key)
+            for part in ("estimate", "lo", "hi", "p", "p_holm"):
+                row[name if part == "estimate" else f"{name}_{part}"] = d[part] if d else None
+        row |= {
             "tail_label_fidelity": f["avg_label_fidelity"] if f else None,
             "tail_detector_fidelity": f.get("avg_detector_fidelity") if f else None,
             "n_synthetic": c["n"]["synthetic"],
             "seeds": len(c["seeds"]),
-        })  # fmt: skip
+        }
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame, notes: Sequence[str]) -> str:
-    """Table 1 as a GitHub markdown table, followed by notes."""
+def _ci(estimate, lo, hi, digits: int = 3, sign: bool = False) -> str:
+    if _missing(estimate):
+        return "–"
+    f = f"+.{digits}f" if sign else f".{digits}f"
+    return f"{estimate:{f}} [{lo:{f}}, {hi:{f}}]"
+
+
+def _p(p) -> str:
+    if _missing(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdicts(table: pd.DataFrame, level: float) -> list[str]:
+    """One line per method: is its tail and head mAP difference to Baseline distinguishable from zero?"""
+    lines = []
+    for r in table.itertuples():
+        if _missing(r.delta_tail_map):
+            continue
+        parts = []
+        for what, d, lo, hi, p, holm in (("tail", r.delta_tail_map, r.delta_tail_map_lo, r.delta_tail_map_hi,
+                                          r.delta_tail_map_p, r.delta_tail_map_p_holm),
+                                         ("head", r.delta_head_map, r.delta_head_map_lo, r.delta_head_map_hi,
+                                          r.delta_head_map_p, r.delta_head_map_p_holm)):  # fmt: skip
+            if _missing(d):
+                continue
+            real = lo > 0 or hi < 0
+            word = ("higher" if d > 0 else "lower") if real else "not distinguishable from Baseline"
+            parts.append(f"{what} mAP {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (p {_p(p)}, Holm {_p(holm)}): "
+                         + (f"{word} than Baseline" if real else word))  # fmt: skip
+        lines.append(f"**{r.row}**: " + "; ".join(parts) + ".")
+    if lines:
+        lines.insert(0, f"Differences to Baseline ({level:.0%} paired bootstrap interval; distinguishable when it "
+                        f"excludes 0):")  # fmt: skip
+    return lines
+
+
+def markdown(table: pd.DataFrame, notes: Sequence[str], level: float = 0.95) -> str:
+    """Table 1 and the sample-quality table as GitHub markdown, the verdicts on the differences, then notes."""
     metric = next((m for m in table["metric"] if isinstance(m, str)), "FID")
     demo = table["tail_detector_fidelity"].notna().any()
-    head = ["Method", f"Avg Tail {metric} ↓", "Avg Tail KID ↓", "Head mAP ↑", "Tail mAP ↑", "Macro AUROC ↑",
-            "Tail label fidelity ↑"] + (["Tail detector fidelity ↑"] if demo else [])  # fmt: skip
+    ci = f"[{level:.0%} CI]"
+    head = ["Method", "Avg Tail KID ↓", f"Avg Tail {metric} ↓", f"Head mAP ↑ {ci}", f"Tail mAP ↑ {ci}",
+            f"Δ Tail mAP vs Baseline {ci}", "p", f"Macro AUROC ↑ {ci}", "Tail label fidelity ↑"]  # fmt: skip
+    head += ["Tail detector fidelity ↑"] if demo else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples():
-        cells = [r.row, _fmt(r.avg_tail_fd, digits=2), _fmt(r.avg_tail_kid, digits=4), _fmt(r.head_map, r.head_map_std),
-                 _fmt(r.tail_map, r.tail_map_std), _fmt(r.auroc_macro, r.auroc_macro_std), _fmt(r.tail_label_fidelity)]  # fmt: skip
+        cells = [r.row, _fmt(r.avg_tail_kid, digits=4), _fmt(r.avg_tail_fd, digits=2),
+                 _ci(r.head_map, r.head_map_lo, r.head_map_hi), _ci(r.tail_map, r.tail_map_lo, r.tail_map_hi),
+                 _ci(r.delta_tail_map, r.delta_tail_map_lo, r.delta_tail_map_hi, sign=True), _p(r.delta_tail_map_p),
+                 _ci(r.auroc_macro, r.auroc_macro_lo, r.auroc_macro_hi), _fmt(r.tail_label_fidelity)]  # fmt: skip
         if demo:
             cells.append(_fmt(r.tail_detector_fidelity))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    quality = table[table["avg_tail_kid"].notna()]
+    if len(quality):
+        lines += ["", "Sample quality per tail class, averaged (same features as the distances):", "",
+                  "| Method | Precision ↑ | Recall ↑ | Density ↑ | Coverage ↑ | Memorised ↓ |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in quality.itertuples():
+            cells = [r.row] + [_fmt(v) for v in (r.avg_tail_precision, r.avg_tail_recall, r.avg_tail_density,
+                                                 r.avg_tail_coverage, r.avg_memorised)]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    verdict = verdicts(table, level)
+    text = "\n".join(lines) + "\n\n"
+    if verdict:
+        text += verdict[0] + "\n\n" + "\n".join(f"- {v}" for v in verdict[1:]) + "\n\n"
+    return text + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-def notes_for(split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dict], detector: dict | None) -> list[str]:
+def notes_for(
+    split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dict], detector: dict | None, intervals: dict
+) -> list[str]:
     """The facts a reader needs beside the numbers: classifier, seeds, test split, what each column means."""
     base = classifier["baseline"] if "baseline" in classifier else next(iter(classifier.values()))
+    seeds = len(intervals["seeds"])
     notes = [
+        f"Intervals: {intervals['level']:.0%} percentile bootstrap over {intervals['resamples']} resamples of the "
+        f"{intervals['n_test']} test images, the same resamples for every method, so each Δ is a paired difference "
+        + (f"(the {seeds} classifier seeds are resampled too, the same draw for every method: the interval holds the "
+           f"seed-to-seed spread of the mean of {seeds} trainings); " if seeds > 1 else "(one classifier seed: the "
+           "interval holds the test-set variance only, not the spread between trainings); ")
+        + "p: two-sided bootstrap p-value of a zero difference; Holm: adjusted over the methods.",
         f"Classifier: {base['classifier']} at {base['config']['image_size']} px, {base['config']['steps']} steps, "
         f"seeds {base['seeds']}; trained on {base['n']['train_real']} real training images (+ the method's synthetic "
         f"set), selected on {base['n']['val']} validation images, scored on the {base['n']['test']} test images only.",
@@ -119,6 +197,19 @@ def notes_for(split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dic
             f"images of the {'/'.join(any_fid['real_splits'])} split(s), in the features of {any_fid['features']}, "
             f"averaged over tail classes; KID likewise (unbiased, polynomial kernel)."
             + (" FD-DenseNet is not Inception FID: compare it only within this table." if any_fid["metric"] != "FID" else "")
+            + " With a few dozen real images per tail class the Frechet distance is dominated by its small-sample bias;"
+            " KID is unbiased and is the headline."
+        )
+        ks = sorted({v["prdc_k"] for v in any_fid["per_class"].values() if v["prdc_k"]})
+        k = f"k = {', '.join(map(str, ks))}" if ks else "undefined: fewer than 3 real images per tail class"
+        mem = any_fid["memorisation"]
+        notes.append(
+            f"Precision / recall / density / coverage (Naeem et al. 2020, {k}) of each tail class's "
+            f"samples against its real images, averaged. Memorised: share of samples whose nearest training image "
+            f"({mem['train']} images) is closer than the {mem['percentile']:g}th percentile ({mem['threshold']:.3f}) of "
+            f"{mem['reference']} real test images' nearest-training-image distances; a generator that does not copy "
+            f"scores about {mem['percentile'] / 100:.2f}, one that copies training images 1 (memorisation.png shows "
+            f"the closest pairs)."
         )
         real = [v["label_rate_real"] for v in any_fid["per_class"].values()]
         notes.append(
@@ -137,8 +228,8 @@ def notes_for(split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dic
     return notes
 
 
-def per_class_ap_plot(path: Path, methods: Sequence[str], classifier: dict[str, dict], split: ClassSplit) -> None:
-    """Grouped bars: test AP per class (head, medium, tail in that order), one bar per method."""
+def per_class_ap_plot(path: Path, methods: Sequence[str], intervals: dict, split: ClassSplit) -> None:
+    """Grouped bars: test AP per class (head, medium, tail in that order), one bar per method, with its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,9 +240,11 @@ def per_class_ap_plot(path: Path, methods: Sequence[str], classifier: dict[str, 
     width = 0.8 / len(methods)
     x = np.arange(len(order))
     for m, method in enumerate(methods):
-        ap = classifier[method]["mean"]["ap"]
-        values = [np.nan if ap[c] is None else ap[c] for c in order]
-        ax.bar(x + (m - (len(methods) - 1) / 2) * width, values, width, label=display_name(method))
+        ap = intervals["methods"][method]["ap"]
+        values = np.array([[np.nan if ap[c][k] is None else ap[c][k] for k in ("estimate", "lo", "hi")] for c in order])
+        error = np.abs(values[:, 1:].T - values[:, 0])
+        ax.bar(x + (m - (len(methods) - 1) / 2) * width, values[:, 0], width, label=display_name(method),
+               yerr=error, error_kw={"elinewidth": 0.6, "capsize": 1.2, "ecolor": "0.25"})  # fmt: skip
     first_tail = len(order) - len(split.tail)
     ax.axvspan(first_tail - 0.5, len(order) - 0.5, color="0.9", zorder=0)
     ax.text(first_tail - 0.4, 1.0, "tail classes", fontsize=9, va="top")
@@ -159,6 +252,62 @@ def per_class_ap_plot(path: Path, methods: Sequence[str], classifier: dict[str, 
     ax.set_ylabel("test AP")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, ncol=len(methods), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def forest_plot(path: Path, table: pd.DataFrame, level: float) -> None:
+    """Δ tail mAP and Δ head mAP of every method against Baseline with their paired intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table[table["delta_tail_map"].notna()].reset_index(drop=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * max(len(rows), 1) + 1.4), sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for ax, (name, title) in zip(axes, (("delta_tail_map", "Δ tail mAP"), ("delta_head_map", "Δ head mAP"))):
+        estimate = rows[name].to_numpy(dtype=float)
+        lo, hi = rows[f"{name}_lo"].to_numpy(dtype=float), rows[f"{name}_hi"].to_numpy(dtype=float)
+        real = (lo > 0) | (hi < 0)
+        ax.axvline(0, color="0.5", lw=0.8, ls="--")
+        ax.errorbar(estimate, y, xerr=[estimate - lo, hi - estimate], fmt="none", ecolor="0.3", capsize=3)
+        ax.scatter(estimate, y, c=np.where(real, "tab:red", "0.4"), zorder=3, s=22)
+        ax.set_title(f"{title} vs Baseline ({level:.0%} paired interval)", fontsize=9)
+        ax.grid(axis="x", color="0.9")
+    axes[0].set_yticks(y, rows["row"].tolist(), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def memorisation_panel(path: Path, fid: dict[str, dict], pairs: int = 4) -> None:
+    """Per method (rows), its ``pairs`` synthetic samples closest to a training image, each next to that image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(fid)
+    fig, axes = plt.subplots(max(len(methods), 1), 2 * pairs, figsize=(1.25 * 2 * pairs, 1.45 * max(len(methods), 1)),
+                             squeeze=False)  # fmt: skip
+    for r, method in enumerate(methods):
+        closest = fid[method]["memorisation"]["closest"][:pairs]
+        for c in range(2 * pairs):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c // 2 >= len(closest):
+                ax.axis("off")
+                continue
+            pair = closest[c // 2]
+            image = pair["synthetic_path"] if c % 2 == 0 else pair["train_path"]
+            ax.imshow(np.asarray(open_image(image).convert("L")), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"d {pair['distance']:.2f}" if c % 2 == 0 else "nearest train", fontsize=6)
+            if c == 0:
+                ax.set_ylabel(display_name(method), fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -212,21 +361,25 @@ def panels(path: Path, sets: dict[str, SyntheticSet], manifest: pd.DataFrame, sp
 
 def write_report(
     outdir: str | Path, methods: Sequence[str], classifier_dir: str | Path, fid_dir: str | Path, split: ClassSplit,
-    sets: dict[str, SyntheticSet], manifest: pd.DataFrame, detector: dict | None = None,
+    sets: dict[str, SyntheticSet], manifest: pd.DataFrame, intervals_path: str | Path, detector: dict | None = None,
 ) -> pd.DataFrame:  # fmt: skip
-    """Stage report: table1.csv, table1.md, per_class_ap.png and samples.png under ``outdir``."""
+    """Stage report: table1.csv, table1.md, per_class_ap.png, forest.png, memorisation.png and samples.png
+    under ``outdir``."""
     if not methods:
         raise InputError("eval.methods is empty; list the methods to evaluate, e.g. [baseline, resample, smote, roentgen, ours].")
     classifier = {m: _read(Path(classifier_dir) / f"{m}.json", f"classifier results of {m!r}") for m in methods}
     fid = {m: _read(Path(fid_dir) / f"{m}.json", f"distance results of {m!r}") for m in methods if m != "baseline"}
-    table = build_table(methods, classifier, fid)
+    intervals = _read(Path(intervals_path), "bootstrap intervals (rule compare_methods)")
+    table = build_table(methods, classifier, fid, intervals)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(outdir / "table1.csv") as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
-    text = "# Table 1\n\n" + markdown(table, notes_for(split, classifier, fid, detector))
+    text = "# Table 1\n\n" + markdown(table, notes_for(split, classifier, fid, detector, intervals), intervals["level"])
     with atomic_path(outdir / "table1.md") as tmp:
         Path(tmp).write_text(text)
-    per_class_ap_plot(outdir / "per_class_ap.png", methods, classifier, split)
+    per_class_ap_plot(outdir / "per_class_ap.png", methods, intervals, split)
+    forest_plot(outdir / "forest.png", table, intervals["level"])
+    memorisation_panel(outdir / "memorisation.png", fid)
     panels(outdir / "samples.png", sets, manifest, split)
     return table

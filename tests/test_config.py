@@ -24,6 +24,7 @@ from ltaug.generate import GenerateConfig
 from ltaug.iterated import ILConfig
 from ltaug.latents import LatentsConfig
 from ltaug.pairing import PairingConfig
+from ltaug.stats import IntervalsConfig
 
 CONFIG = REPO / "config.yaml"
 SECTIONS = {
@@ -41,6 +42,7 @@ SECTIONS = {
     "baselines": BaselinesConfig,
     "eval.classifier": ClassifierConfig,
     "eval.fid": FidConfig,
+    "eval.intervals": IntervalsConfig,
 }
 # keys the Snakefile uses itself, or that a rule fills in from elsewhere (latents.image_size, threads)
 WORKFLOW_ONLY = {

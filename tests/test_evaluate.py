@@ -75,7 +75,7 @@ def test_only_the_test_split_is_scored_and_never_trained_on(data, monkeypatch):
 
     monkeypatch.setattr(evaluate, "train_classifier", fake_train)
     monkeypatch.setattr(evaluate, "predict", oracle)
-    results, _, meta = evaluate_method("smote", manifest, split, synthetic, TINY, torch.device("cpu"))
+    results, _, meta, scores = evaluate_method("smote", manifest, split, synthetic, TINY, torch.device("cpu"))
 
     paths = {s: set(manifest.loc[manifest["split"] == s, "path"]) for s in ("train", "val", "test")}
     assert set(seen["train"]) == paths["train"] | set(synthetic.paths()) and len(seen["train"]) == 40 + 4
@@ -90,6 +90,11 @@ def test_only_the_test_split_is_scored_and_never_trained_on(data, monkeypatch):
         assert ap == 1.0 if test[c].any() else math.isnan(ap), (c, ap)
     assert results["mean"]["map_tail"] == 1.0 and results["scored_split"] == "test"
     assert meta["method"] == "smote" and set(meta["thresholds"]) == set(split.classes)
+    # what compare_methods resamples: every seed's scores of exactly the test rows, in manifest order
+    assert scores["ids"].tolist() == test["id"].astype(str).tolist() and scores["classes"].tolist() == split.classes
+    assert scores["scores"].shape == (len(TINY.seeds), len(test), len(split.classes)) and scores["scores"].dtype == np.float64
+    np.testing.assert_array_equal(scores["labels"], test[split.classes].to_numpy())
+    np.testing.assert_array_equal(scores["scores"][0], scores["labels"])  # the oracle's scores, unchanged
 
 
 def test_a_set_made_from_a_test_image_is_refused(data):

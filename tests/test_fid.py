@@ -8,7 +8,17 @@ import scipy.linalg
 import torch
 
 from ltaug.errors import ConfigError
-from ltaug.fid import FidConfig, InceptionFeatures, feature_frechet_distance, frechet_distance, gaussian_stats, kernel_distance
+from ltaug.fid import (
+    FidConfig,
+    InceptionFeatures,
+    feature_frechet_distance,
+    frechet_distance,
+    gaussian_stats,
+    kernel_distance,
+    memorisation_threshold,
+    nearest,
+    prdc,
+)
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -104,3 +114,33 @@ def test_inception_without_torch_fidelity_says_how_to_get_it(tmp_path):
             InceptionFeatures(str(tmp_path / "w.pth"), torch.device("cpu"))
     else:
         pytest.skip("torch-fidelity is installed; no local InceptionV3 weights to test the FID path with")
+
+
+def test_prdc_of_a_copy_and_of_a_distant_set():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(60, 8))
+    copy = prdc(real, real.copy(), k=5)
+    assert copy["precision"] == 1.0 and copy["recall"] == 1.0 and copy["coverage"] == 1.0 and copy["k"] == 5
+    far = prdc(real, real + 100.0, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0, "k": 5}
+    # half the fake samples on the real ones, half far away: precision and density halve
+    half = prdc(real, np.concatenate([real[:30], real[:30] + 100.0]), k=5)
+    assert half["precision"] == pytest.approx(0.5) and half["coverage"] <= 1.0
+    assert prdc(real[:4], real[:10], k=5)["k"] == 2  # capped below the smaller set
+    with pytest.raises(ValueError, match="at least 3 samples"):
+        prdc(real[:2], real, k=5)
+
+
+def test_copies_of_training_images_are_memorised_and_fresh_samples_are_not():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(500, 16))
+    test = rng.normal(size=(200, 16))  # real held-out images: the reference distances
+    reference, _ = nearest(train, test)
+    threshold = memorisation_threshold(reference, 5)
+    assert threshold == pytest.approx(np.percentile(reference, 5))
+    copies = train[[3, 77, 400]]
+    distance, which = nearest(train, copies)
+    assert (distance < 1e-6).all() and which.tolist() == [3, 77, 400] and np.mean(distance < threshold) == 1.0
+    fresh = rng.normal(size=(400, 16))  # drawn like the test images: about 5 % below the 5th percentile
+    share = np.mean(nearest(train, fresh)[0] < threshold)
+    assert 0.0 < share < 0.15

@@ -119,6 +119,7 @@ def fid_inputs(wildcards):
         "classes": f"{OUT}/data/classes.json",
         "synthetic": synthetic_set(wildcards.method),
         "classifier": f"{OUT}/eval/classifier/baseline.pt",
+        "real_features": f"{OUT}/eval/real_features.npz",
     }
     if config["demo"]["enabled"]:
         inputs["detector"] = f"{OUT}/eval/detector.json"
@@ -134,6 +135,7 @@ def report_inputs(wildcards):
         "classes": f"{OUT}/data/classes.json",
         "classifier": [f"{OUT}/eval/classifier/{m}.json" for m in methods],
         "fid": [f"{OUT}/eval/fid/{m}.json" for m in synthetic],
+        "intervals": f"{OUT}/eval/intervals.json",
         "sets": [synthetic_set(m) for m in synthetic],
     }
     if config["demo"]["enabled"] and synthetic:
@@ -164,7 +166,7 @@ def funnel_inputs(wildcards):
 def get_final_output():
     """Everything `snakemake` with no target builds; later stages extend this list."""
     outputs = [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]
-    outputs += [f"{OUT}/latents/{split}.zarr" for split in SPLITS]
+    outputs += [f"{OUT}/latents/{split}.zarr" for split in ("train", "val")]  # test: no stage reads its latents
     outputs += [f"{OUT}/il/model.pt", f"{OUT}/il/history.csv"]
     outputs += [f"{OUT}/cam/{split}.zarr" for split in config["cam"]["splits"]]
     outputs += [f"{OUT}/pairs/pairs.csv", f"{OUT}/fused/latents.zarr"]

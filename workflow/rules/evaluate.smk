@@ -8,6 +8,7 @@ rule evaluate_classifier:
     output:
         results=f"{OUT}/eval/classifier/{{method}}.json",
         model=f"{OUT}/eval/classifier/{{method}}.pt",
+        scores=f"{OUT}/eval/classifier/{{method}}.scores.npz",
     wildcard_constraints:
         method=METHOD_PATTERN,
     params:
@@ -27,8 +28,30 @@ rule evaluate_classifier:
     shell:
         "python -m ltaug evaluate_classifier --manifest {input.manifest:q} --classes {input.classes:q}"
         " --method {wildcards.method:q} --synthetic={params.synthetic:q} --n-per-class {params.n_per_class}"
-        " --results {output.results:q} --model-out {output.model:q} --params {params.cfg:q}"
+        " --results {output.results:q} --model-out {output.model:q} --scores {output.scores:q} --params {params.cfg:q}"
         " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+
+
+# Table 1's intervals: every method's test scores resampled together (paired bootstrap), the
+# difference of every method to the baseline with its interval and p-value.
+rule compare_methods:
+    input:
+        classes=f"{OUT}/data/classes.json",
+        scores=[f"{OUT}/eval/classifier/{m}.scores.npz" for m in eval_methods()],
+    output:
+        results=f"{OUT}/eval/intervals.json",
+    params:
+        cfg=section_json("eval.intervals"),
+        methods=json.dumps(eval_methods()),
+    log:
+        "logs/eval/compare_methods.log",
+    benchmark:
+        "benchmarks/eval/compare_methods.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m ltaug compare_methods --classes {input.classes:q} --methods {params.methods:q}"
+        " --scores {input.scores:q} --results {output.results:q} --params {params.cfg:q} > {log} 2>&1"
 
 
 if config["demo"]["enabled"]:
@@ -78,8 +101,36 @@ rule evaluate_fid:
     shell:
         "python -m ltaug evaluate_fid --manifest {input.manifest:q} --classes {input.classes:q}"
         " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.classifier:q}"
-        " --image-size {params.image_size} --detector={params.detector:q} --results {output.results:q}"
+        " --image-size {params.image_size} --detector={params.detector:q} --real-features {input.real_features:q}"
+        " --results {output.results:q}"
         " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+
+
+# Memorisation's reference: the training images' features (once for every method) and the
+# distance of real test images to their nearest training image.
+rule real_features:
+    input:
+        manifest=f"{OUT}/data/manifest.csv",
+        classifier=f"{OUT}/eval/classifier/baseline.pt",
+    output:
+        features=f"{OUT}/eval/real_features.npz",
+    params:
+        cfg=section_json("eval.fid", keep=("inception_weights", "batch_size", "memorisation_reference", "seed")),
+        image_size=config["latents"]["image_size"],
+        diffusion=section_json("diffusion", keep=("device",)),
+    log:
+        "logs/eval/real_features.log",
+    benchmark:
+        "benchmarks/eval/real_features.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "python -m ltaug real_features --manifest {input.manifest:q} --classifier {input.classifier:q}"
+        " --image-size {params.image_size} --features {output.features:q} --params {params.cfg:q}"
+        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
 
 
 # How much of each tail finding survives each stage: on the demo judged by the finding detector

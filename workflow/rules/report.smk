@@ -1,4 +1,5 @@
-# The paper's Table 1 (rows from eval.methods), a per-class AP plot and sample panels,
+# The paper's Table 1 (rows from eval.methods) with intervals, a forest plot of the differences
+# to Baseline, a per-class AP plot, sample and memorisation panels,
 # all flagged for `snakemake --report`.
 
 
@@ -9,6 +10,8 @@ rule report:
         table=report(f"{OUT}/report/table1.csv", caption="../report/table1.rst", category="Table 1"),
         markdown=f"{OUT}/report/table1.md",
         ap=report(f"{OUT}/report/per_class_ap.png", caption="../report/per_class_ap.rst", category="Table 1"),
+        forest=report(f"{OUT}/report/forest.png", caption="../report/forest.rst", category="Table 1"),
+        memorisation=report(f"{OUT}/report/memorisation.png", caption="../report/memorisation.rst", category="Samples"),
         samples=report(f"{OUT}/report/samples.png", caption="../report/samples.rst", category="Samples"),
     params:
         methods=json.dumps(eval_methods()),
@@ -26,5 +29,6 @@ rule report:
     shell:
         "python -m ltaug report --manifest {input.manifest:q} --classes {input.classes:q} --methods {params.methods:q}"
         " --classifier-dir {params.classifier_dir:q} --fid-dir {params.fid_dir:q}"
-        " --synthetic-dir {params.synthetic_dir:q} --detector={params.detector:q} --outdir {params.outdir:q}"
+        " --synthetic-dir {params.synthetic_dir:q} --intervals {input.intervals:q} --detector={params.detector:q}"
+        " --outdir {params.outdir:q}"
         " > {log} 2>&1"

@@ -1,0 +1,152 @@
+"""Bootstrap intervals and paired differences of Table 1: values against scikit-learn and brute-force loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from ltaug.data import ClassSplit
+from ltaug.errors import InputError
+from ltaug.evaluate import write_scores
+from ltaug.stats import (
+    IntervalsConfig,
+    bootstrap,
+    compare_methods,
+    holm,
+    interval,
+    p_value,
+    resample_counts,
+    weighted_curves,
+)
+
+
+def test_resample_counts_are_seeded_draws_of_n_whatever_the_block():
+    counts = np.concatenate(list(resample_counts(37, 50, seed=1, block=7)))
+    assert counts.shape == (50, 37) and (counts.sum(axis=1) == 37).all() and counts.min() >= 0
+    np.testing.assert_array_equal(counts, np.concatenate(list(resample_counts(37, 50, seed=1, block=100))))
+    assert not np.array_equal(counts, np.concatenate(list(resample_counts(37, 50, seed=2))))
+
+
+def test_weighted_ap_and_auroc_equal_sklearn_on_the_resampled_rows():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    s = np.round(rng.random(40), 1)  # many ties
+    w = next(resample_counts(40, 30, seed=3))
+    ap, auc = weighted_curves(y, s, w)
+    for b in range(30):
+        rows = np.repeat(np.arange(40), w[b])  # the resample as duplicated rows
+        assert ap[b] == pytest.approx(average_precision_score(y[rows], s[rows]), abs=1e-12)
+        assert auc[b] == pytest.approx(roc_auc_score(y[rows], s[rows]), abs=1e-12)
+    ones = np.ones((1, 40), dtype=np.int64)
+    assert weighted_curves(y, s, ones)[0][0] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_a_resample_without_positives_or_negatives_has_no_score():
+    y, s = np.array([1, 0, 0, 1]), np.array([0.9, 0.1, 0.4, 0.3])
+    w = np.array([[0, 2, 2, 0], [2, 0, 0, 2], [1, 1, 1, 1]])
+    ap, auc = weighted_curves(y, s, w)
+    assert np.isnan(ap[0]) and np.isnan(auc[0])  # no positive drawn
+    assert ap[1] == 1.0 and np.isnan(auc[1])  # positives only: AP 1, AUC undefined
+    assert ap[2] == pytest.approx(average_precision_score(y, s)) and auc[2] == pytest.approx(0.75)  # 0.3 < 0.4: one pair lost
+    ap, auc = weighted_curves(np.zeros(4, int), s, w)
+    assert np.isnan(ap).all() and np.isnan(auc).all()
+
+
+def hand_made(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, 4)) < [0.5, 0.4, 0.15, 0.1]).astype(np.uint8)
+    labels[:2, 3] = 1  # every class has a positive
+    good = labels + rng.normal(0, 0.6, labels.shape)  # a useful classifier
+    poor = labels + rng.normal(0, 2.0, labels.shape)
+    return labels, good[None], poor[None]
+
+
+def test_bootstrap_interval_equals_a_brute_force_loop_with_sklearn():
+    labels, good, _ = hand_made()
+    head, tail = [0, 1], [2, 3]
+    point, reps = bootstrap(labels, {"good": good}, head, tail, resamples=200, seed=5, block=64)
+    brute = []
+    for w in np.concatenate(list(resample_counts(len(labels), 200, seed=5))):
+        rows = np.repeat(np.arange(len(labels)), w)
+        aps = [average_precision_score(labels[rows, k], good[0][rows, k]) if labels[rows, k].any() else np.nan for k in tail]
+        brute.append(np.nanmean(aps))
+    np.testing.assert_allclose(reps["good"]["map_tail"], brute, atol=1e-12)
+    lo, hi = interval(reps["good"]["map_tail"])
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(brute, [0.025, 0.975])), abs=1e-12)
+    whole = np.mean([average_precision_score(labels[:, k], good[0][:, k]) for k in tail])
+    assert point["good"]["map_tail"] == pytest.approx(whole, abs=1e-12) and lo < whole < hi
+
+
+def test_identical_methods_differ_by_exactly_zero():
+    labels, good, _ = hand_made()
+    _, reps = bootstrap(labels, {"a": good, "b": good.copy()}, [0, 1], [2, 3], resamples=300, seed=0)
+    d = reps["a"]["map_tail"] - reps["b"]["map_tail"]
+    assert (d == 0).all() and interval(d) == (0.0, 0.0) and p_value(d) == 1.0
+
+
+def test_a_real_difference_is_found_and_noise_is_not():
+    labels, good, poor = hand_made(n=200)
+    _, reps = bootstrap(labels, {"good": good, "poor": poor, "poor2": poor + 1e-9}, [0, 1], [2, 3], 500, 0)
+    real = reps["good"]["map_tail"] - reps["poor"]["map_tail"]
+    lo, hi = interval(real)
+    assert lo > 0 and (real <= 0).sum() < 5
+    assert p_value(real) == pytest.approx(2 * ((real <= 0).sum() + 1) / 501) and p_value(real) < 0.05
+    same = reps["poor2"]["map_tail"] - reps["poor"]["map_tail"]
+    lo, hi = interval(same)
+    assert lo <= 0 <= hi and p_value(same) == 1.0
+
+
+def test_seeds_that_agree_add_no_spread_and_every_method_sees_the_same_draws():
+    labels, good, poor = hand_made()
+    _, one = bootstrap(labels, {"m": good}, [0, 1], [2, 3], 100, 4)
+    _, two = bootstrap(labels, {"m": np.concatenate([good, good])}, [0, 1], [2, 3], 100, 4)
+    np.testing.assert_allclose(two["m"]["map_tail"], one["m"]["map_tail"], atol=1e-12)
+    # seeds that disagree: each replicate is the mean over the seeds it draws, so it lies between them
+    _, mixed = bootstrap(labels, {"m": np.concatenate([good, poor])}, [0, 1], [2, 3], 100, 4)
+    _, low = bootstrap(labels, {"m": poor}, [0, 1], [2, 3], 100, 4)
+    m, g, p = mixed["m"]["map_tail"], one["m"]["map_tail"], low["m"]["map_tail"]
+    assert ((m >= np.minimum(g, p) - 1e-12) & (m <= np.maximum(g, p) + 1e-12)).all()
+    assert len(np.unique(np.round(m, 12))) > len(np.unique(np.round((g + p) / 2, 12))) / 2
+
+
+def test_p_value_and_holm_on_known_values():
+    assert p_value(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 * 1 / 4)
+    assert p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(2 * 2 / 5)
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": float("nan")}) == pytest.approx(
+        {"a": 0.03, "b": 0.06, "c": 0.06, "d": float("nan")}, nan_ok=True
+    )
+
+
+SPLIT = ClassSplit(classes=["A", "B", "C", "D"], head=["A", "B"], medium=[], tail=["C", "D"],
+                   train_counts={}, prevalence={}, n={})  # fmt: skip
+
+
+def scores_file(path, labels, scores, ids=None):
+    ids = np.asarray(ids if ids is not None else [f"t{i}" for i in range(len(labels))])
+    write_scores(path, {"ids": ids, "labels": labels, "classes": np.asarray(SPLIT.classes), "seeds": np.arange(len(scores)),
+                        "scores": scores})  # fmt: skip
+    return path
+
+
+def test_compare_methods_gives_intervals_and_paired_differences(tmp_path):
+    labels, good, poor = hand_made(n=200)
+    paths = {"baseline": scores_file(tmp_path / "b.npz", labels, poor), "ours@0": scores_file(tmp_path / "o.npz", labels, good)}
+    out = compare_methods(paths, SPLIT, IntervalsConfig(resamples=200))
+    base, ours = out["methods"]["baseline"], out["methods"]["ours@0"]
+    assert "delta" not in base and out["n_test"] == 200 and out["reference"] == "baseline"
+    d = ours["delta"]["map_tail"]
+    assert d["estimate"] == pytest.approx(ours["map_tail"]["estimate"] - base["map_tail"]["estimate"])
+    assert 0 < d["lo"] < d["estimate"] < d["hi"] and d["p"] < 0.05 and d["p_holm"] == d["p"]
+    assert set(ours["ap"]) == set(SPLIT.classes) and ours["ap"]["C"]["lo"] <= ours["ap"]["C"]["estimate"] <= ours["ap"]["C"]["hi"]
+
+
+def test_methods_scored_on_other_test_images_are_refused(tmp_path):
+    labels, good, poor = hand_made()
+    ids = [f"t{i}" for i in range(len(labels))]
+    paths = {"baseline": scores_file(tmp_path / "b.npz", labels, poor),
+             "smote": scores_file(tmp_path / "s.npz", labels, good, ids=ids[::-1])}  # fmt: skip
+    with pytest.raises(InputError, match=r"s.npz: its test images differ from those of .*b.npz"):
+        compare_methods(paths, SPLIT, IntervalsConfig(resamples=10))
+    with pytest.raises(InputError, match=r"nowhere.npz: no test scores of 'smote' here; run evaluate_classifier"):
+        compare_methods({"baseline": paths["baseline"], "smote": tmp_path / "nowhere.npz"}, SPLIT, IntervalsConfig())
