@@ -251,6 +251,41 @@ def encode_prompts(tokenizer, text_encoder: CLIPTextModel, prompts: Sequence[str
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
+def partial_schedule(scheduler, num_steps: int, last_steps: int, device: torch.device | None = None):
+    """(a fresh scheduler, its timesteps) for the last ``last_steps`` of ``num_steps`` steps: exactly one UNet
+    evaluation per step, whatever the model ships.
+
+    A scheduler of ``num_steps`` steps lists its timesteps from noisiest to cleanest; the last s
+    steps start at the s-th timestep from the end. For one-evaluation-per-step schedulers (DDIM,
+    Euler, DPM-Solver++ multistep, and any of them with v-prediction) those are the last s
+    entries, and the scheduler is told where it starts (``set_begin_index``, as diffusers'
+    img2img does), so that its sigmas and multistep history begin there. PNDM, as SD 1.x ships
+    it (``skip_prk_steps``), lists N + 1 timesteps, and a PLMS run started mid-way spends two
+    evaluations on its first step; the last s steps then run as DDIM steps of the same noise
+    schedule (the same betas, timesteps and offset), the deterministic first-order solver of the
+    same ODE. Schedulers that evaluate the UNet more than once a step (``order`` > 1: Heun,
+    KDPM2) are refused: Ours@s counts UNet evaluations.
+    """
+    if isinstance(scheduler, diffusers.PNDMScheduler):
+        scheduler = diffusers.DDIMScheduler.from_config(scheduler.config)
+    else:
+        scheduler = type(scheduler).from_config(scheduler.config)
+    if scheduler.order != 1:
+        raise ConfigError(
+            f"generate.steps: the model's {type(scheduler).__name__} evaluates the UNet {scheduler.order} times a step, "
+            f"so the last s steps would cost {scheduler.order} x s evaluations; give the model a one-evaluation scheduler "
+            f"(DDIMScheduler, EulerDiscreteScheduler or DPMSolverMultistepScheduler in scheduler/scheduler_config.json)."
+        )
+    scheduler.set_timesteps(num_steps, device=device)
+    if len(scheduler.timesteps) != num_steps:
+        raise ConfigError(f"{type(scheduler).__name__} lists {len(scheduler.timesteps)} timesteps for {num_steps} steps; "
+                          f"its last steps are not defined one UNet evaluation each.")  # fmt: skip
+    start = num_steps - last_steps
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler, scheduler.timesteps[start:]
+
+
 @torch.no_grad()
 def sample_latents(
     sd: StableDiffusion,
@@ -269,18 +304,19 @@ def sample_latents(
     3.3 "N/d" steps): the scheduler is set to ``num_steps`` steps and only the last
     ``last_steps`` of them are run, starting from ``z_start`` noised to the first of those
     timesteps (``scheduler.add_noise``, as diffusers' img2img does with strength
-    last_steps / num_steps), or from ``z_start`` itself when ``add_noise`` is False.
-    ``last_steps=0`` returns ``z_start`` unchanged.
+    last_steps / num_steps), or from ``z_start`` itself when ``add_noise`` is False: exactly
+    ``last_steps`` UNet evaluations (each on the doubled guidance batch) for every scheduler
+    (:func:`partial_schedule`). ``last_steps=0`` returns ``z_start`` unchanged.
 
     eps = eps(z, "") + guidance * (eps(z, prompt) - eps(z, "")) (Ho & Salimans 2022); guidance 1
     is the conditional model alone. DDIM steps use eta = 0. ``sd.scheduler`` is left untouched;
     ``generator`` (on ``sd.device``) makes the draw reproducible.
     """
-    scheduler = type(sd.scheduler).from_config(sd.scheduler.config)
-    scheduler.set_timesteps(num_steps, device=sd.device)
     n = len(prompts)
     shape = (n, sd.unet.config.in_channels, sd.latent_size, sd.latent_size)
     if z_start is None:
+        scheduler = type(sd.scheduler).from_config(sd.scheduler.config)
+        scheduler.set_timesteps(num_steps, device=sd.device)
         timesteps = scheduler.timesteps
         z = diffusers.utils.torch_utils.randn_tensor(shape, generator=generator, device=sd.device, dtype=sd.dtype)
         z = z * scheduler.init_noise_sigma
@@ -292,7 +328,7 @@ def sample_latents(
         z = z_start.to(device=sd.device, dtype=sd.dtype)
         if last_steps == 0:
             return z.float()
-        timesteps = scheduler.timesteps[(num_steps - last_steps) * scheduler.order :]
+        scheduler, timesteps = partial_schedule(sd.scheduler, num_steps, last_steps, sd.device)
         if add_noise:
             noise = diffusers.utils.torch_utils.randn_tensor(
                 tuple(z.shape), generator=generator, device=sd.device, dtype=sd.dtype
@@ -303,6 +339,6 @@ def sample_latents(
     for t in timesteps:
         zin = scheduler.scale_model_input(torch.cat([z, z]), t)  # (2B, 4, h, w)
         uncond, cond = sd.unet(zin, t, encoder_hidden_states=hidden).sample.chunk(2)
-        eps = uncond + guidance * (cond - uncond)
-        z = scheduler.step(eps, t, z, **step_kwargs).prev_sample
+        out = uncond + guidance * (cond - uncond)  # eps, or v for a v-prediction model: guidance is linear in both
+        z = scheduler.step(out, t, z, **step_kwargs).prev_sample
     return z.float()

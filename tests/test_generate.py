@@ -146,3 +146,47 @@ def test_fig2_panels_one_figure_per_tail_class(fused, tmp_path):
     for path in paths:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size[0] > 400
+
+
+SD1_PNDM = {"skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False, "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "beta_end": 0.012}  # the scheduler_config.json SD 1.x / RoentGen ship  # fmt: skip
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("DDIMScheduler", {}),
+    ("PNDMScheduler", SD1_PNDM),
+    ("EulerDiscreteScheduler", {}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    ("DDIMScheduler", {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}),  # SD 2.x 768-v
+])  # fmt: skip
+@pytest.mark.parametrize("s", [1, 5])
+def test_the_last_s_steps_are_exactly_s_unet_calls_for_every_scheduler(tmp_path, name, overrides, s):
+    import diffusers
+
+    model = save_tiny_sd(tmp_path / "sd", TINY_SD, CLASSES)
+    sd = load_stable_diffusion(model, CPU)
+    sd.scheduler = getattr(diffusers, name).from_config(sd.scheduler.config, **overrides)
+    calls = []
+    forward = sd.unet.forward
+    sd.unet.forward = lambda x, t, **kw: (calls.append((x.shape[0], float(t))), forward(x, t, **kw))[1]
+    n, num_steps = 3, 75
+    z = sample_latents(sd, ["nodule", "", "fracture"], num_steps, 2.0, torch.Generator().manual_seed(0),
+                       z_start=torch.randn(n, 4, 4, 4), last_steps=s)  # fmt: skip
+    assert z.shape == (n, 4, 4, 4) and torch.isfinite(z).all()
+    assert len(calls) == s and all(batch == 2 * n for batch, _ in calls)  # one guided evaluation per step
+    reference = getattr(diffusers, name).from_config(sd.scheduler.config)
+    reference.set_timesteps(num_steps)
+    distinct = sorted({float(t) for t in reference.timesteps}, reverse=True)  # PNDM lists one of them twice
+    assert len(distinct) == num_steps
+    assert [t for _, t in calls] == distinct[num_steps - s :]  # from the first of the last s of N steps to the end
+    if name == "PNDMScheduler":  # what slicing the scheduler's own list gave: s + 1 steps from one level too high
+        assert len(reference.timesteps[num_steps - s :]) == s + 1
+
+
+def test_a_scheduler_with_two_evaluations_a_step_is_refused(tmp_path):
+    import diffusers
+
+    sd = load_stable_diffusion(save_tiny_sd(tmp_path / "sd", TINY_SD, CLASSES), CPU)
+    sd.scheduler = diffusers.HeunDiscreteScheduler.from_config(sd.scheduler.config)
+    with pytest.raises(ConfigError, match=r"HeunDiscreteScheduler evaluates the UNet 2 times a step"):
+        sample_latents(sd, ["nodule"], 10, 2.0, None, z_start=torch.randn(1, 4, 4, 4), last_steps=2)
