@@ -5,6 +5,8 @@ around one `python -m ltaug STAGE` entry point; the stages and their files are l
 in README.md. Run: snakemake --cores all --resources gpu=1
 """
 
+import os
+import shlex
 import sys
 
 from snakemake.utils import min_version
@@ -13,11 +15,15 @@ min_version("9.0")
 
 
 # The ltaug package is imported from this checkout, here (config validation) and in
-# every job (python -m ltaug), whichever environment runs them.
+# every job (python -m ltaug), whichever environment runs them. Jobs run the python of
+# the environment that runs Snakemake, also when it was started as .venv/bin/snakemake
+# without activating it; with --sdm conda, the python of the rule's conda environment.
 sys.path.insert(0, workflow.basedir)
+_CONDA = any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
+_PATH = "" if _CONDA else "export PATH=%s:$PATH; " % shlex.quote(os.path.dirname(sys.executable))
 shell.prefix(
-    "set -euo pipefail; export PYTHONPATH='%s'${{PYTHONPATH:+:$PYTHONPATH}}; "
-    % workflow.basedir
+    "set -euo pipefail; %sexport PYTHONPATH='%s'${{PYTHONPATH:+:$PYTHONPATH}}; "
+    % (_PATH, workflow.basedir)
 )
 
 

@@ -22,6 +22,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -62,7 +63,7 @@ class ClassifierConfig:
     weight_decay: float = 0.0001  # AdamW weight decay
     eval_every: int = 250  # steps between validation passes; the step with the best val mAP is kept
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training per seed: mean and std are reported
-    cache_images: bool = True  # hold every image in memory as uint8 (fast); false reads each batch from disk
+    cache_images: bool | str = "auto"  # true: every image in memory as uint8; false: read per batch; auto: see cache_decision
     threads: int = 2  # torch CPU threads and image-reading threads
 
     def __post_init__(self) -> None:
@@ -74,6 +75,8 @@ class ClassifierConfig:
             raise ConfigError(f"eval.classifier.image_size: {self.image_size} is below 32, the smallest side a DenseNet takes.")
         if not self.block_config or any(not isinstance(b, int) or b < 1 for b in self.block_config):
             raise ConfigError(f"eval.classifier.block_config: {self.block_config!r} is not a list of integers >= 1.")
+        if not (isinstance(self.cache_images, bool) or self.cache_images == "auto"):
+            raise ConfigError(f"eval.classifier.cache_images: {self.cache_images!r} is not true, false or auto.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"eval.classifier.seeds: {self.seeds!r}: give one or more distinct seeds.")
         if self.weights and self.architecture() != DENSENET121:
@@ -183,6 +186,33 @@ class ImageSource:
         if self.cache is not None:
             return self.cache[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
         return self._read(indices)
+
+
+CACHE_SHARE = 0.25  # cache_images: auto caches when the images take at most this share of the available memory
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo; else physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cache_decision(setting: bool | str, n_images: int, size: int, available: int | None = None) -> tuple[bool, str]:
+    """(cache the images?, why): ``setting`` true/false as given; auto when n_images x size^2 bytes of uint8
+    take at most CACHE_SHARE of ``available`` (default: :func:`available_memory`)."""
+    need = n_images * size * size
+    if setting != "auto":
+        return bool(setting), f"eval.classifier.cache_images: {str(bool(setting)).lower()} ({need / 2**30:.2f} GiB of images)"
+    available = available_memory() if available is None else available
+    cache = need <= CACHE_SHARE * available
+    return cache, (f"eval.classifier.cache_images: auto: {n_images} images at {size} px take {need / 2**30:.2f} GiB, "
+                   f"{'within' if cache else 'more than'} {CACHE_SHARE:.0%} of the {available / 2**30:.1f} GiB available: "
+                   + ("held in memory" if cache else "read from disk per batch"))  # fmt: skip
 
 
 @torch.no_grad()
@@ -360,9 +390,11 @@ def evaluate_method(
         pool_labels = np.concatenate([pool_labels, synthetic.labels(classes)])
         n_synthetic = len(synthetic.frame)
     start = time.perf_counter()
-    train = ImageSource(pool_paths, cfg.image_size, cfg.cache_images, cfg.threads, pool_where)
-    val = ImageSource(parts["val"]["path"], cfg.image_size, cfg.cache_images, cfg.threads, _table(parts["val"], source))
-    test = ImageSource(parts["test"]["path"], cfg.image_size, cfg.cache_images, cfg.threads, _table(parts["test"], source))
+    cache, why = cache_decision(cfg.cache_images, len(pool_paths) + len(parts["val"]) + len(parts["test"]), cfg.image_size)
+    print(why, file=sys.stderr)
+    train = ImageSource(pool_paths, cfg.image_size, cache, cfg.threads, pool_where)
+    val = ImageSource(parts["val"]["path"], cfg.image_size, cache, cfg.threads, _table(parts["val"], source))
+    test = ImageSource(parts["test"]["path"], cfg.image_size, cache, cfg.threads, _table(parts["test"], source))
     print(f"{method}: {len(train)} training images ({n_synthetic} synthetic), {len(val)} val, {len(test)} test, "
           f"read in {time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
     val_labels = parts["val"][classes].to_numpy(dtype=np.uint8)

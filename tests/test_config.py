@@ -129,3 +129,23 @@ def test_every_config_key_is_commented():
     keyed = [l for l in lines if re.match(r"^\s*[\w ]+:", l) and not l.lstrip().startswith("#")]
     uncommented = [l for l in keyed if "#" not in l and not l.rstrip().endswith(":")]
     assert not uncommented, f"config.yaml keys without a comment: {uncommented}"
+
+
+def test_command_line_overrides_take_the_schema_types():
+    from ltaug.config import coerce_overrides
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    # as Snakemake's --config hands them over: every nested scalar a string (YAML BaseLoader)
+    given = {"fusion": {"tau_h": "0.6", "label_policy": "union", "exclusive_class": "1"},
+             "eval": {"classifier": {"seeds": ["0", "1", "2"], "cache_images": "false"}, "methods": "[baseline, ours]"},
+             "demo": {"prevalence": {"Nodule": "0.05"}}, "il": {"lam": "high"}}  # fmt: skip
+    out = coerce_overrides(given, schema)
+    assert out["fusion"] == {"tau_h": 0.6, "label_policy": "union", "exclusive_class": "1"}  # strings stay strings
+    assert out["eval"]["classifier"] == {"seeds": [0, 1, 2], "cache_images": False}
+    assert out["eval"]["methods"] == ["baseline", "ours"] and out["demo"]["prevalence"] == {"Nodule": 0.05}
+    assert out["il"]["lam"] == "high"  # not a number: left for validation, which names --config
+    config = yaml.safe_load(CONFIG.read_text())
+    with pytest.raises(ConfigError, match=r"^--config: il\.lam: 'high' is not of type 'number'"):
+        validate_config(config, SCHEMA, source="config.yaml", overrides={"il": {"lam": "high"}})
+    merged = validate_config(config, SCHEMA, source="config.yaml", overrides={"fusion": {"tau_h": "0.6"}})
+    assert merged["fusion"]["tau_h"] == 0.6 and merged["fusion"]["n_per_class"] == config["fusion"]["n_per_class"]

@@ -152,3 +152,17 @@ def test_classifier_config_names_the_key(tmp_path):
         ClassifierConfig(weights=str(tmp_path / "nowhere.pth"))
     with pytest.raises(ConfigError, match="eval.classifier.seeds"):
         ClassifierConfig(seeds=[])
+
+
+def test_cache_images_auto_caches_only_what_fits_in_a_quarter_of_the_memory():
+    from ltaug.evaluate import cache_decision
+
+    gib = 2**30
+    # CXR-LT at 224 px: 377,110 images x 50,176 bytes = 17.6 GiB of uint8
+    cache, why = cache_decision("auto", 377_110, 224, available=64 * gib)
+    assert not cache and "17.62 GiB, more than 25% of the 64.0 GiB available: read from disk per batch" in why
+    cache, why = cache_decision("auto", 377_110, 224, available=128 * gib)
+    assert cache and "within 25% of the 128.0 GiB available: held in memory" in why
+    assert cache_decision(True, 377_110, 224, available=gib)[0] and not cache_decision(False, 10, 64, available=64 * gib)[0]
+    with pytest.raises(ConfigError, match=r"eval\.classifier\.cache_images: 'yes' is not true, false or auto"):
+        ClassifierConfig(cache_images="yes")

@@ -37,8 +37,11 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
         "--configfile", str(workdir / "config.yaml"), "--cores", "2", "--resources", "gpu=1", "--show-failed-logs",
         *args,
     ]  # fmt: skip
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # jobs' python
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    # the environment's bin directory is taken off PATH, as when .venv/bin/snakemake runs unactivated: the rules
+    # must find the python that runs Snakemake themselves (Snakefile, shell.prefix)
+    venv = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and os.path.abspath(p) != venv)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": path})
 
 
 TINY_BOOTSTRAP = {
@@ -202,6 +205,21 @@ def test_wrong_type_fails_naming_the_key(tmp_path):
     result = snakemake(tmp_path)
     assert result.returncode != 0
     assert "long_tail.head_min_prevalence: 'high' is not of type 'number'" in result.stderr
+
+
+def test_a_nested_config_override_is_typed_by_the_schema(tiny_run):
+    # Snakemake hands nested --config values over as strings; the schema says what they are
+    result = snakemake(tiny_run, "--dry-run", "--config", "fusion={tau_h: 0.6, tau_l: 0.2}")
+    assert result.returncode == 0, result.stderr
+    jobs = planned_jobs(result)
+    assert jobs["fuse"] == 1 and jobs["generate"] == 2 and "train_il" not in jobs and "cam_maps" not in jobs
+
+
+def test_a_wrong_override_names_the_command_line(tmp_path):
+    write_config(tmp_path)
+    result = snakemake(tmp_path, "--dry-run", "--config", "fusion={tau_h: high}")
+    assert result.returncode != 0
+    assert "--config: fusion.tau_h: 'high' is not of type 'number'" in result.stderr
 
 
 def test_missing_labels_file_is_a_config_error(tmp_path):

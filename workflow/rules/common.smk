@@ -15,6 +15,7 @@ def _validated(config):
             f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
             source=" + ".join(os.path.normpath(f) for f in workflow.configfiles)
             or "config",
+            overrides=workflow.config_settings.overwrite_config,  # --config: typed by the schema
         )
         DataConfig(**values["data"])  # cross-key checks of each section, before any job runs
         LongTailConfig(**values["long_tail"])
