@@ -23,8 +23,11 @@ Output ``results/pairs/pairs.csv``: tail classes in classes.json order, j in ord
 j, tail_id, tail_class, head_class, head_id, distance, head_probability (the confusion: C's
 probability of head_class for the tail sample).
 
-Memory: the features of all training samples are held at once (N x C'hw floats for ``sparse``,
-N x hw for ``cam``); use ``space: cam`` where N x C'hw does not fit.
+The search is exact and streams: the queries are the few tail samples, and the candidates of
+every head class are read ``chunk_size`` rows at a time (z^s computed for those rows only, or
+their maps read), each chunk updating a running k-best list per query (ties go to the earlier
+row). Memory is O(chunk_size x C'hw + tail samples x k) whatever the size of the training
+split, and the pairs equal those of an in-memory search for any chunk size.
 """
 
 from __future__ import annotations
@@ -55,11 +58,12 @@ class PairingConfig:
     seed: int = 0  # seed of the neighbour draws
     batch_size: int = 64  # latents per student pass when computing z^s
     exclude_tail: bool = True  # head candidates carry no tail class (else only not the sample's own)
+    chunk_size: int = 128  # head candidates compared at once; memory O(chunk_size x C'hw)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ConfigError(f"pairing.space: {self.space!r} is not one of {', '.join(SPACES)}.")
-        for key, low in (("k", 1), ("batch_size", 1), ("seed", 0)):
+        for key, low in (("k", 1), ("batch_size", 1), ("seed", 0), ("chunk_size", 1)):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"pairing.{key}: {value!r} is not an integer >= {low}.")
@@ -71,10 +75,38 @@ def confused_head(probs: np.ndarray, head_columns: np.ndarray) -> np.ndarray:
 
 
 def nearest(queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, k') indices and Euclidean distances of the k' = min(k, M) nearest of (M, D) candidates, nearest first."""
+    """(Q, k') indices and Euclidean distances of the k' = min(k, M) nearest of (M, D) candidates, nearest first
+    (scikit-learn, in memory: the reference the streaming search of :func:`pair_samples` is tested against)."""
     search = NearestNeighbors(n_neighbors=min(k, len(candidates)), metric="euclidean").fit(candidates)
     distance, index = search.kneighbors(queries)  # (Q, k')
     return index, distance
+
+
+class RunningNearest:
+    """The k nearest candidates of fixed queries, updated one chunk of candidates at a time.
+
+    Candidates must arrive in increasing row order; a tie in distance goes to the earlier row,
+    so the result is the same for any chunking.
+    """
+
+    def __init__(self, queries: np.ndarray, k: int):
+        self.queries = np.asarray(queries, dtype=np.float64)
+        self.norms = (self.queries**2).sum(axis=1)
+        self.k = k
+        self.distance = np.full((len(queries), 0), np.inf)
+        self.row = np.full((len(queries), 0), -1, dtype=np.int64)
+
+    def update(self, features: np.ndarray, rows: np.ndarray) -> None:
+        """Offer (m, D) candidate ``features`` of global ``rows`` (increasing, after every row offered before)."""
+        if len(rows) == 0:
+            return
+        c = np.asarray(features, dtype=np.float64)
+        d2 = self.norms[:, None] + (c**2).sum(axis=1)[None, :] - 2 * self.queries @ c.T
+        distance = np.concatenate([self.distance, np.sqrt(np.clip(d2, 0, None))], axis=1)
+        row = np.concatenate([self.row, np.broadcast_to(rows, (len(self.queries), len(rows)))], axis=1)
+        keep = np.argsort(distance, axis=1, kind="stable")[:, : self.k]  # stable: earlier rows win ties
+        self.distance = np.take_along_axis(distance, keep, axis=1)
+        self.row = np.take_along_axis(row, keep, axis=1)
 
 
 def pair_samples(
@@ -88,21 +120,23 @@ def pair_samples(
     n_per_class: int,
     exclude_tail: bool = True,
     source: str = "the training latents",
+    chunk_size: int = 128,
 ) -> pd.DataFrame:
     """``n_per_class`` pairs per tail class from (N,) ids, (N, K) 0/1 labels, (N, K) probabilities and
-    ``features(rows, class_name)``: the (len(rows), D) features of those rows as seen for that class.
+    ``features(rows, class_name)``: the (len(rows), D) features of those (increasing) rows as seen for that class.
 
-    Deterministic for a seed: tail classes in ``split.tail`` order, then head classes in
-    ``split.head`` order, then j in order, one draw per synthetic sample from one generator.
+    Every head class's candidates are streamed once, ``chunk_size`` rows at a time, for the
+    tail samples of every tail class confused with it. Deterministic for a seed: tail classes in
+    ``split.tail`` order, then head classes in ``split.head`` order, then j in order, one draw per
+    synthetic sample from one generator.
     """
     classes = list(split.classes)
     labels = np.asarray(labels).astype(bool)  # (N, K)
     if not split.head:
         raise InputError(f"{source}: classes.json lists no head class; pairing needs at least one (long_tail.*).")
     head_columns = np.array([classes.index(h) for h in split.head])
-    tail_columns = np.array([classes.index(t) for t in split.tail])
-    rng = np.random.default_rng(seed)
-    frames = []
+    any_tail = labels[:, [classes.index(t) for t in split.tail]].any(axis=1)
+    plan = {}  # tail class -> (its rows, the confused head column of each)
     for t in split.tail:
         t_col = classes.index(t)
         rows = np.flatnonzero(labels[:, t_col])  # the tail samples of t, store order
@@ -112,26 +146,45 @@ def pair_samples(
                 f"long_tail.tail_classes or lower long_tail.tail_max_prevalence, or add samples of it."
             )
         head_col = confused_head(probs[rows], head_columns)  # (n_t,)
+        for h_col in head_columns:
+            chosen = int((head_col == h_col).sum())
+            if chosen and not (labels[:, h_col] & ~(any_tail if exclude_tail else labels[:, t_col])).any():
+                raise InputError(
+                    f"{source}: head class {classes[h_col]!r} has no training sample without "
+                    f"{'a tail class' if exclude_tail else repr(t)}, but it is the class of highest confusion for "
+                    f"{chosen} sample(s) of {t!r}; check the labels, set pairing.exclude_tail: false, or list the "
+                    f"head classes explicitly in long_tail.head_classes."
+                )
+        plan[t] = (rows, head_col)
+    searches = {}  # (tail class, head column) -> the k nearest of the tail samples confused with that class
+    for h_col in head_columns:
+        waiting = {t: np.flatnonzero(head_col == h_col) for t, (_, head_col) in plan.items()}
+        waiting = {t: chosen for t, chosen in waiting.items() if len(chosen)}
+        for t, chosen in waiting.items():
+            searches[t, h_col] = RunningNearest(features(plan[t][0][chosen], t), k)
+        if not waiting:
+            continue
+        candidates = np.flatnonzero(labels[:, h_col] & ~any_tail) if exclude_tail else np.flatnonzero(labels[:, h_col])
+        for a in range(0, len(candidates), chunk_size):
+            rows = candidates[a : a + chunk_size]
+            chunk = features(rows, classes[h_col])  # (m, D): read once for every tail class
+            for t in waiting:
+                allowed = ~labels[rows, classes.index(t)]  # never a sample of t itself
+                searches[t, h_col].update(chunk[allowed], rows[allowed])
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t, (rows, head_col) in plan.items():
         sample = np.arange(n_per_class) % len(rows)  # tail sample of each synthetic sample j
         head_row, distance = np.zeros(n_per_class, dtype=np.int64), np.zeros(n_per_class)
-        excluded = labels[:, tail_columns].any(axis=1) if exclude_tail else labels[:, t_col]  # (N,)
         for h_col in head_columns:  # head classes in classes.json order: a fixed order of draws
             chosen = np.flatnonzero(head_col == h_col)  # tail samples confused with this head class
             if len(chosen) == 0:
                 continue
-            candidates = np.flatnonzero(labels[:, h_col] & ~excluded)
-            if len(candidates) == 0:
-                raise InputError(
-                    f"{source}: head class {classes[h_col]!r} has no training sample without "
-                    f"{'a tail class' if exclude_tail else repr(t)}, but it is the class of highest confusion for "
-                    f"{len(chosen)} sample(s) of {t!r}; check the labels, set pairing.exclude_tail: false, or list "
-                    f"the head classes explicitly in long_tail.head_classes."
-                )
-            index, dist = nearest(features(rows[chosen], t), features(candidates, classes[h_col]), k)  # (n_c, k')
+            found = searches[t, h_col]
             js = np.flatnonzero(np.isin(sample, chosen))  # synthetic samples of these tail samples, in order
             where = np.searchsorted(chosen, sample[js])
-            pick = rng.integers(0, index.shape[1], size=len(js))  # a fresh draw per synthetic sample
-            head_row[js], distance[js] = candidates[index[where, pick]], dist[where, pick]
+            pick = rng.integers(0, found.row.shape[1], size=len(js))  # a fresh draw per synthetic sample
+            head_row[js], distance[js] = found.row[where, pick], found.distance[where, pick]
         frames.append(pd.DataFrame({
             "j": np.arange(n_per_class), "tail_id": ids[rows[sample]], "tail_class": t,
             "head_class": [classes[c] for c in head_col[sample]], "head_id": ids[head_row], "distance": distance,
@@ -141,16 +194,12 @@ def pair_samples(
 
 
 @torch.no_grad()
-def sparse_features(student: Student, z, batch_size: int) -> np.ndarray:
-    """(N, C'*h*w) float32 flattened z^s = S(z) of a (N, C, h, w) Zarr array, computed batch by batch."""
-    n = z.shape[0]
-    out = None
-    for a in range(0, n, batch_size):
-        zs = student(torch.from_numpy(z[a : a + batch_size])).flatten(1).numpy()  # (B, C'hw)
-        if out is None:
-            out = np.empty((n, zs.shape[1]), dtype=np.float32)
-        out[a : a + len(zs)] = zs
-    return out
+def sparse_features(student: Student, z, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """(len(rows), C'*h*w) float32 flattened z^s = S(z) of the given (increasing) rows of a (N, C, h, w) Zarr
+    array, batch by batch."""
+    out = [student(torch.from_numpy(z.oindex[rows[a : a + batch_size]])).flatten(1).numpy()
+           for a in range(0, len(rows), batch_size)]  # fmt: skip
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def pair_neighbours(
@@ -168,10 +217,9 @@ def pair_neighbours(
     labels = latents["labels"][:].astype(bool)  # (N, K)
     probs = cams["probs"][:]  # (N, K)
     if cfg.space == "sparse":
-        table = sparse_features(il.model.student, latents["z"], cfg.batch_size)  # (N, C'hw)
 
         def features(rows: np.ndarray, name: str) -> np.ndarray:
-            return table[rows]
+            return sparse_features(il.model.student, latents["z"], rows, cfg.batch_size)
     else:
         map_classes = list(cams.attrs.get("map_classes", []))
 
@@ -180,7 +228,7 @@ def pair_neighbours(
             return select_maps(maps, map_classes, [name] * len(rows), str(cam_store)).reshape(len(rows), -1)
 
     pairs = pair_samples(ids, labels, probs, features, split, cfg.k, cfg.seed, n_per_class, cfg.exclude_tail,
-                         source=str(latents_store))  # fmt: skip
+                         source=str(latents_store), chunk_size=cfg.chunk_size)  # fmt: skip
     with atomic_path(out_csv) as tmp:
         pairs.to_csv(tmp, index=False)
     return pairs

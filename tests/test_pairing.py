@@ -114,6 +114,62 @@ def test_head_neighbours_with_any_tail_class_are_skipped():
     assert set(pairs[pairs["tail_id"] == "s0"]["head_id"]) == {"s5", "s6"}  # the 2 nearest without a tail class
 
 
+def random_training_split(n=400, d=24, seed=0):
+    """n samples with continuous features (no ties): ~3 % of each tail class, head classes common."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, 5)) < [0.4, 0.35, 0.03, 0.03, 0.2]).astype(np.uint8)
+    labels[:2, 2], labels[2:4, 3] = 1, 1  # every tail class has samples
+    features = rng.normal(size=(n, d)).astype(np.float32)
+    probs = rng.random((n, 5))
+    return np.array([f"r{i}" for i in range(n)]), labels, probs, features
+
+
+def in_memory_pairs(ids, labels, probs, features, k, seed, n, exclude_tail):
+    """The pairs of an exact in-memory search (scikit-learn on every candidate at once), the same draws."""
+    from ltaug.pairing import nearest
+
+    classes, labels = SPLIT.classes, labels.astype(bool)
+    head_columns = np.array([classes.index(h) for h in SPLIT.head])
+    any_tail = labels[:, [classes.index(t) for t in SPLIT.tail]].any(axis=1)
+    rng, frames = np.random.default_rng(seed), []
+    for t in SPLIT.tail:
+        rows = np.flatnonzero(labels[:, classes.index(t)])
+        head_col = confused_head(probs[rows], head_columns)
+        sample = np.arange(n) % len(rows)
+        head_row, distance = np.zeros(n, dtype=np.int64), np.zeros(n)
+        for h in head_columns:
+            chosen = np.flatnonzero(head_col == h)
+            if not len(chosen):
+                continue
+            excluded = any_tail if exclude_tail else labels[:, classes.index(t)]
+            candidates = np.flatnonzero(labels[:, h] & ~excluded)
+            index, dist = nearest(features[rows[chosen]], features[candidates], k)
+            js = np.flatnonzero(np.isin(sample, chosen))
+            where, pick = np.searchsorted(chosen, sample[js]), rng.integers(0, index.shape[1], size=len(js))
+            head_row[js], distance[js] = candidates[index[where, pick]], dist[where, pick]
+        frames.append(pd.DataFrame({"j": np.arange(n), "tail_id": ids[rows[sample]], "tail_class": t,
+                                    "head_class": [classes[c] for c in head_col[sample]], "head_id": ids[head_row],
+                                    "distance": distance, "head_probability": probs[rows[sample], head_col[sample]]}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+@pytest.mark.parametrize("exclude_tail", [True, False])
+def test_the_streaming_search_equals_an_in_memory_search_for_any_chunk_size(exclude_tail):
+    ids, labels, probs, features = random_training_split()
+    seen = []
+
+    def read(rows, name):  # what the stage reads: the rows asked for, never the whole split
+        seen.append(len(rows))
+        return features[rows]
+
+    reference = in_memory_pairs(ids, labels, probs, features, 5, 3, 40, exclude_tail)
+    for chunk in (1, 7, 128, 10_000):
+        seen.clear()
+        pairs = pair(ids, labels, probs, read, n=40, k=5, seed=3, exclude_tail=exclude_tail, chunk_size=chunk)
+        pd.testing.assert_frame_equal(pairs, reference, check_exact=False, rtol=1e-6)  # scikit-learn: float32
+        assert max(seen) <= max(chunk, int(labels[:, 2:4].sum()))  # a chunk of candidates, or the tail queries
+
+
 def test_tail_class_without_samples_is_named():
     ids, labels, probs, features = toy()
     labels[3, 3] = 0
