@@ -109,13 +109,16 @@ def _ci(estimate, lo, hi, digits: int = 3, sign: bool = False) -> str:
     return f"{estimate:{f}} [{lo:{f}}, {hi:{f}}]"
 
 
-def _p(p) -> str:
+def _p(p, resamples: int | None = None) -> str:
+    """A p-value; at the smallest a bootstrap of ``resamples`` replicates gives, 2 / (B + 1), as "≤ that"."""
     if _missing(p):
         return "–"
+    if resamples and p <= 2 / (resamples + 1) * (1 + 1e-9):
+        return f"≤ {2 / (resamples + 1):.3f}"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def verdicts(table: pd.DataFrame, level: float) -> list[str]:
+def verdicts(table: pd.DataFrame, level: float, resamples: int | None = None) -> list[str]:
     """One line per method: is its tail and head mAP difference to Baseline distinguishable from zero?"""
     lines = []
     for r in table.itertuples():
@@ -130,7 +133,7 @@ def verdicts(table: pd.DataFrame, level: float) -> list[str]:
                 continue
             real = lo > 0 or hi < 0
             word = ("higher" if d > 0 else "lower") if real else "not distinguishable from Baseline"
-            parts.append(f"{what} mAP {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (p {_p(p)}, Holm {_p(holm)}): "
+            parts.append(f"{what} mAP {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (p {_p(p, resamples)}, Holm {_p(holm, resamples)}): "
                          + (f"{word} than Baseline" if real else word))  # fmt: skip
         lines.append(f"**{r.row}**: " + "; ".join(parts) + ".")
     if lines:
@@ -139,7 +142,7 @@ def verdicts(table: pd.DataFrame, level: float) -> list[str]:
     return lines
 
 
-def markdown(table: pd.DataFrame, notes: Sequence[str], level: float = 0.95) -> str:
+def markdown(table: pd.DataFrame, notes: Sequence[str], level: float = 0.95, resamples: int | None = None) -> str:
     """Table 1 and the sample-quality table as GitHub markdown, the verdicts on the differences, then notes."""
     metric = next((m for m in table["metric"] if isinstance(m, str)), "FID")
     demo = table["tail_detector_fidelity"].notna().any()
@@ -151,7 +154,7 @@ def markdown(table: pd.DataFrame, notes: Sequence[str], level: float = 0.95) -> 
     for r in table.itertuples():
         cells = [r.row, _fmt(r.avg_tail_kid, digits=4), _fmt(r.avg_tail_fd, digits=2),
                  _ci(r.head_map, r.head_map_lo, r.head_map_hi), _ci(r.tail_map, r.tail_map_lo, r.tail_map_hi),
-                 _ci(r.delta_tail_map, r.delta_tail_map_lo, r.delta_tail_map_hi, sign=True), _p(r.delta_tail_map_p),
+                 _ci(r.delta_tail_map, r.delta_tail_map_lo, r.delta_tail_map_hi, sign=True), _p(r.delta_tail_map_p, resamples),
                  _ci(r.auroc_macro, r.auroc_macro_lo, r.auroc_macro_hi), _fmt(r.tail_label_fidelity)]  # fmt: skip
         if demo:
             cells.append(_fmt(r.tail_detector_fidelity))
@@ -164,7 +167,7 @@ def markdown(table: pd.DataFrame, notes: Sequence[str], level: float = 0.95) -> 
             cells = [r.row] + [_fmt(v) for v in (r.avg_tail_precision, r.avg_tail_recall, r.avg_tail_density,
                                                  r.avg_tail_coverage, r.avg_memorised)]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
-    verdict = verdicts(table, level)
+    verdict = verdicts(table, level, resamples)
     text = "\n".join(lines) + "\n\n"
     if verdict:
         text += verdict[0] + "\n\n" + "\n".join(f"- {v}" for v in verdict[1:]) + "\n\n"
@@ -183,7 +186,8 @@ def notes_for(
         + (f"(the {seeds} classifier seeds are resampled too, the same draw for every method: the interval holds the "
            f"seed-to-seed spread of the mean of {seeds} trainings); " if seeds > 1 else "(one classifier seed: the "
            "interval holds the test-set variance only, not the spread between trainings); ")
-        + "p: two-sided bootstrap p-value of a zero difference; Holm: adjusted over the methods.",
+        + f"p: two-sided bootstrap p-value of a zero difference (≤ {2 / (intervals['resamples'] + 1):.3f}: no "
+        "replicate reached zero, the smallest value this many resamples can give); Holm: adjusted over the methods.",
         f"Classifier: {base['classifier']} at {base['config']['image_size']} px, {base['config']['steps']} steps, "
         f"seeds {base['seeds']}; trained on {base['n']['train_real']} real training images (+ the method's synthetic "
         f"set), selected on {base['n']['val']} validation images, scored on the {base['n']['test']} test images only.",
@@ -375,7 +379,8 @@ def write_report(
     outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(outdir / "table1.csv") as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
-    text = "# Table 1\n\n" + markdown(table, notes_for(split, classifier, fid, detector, intervals), intervals["level"])
+    text = "# Table 1\n\n" + markdown(table, notes_for(split, classifier, fid, detector, intervals), intervals["level"],
+                                         intervals["resamples"])
     with atomic_path(outdir / "table1.md") as tmp:
         Path(tmp).write_text(text)
     per_class_ap_plot(outdir / "per_class_ap.png", methods, intervals, split)

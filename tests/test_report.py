@@ -90,6 +90,13 @@ def test_a_method_without_synthetic_samples_is_an_error_not_a_row_of_zeros():
                     {"smote": fid_result(1.0)}, {"methods": {"baseline": intervals["methods"]["baseline"]}})
 
 
+def test_a_p_value_at_the_bootstrap_floor_says_so():
+    from ltaug.report import _p
+
+    assert _p(2 / 1001, 1000) == "≤ 0.002" and _p(0.05, 1000) == "0.050" and _p(0.0004) == "< 0.001"
+    assert _p(float("nan"), 1000) == "–"
+
+
 def test_display_names():
     assert [display_name(m) for m in ("baseline", "resample", "smote", "roentgen@75", "ours@5")] == [
         "Baseline", "Resample", "SMOTE", "RoentGen@75", "Ours@5"]  # fmt: skip

@@ -76,7 +76,8 @@ def write_config(workdir: Path, **sections) -> dict:
         "diffusion": {"device": "cpu", "bootstrap": TINY_BOOTSTRAP},
         "latents": {"image_size": 32, "batch_size": 16, "chunk_size": 32},
         "il": TINY_IL,
-        "cam": {"chunk_size": 16},  # several chunks per split, so cam.shards > 1 has whole chunks to share
+        # several chunks per split, so cam.shards > 1 has whole chunks to share; val: maps of a split fusion does not read
+        "cam": {"chunk_size": 16, "splits": ["train", "val"]},
         "pairing": {"k": 2},
         "fusion": TINY_FUSION,
         "generate": TINY_GENERATE,
@@ -134,7 +135,7 @@ def test_tiny_workflow_latents_follow_the_manifest(tiny_run):
 
     manifest = pd.read_csv(tiny_run / "results/data/manifest.csv")
     model = tiny_run / "results/diffusion/model"
-    # no stage reads the test split's latents or CAMs (cam.splits: [train]): neither is made
+    # no stage reads the test split's latents or CAMs (cam.splits: [train, val]): neither is made
     assert not (tiny_run / "results/latents/test.zarr").exists() and not (tiny_run / "results/cam/test.zarr").exists()
     for split, n in (("train", 60), ("val", 12)):
         store = open_latents(tiny_run / f"results/latents/{split}.zarr", expect={"model_fingerprint": fingerprint(model)})
@@ -152,7 +153,7 @@ def test_nothing_to_do_on_a_second_run(tiny_run):
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
-IL_ON = {"train_il": 1, "cam_maps": 1, "pair_neighbours": 1, "fuse": 1, "generate": 2, "fig2_panels": 1}
+IL_ON = {"train_il": 1, "cam_maps": 2, "pair_neighbours": 1, "fuse": 1, "generate": 2, "fig2_panels": 1}
 BASELINES = {"baseline_resample": 1, "baseline_smote": 1, "baseline_roentgen": 1}
 
 
@@ -219,7 +220,7 @@ def test_a_wrong_override_names_the_command_line(tmp_path):
     write_config(tmp_path)
     result = snakemake(tmp_path, "--dry-run", "--config", "fusion={tau_h: high}")
     assert result.returncode != 0
-    assert "--config: fusion.tau_h: 'high' is not of type 'number'" in result.stderr
+    assert "--config: fusion.tau_h: 'high' is not of type 'number'" in result.stdout + result.stderr
 
 
 def test_missing_labels_file_is_a_config_error(tmp_path):
