@@ -148,14 +148,13 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
 
 
 def nearest(reference: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of every query's nearest reference row (Euclidean; scikit-learn, brute force in chunks)."""
-    from sklearn.neighbors import NearestNeighbors
+    """(distance, index) of every query's nearest reference row (Euclidean; the k-NN search of pairing)."""
+    from ltaug.pairing import nearest as k_nearest
 
     if len(queries) == 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
-    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(np.asarray(reference, np.float32))
-    distance, which = index.kneighbors(np.asarray(queries, np.float32))
-    return distance[:, 0].astype(np.float64), which[:, 0]
+    index, distance = k_nearest(np.asarray(queries, np.float32), np.asarray(reference, np.float32), 1)
+    return distance[:, 0].astype(np.float64), index[:, 0]
 
 
 def memorisation_threshold(reference_distances: np.ndarray, percentile: float) -> float:

@@ -76,7 +76,8 @@ def confused_head(probs: np.ndarray, head_columns: np.ndarray) -> np.ndarray:
 
 def nearest(queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(Q, k') indices and Euclidean distances of the k' = min(k, M) nearest of (M, D) candidates, nearest first
-    (scikit-learn, in memory: the reference the streaming search of :func:`pair_samples` is tested against)."""
+    (scikit-learn, in memory: memorisation's nearest training image, and the reference the streaming search of
+    :func:`pair_samples` is tested against)."""
     search = NearestNeighbors(n_neighbors=min(k, len(candidates)), metric="euclidean").fit(candidates)
     distance, index = search.kneighbors(queries)  # (Q, k')
     return index, distance

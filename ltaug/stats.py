@@ -28,6 +28,7 @@ replicate's group mean, as :mod:`ltaug.metrics` leaves it out of the point estim
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,16 +94,6 @@ def weighted_curves(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> tuple[np.nda
         ap = np.where(positives > 0, (gain * precision).sum(axis=1) / positives, np.nan)
         auc = np.where(positives * negatives > 0, (gain * lower).sum(axis=1) / (positives * negatives), np.nan)
     return ap, auc
-
-
-def weighted_ap(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(B,) average precision under weights ``w`` (B, N) (see :func:`weighted_curves`)."""
-    return weighted_curves(y, s, w)[0]
-
-
-def weighted_auroc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(B,) ROC AUC under weights ``w`` (B, N) (see :func:`weighted_curves`)."""
-    return weighted_curves(y, s, w)[1]
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
@@ -171,15 +162,9 @@ def _per_seed(labels, scores, w, head, tail) -> dict[str, list[np.ndarray]]:
 def interval(replicates: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over axis 0 (undefined replicates skipped; NaN where none is defined)."""
     alpha = (1 - level) / 2
-    values = np.asarray(replicates, dtype=np.float64)
-    if np.isnan(values).all(axis=0).any():
-        lo = np.full(values.shape[1:], np.nan)
-        hi = np.full(values.shape[1:], np.nan)
-        ok = ~np.isnan(values).all(axis=0)
-        if ok.any():
-            lo[ok], hi[ok] = np.nanquantile(values[:, ok], [alpha, 1 - alpha], axis=0)
-        return lo, hi
-    lo, hi = np.nanquantile(values, [alpha, 1 - alpha], axis=0)
+    with warnings.catch_warnings():  # an all-NaN column gives NaN, as it should
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(np.asarray(replicates, dtype=np.float64), [alpha, 1 - alpha], axis=0)
     return lo, hi
 
 
