@@ -11,20 +11,27 @@ import argparse
 import json
 import sys
 import time
+from typing import NamedTuple
 
 from ltaug.errors import LtaugError
 
 SPLITS = ("train", "val", "test")
 
 
-def _runtime(args: argparse.Namespace):
-    """(device, dtype) from the diffusion section in --diffusion: the device picked once, CUDA
-    when present unless the config names one; dtype as configured (a name)."""
+class Runtime(NamedTuple):
+    device: object  # the torch.device (torch is imported by the stages, not at start-up)
+    dtype: str  # diffusion.dtype, a name
+    variant: str  # diffusion.variant: which weight files of the model directory to read
+
+
+def _runtime(args: argparse.Namespace) -> Runtime:
+    """(device, dtype, variant) from the diffusion section in --diffusion: the device picked once, CUDA
+    when present unless the config names one; dtype and variant as configured."""
     from ltaug.config import from_json
     from ltaug.diffusion import DiffusionConfig, pick_device
 
     runtime = from_json(DiffusionConfig, args.diffusion, "diffusion")
-    return pick_device(runtime.device), runtime.dtype
+    return Runtime(pick_device(runtime.device), runtime.dtype, runtime.variant)
 
 
 def _section_with_threads(cls, args: argparse.Namespace, key: str):
@@ -76,9 +83,9 @@ def _encode_latents(args: argparse.Namespace) -> None:
     from ltaug.latents import LatentsConfig, encode_split
 
     cfg = from_json(LatentsConfig, args.params, "latents")
-    device = _runtime(args)[0]
+    device, _, variant = _runtime(args)
     model = {"path": args.model, "fingerprint": fingerprint(args.model)}
-    vae = load_vae(args.model, device)
+    vae = load_vae(args.model, device, variant)
     encode_split(read_manifest(args.manifest), args.split, vae, args.store, cfg, model, device,
                  threads=args.threads, source=args.manifest, shard=(args.shard, args.shards))  # fmt: skip
 
@@ -171,9 +178,9 @@ def _generate(args: argparse.Namespace) -> None:
     from ltaug.generate import GenerateConfig, generate_set
 
     torch.set_num_threads(args.threads)
-    device, dtype = _runtime(args)
+    device, dtype, variant = _runtime(args)
     cfg = from_dict(GenerateConfig, {**json.loads(args.params), "steps": [args.steps]}, "generate")
-    manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, device, dtype)
+    manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, device, dtype, variant)
     print(f"{args.outdir}: {len(manifest)} images")
 
 
@@ -208,7 +215,8 @@ def _baseline_smote(args: argparse.Namespace) -> None:
     split, n = _synthetic_args(args)
     cfg = from_json(BaselinesConfig, args.params, "baselines")
     store = open_latents(args.latents, expect={"model_fingerprint": fingerprint(args.model), "classes": split.classes})
-    vae = load_vae(args.model, _runtime(args)[0])
+    runtime = _runtime(args)
+    vae = load_vae(args.model, runtime.device, runtime.variant)
     make_smote(store, vae, split.classes, split.tail, n, cfg, args.outdir, source=args.latents)
 
 
@@ -228,15 +236,15 @@ def _baseline_text_to_image(args: argparse.Namespace) -> None:
 
     from ltaug.baselines import BaselinesConfig, make_text_to_image
     from ltaug.config import from_json
-    from ltaug.diffusion import load_stable_diffusion, torch_dtype
+    from ltaug.diffusion import check_prompt_template, load_stable_diffusion, torch_dtype
 
     torch.set_num_threads(args.threads)
     split, n = _synthetic_args(args)
     cfg = from_json(BaselinesConfig, args.params, "baselines")
-    device, dtype = _runtime(args)
-    sd = load_stable_diffusion(args.model, device, torch_dtype(dtype, device))
+    device, dtype, variant = _runtime(args)
+    sd = load_stable_diffusion(args.model, device, torch_dtype(dtype, device), variant)
     make_text_to_image(sd, split.classes, split.tail, n, args.num_steps, args.guidance_scale, cfg, args.outdir,
-                       method=f"roentgen@{args.num_steps}")  # fmt: skip
+                       method=f"roentgen@{args.num_steps}", template=check_prompt_template(args.prompt_template))  # fmt: skip
 
 
 def _evaluate_classifier(args: argparse.Namespace) -> None:
@@ -339,7 +347,7 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     split, manifest = read_classes(args.classes), read_manifest(args.manifest)
-    device = _runtime(args)[0]
+    device, _, variant = _runtime(args)
     sets = {}
     for path in args.sets:
         synthetic = read_synthetic_set(path, split.classes, split.tail, args.n_per_class)
@@ -352,7 +360,7 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
         judge, fpr = classifier_judge(args.classifier, manifest, device)
         boxes, box_size = None, None
     table = fidelity_funnel(manifest, split, args.latents, args.cams, args.model, args.fused or None,
-                            load_vae(args.diffusion_model, device), sets, args.tau_h, judge, fpr, boxes, box_size)  # fmt: skip
+                            load_vae(args.diffusion_model, device, variant), sets, args.tau_h, judge, fpr, boxes, box_size)  # fmt: skip
     with atomic_path(args.funnel) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(args.markdown) as tmp:
@@ -494,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "baseline_text_to_image":
             p.add_argument("--num-steps", type=int, required=True, help="N: scheduler steps (generate.num_steps)")
             p.add_argument("--guidance-scale", type=float, required=True, help="generate.guidance_scale")
+            p.add_argument("--prompt-template", default="{classes}", help="generate.prompt_template")
         if name != "baseline_resample":
             p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
             p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")

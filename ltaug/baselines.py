@@ -171,24 +171,24 @@ def _pixels(frame: pd.DataFrame, i: int, size: int, source: str) -> np.ndarray:
 
 def make_text_to_image(
     sd, classes: Sequence[str], tail: Sequence[str], n_per_class: int, num_steps: int, guidance: float,
-    cfg: BaselinesConfig, outdir, method: str,
+    cfg: BaselinesConfig, outdir, method: str, template: str = "{classes}",
 ) -> dict:  # fmt: skip
     """Stage baseline_roentgen: ``n_per_class`` images of each tail class from its name alone.
 
-    The prompt is the class name, as :func:`ltaug.diffusion.prompt` writes it for a sample
-    of that class only; ``num_steps`` scheduler steps (RoentGen@75: 75), classifier-free
+    The prompt is the class name in ``template`` (generate.prompt_template), as
+    :func:`ltaug.diffusion.prompt` writes it for a sample of that class only; ``num_steps`` scheduler steps (RoentGen@75: 75), classifier-free
     guidance ``guidance``. Batch b of class t draws from a generator seeded by
     (seed, t, b), so a set is the same for the same seed on the same device.
     """
     from ltaug.diffusion import prompt, sample_latents
 
     summary = {}
-    info = {"num_steps": num_steps, "guidance_scale": guidance, "seed": cfg.seed, "model": sd.path}
+    info = {"num_steps": num_steps, "guidance_scale": guidance, "seed": cfg.seed, "model": sd.path, "prompt_template": template}
     with SyntheticSetWriter(outdir, method, classes, tail, n_per_class, info) as out:
         for t, name in enumerate(tail):
             onehot = np.zeros(len(classes), dtype=np.uint8)
             onehot[list(classes).index(name)] = 1
-            text = prompt(onehot, classes)
+            text = prompt(onehot, classes, template)
             for b, start in enumerate(range(0, n_per_class, cfg.batch_size)):
                 n = min(cfg.batch_size, n_per_class - start)
                 generator = torch.Generator(sd.device).manual_seed(cfg.seed * 1_000_003 + t * 10_007 + b)

@@ -47,6 +47,7 @@ class DiffusionConfig:
     pretrained: str = ""  # local diffusers Stable Diffusion directory (e.g. RoentGen); "" = the bootstrapped demo model
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
     dtype: str = "float32"  # float32 | float16 | bfloat16 (half precision only on CUDA)
+    variant: str = ""  # weights variant to read, e.g. fp16 (files *.fp16.safetensors); "" = the plain files
 
     def __post_init__(self) -> None:
         if not isinstance(self.pretrained, str):
@@ -56,6 +57,11 @@ class DiffusionConfig:
             )
         if self.dtype not in DTYPES:
             raise ConfigError(f"diffusion.dtype: {self.dtype!r} is not one of {', '.join(DTYPES)}.")
+        if not isinstance(self.variant, str) or not all(c.isalnum() or c == "_" for c in self.variant):
+            raise ConfigError(
+                f"diffusion.variant: {self.variant!r} is not a variant name; write e.g. fp16 (reads the files "
+                f"*.fp16.safetensors / *.fp16.bin), or \"\" for the plain files."
+            )
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -193,29 +199,84 @@ def _scheduler_class(root: Path):
     return cls
 
 
-def load_vae(path: str | Path, device: torch.device) -> AutoencoderKL:
-    """Only the VAE of a checked SD directory, in float32 (SD VAEs overflow in float16), eval mode."""
+def _weight_variant(name: str) -> str | None:
+    """The variant of a weights file name ("" for the plain files), None if it is not a weights file.
+
+    Names as diffusers and transformers write them: ``diffusion_pytorch_model.safetensors`` -> "",
+    ``model.fp16.safetensors`` -> "fp16", shards ``diffusion_pytorch_model.fp16-00001-of-00002.safetensors``
+    -> "fp16", shard indexes ``model.safetensors.index.json`` -> "", ``model.safetensors.index.fp16.json`` -> "fp16".
+    """
+    parts = name.split(".")
+    if parts[-1] in ("safetensors", "bin"):
+        middle = parts[1:-1]
+    elif len(parts) >= 4 and parts[1] in ("safetensors", "bin") and parts[2] == "index" and parts[-1] == "json":
+        middle = parts[3:-1]
+    else:
+        return None
+    return middle[0].split("-")[0] if middle else ""
+
+
+def check_weights(root: Path, component: str, variant: str = "") -> None:
+    """Raise InputError unless ``root/component`` holds weights of ``variant`` ("" = the plain files).
+
+    Hub snapshots often hold only some of the files (an fp16-only download, or .bin without
+    .safetensors); the error says which were found and which setting reads them.
+    """
+    folder = root / component
+    found = {f.name: _weight_variant(f.name) for f in sorted(folder.iterdir()) if f.is_file()}
+    found = {name: v for name, v in found.items() if v is not None}
+    if variant in found.values():
+        return
+    listing = ", ".join(found) or "no .safetensors or .bin file"
+    others = sorted({v for v in found.values() if v != variant})
+    if not others:
+        fix = "copy the component's weights into it (save_pretrained writes them)"
+    elif others == [""]:
+        fix = "set diffusion.variant to \"\" to read the plain files"
+    else:
+        fix = f"set diffusion.variant to {[v for v in others if v][0]!r}"
+    wanted = f"weights of variant {variant!r} (diffusion.variant)" if variant else "plain weights file"
+    raise InputError(f"{folder}: no {wanted}; found {listing}. {fix[0].upper()}{fix[1:]}.")
+
+
+def _variant(variant: str) -> dict:
+    return {"variant": variant} if variant else {}
+
+
+def load_vae(path: str | Path, device: torch.device, variant: str = "") -> AutoencoderKL:
+    """Only the VAE of a checked SD directory, in float32 (SD VAEs overflow in float16), eval mode.
+
+    ``variant`` reads e.g. the fp16 files of a hub snapshot (upcast to float32)."""
     root = check_model_dir(path)
+    check_weights(root, "vae", variant)
     try:
         vae = AutoencoderKL.from_pretrained(
-            root, subfolder="vae", torch_dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False
-        )
+            root, subfolder="vae", torch_dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False,
+            **_variant(variant),
+        )  # fmt: skip
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{root}/vae: cannot load the VAE ({type(exc).__name__}: {exc}).") from exc
     return vae.to(device).eval()
 
 
-def load_stable_diffusion(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> StableDiffusion:
-    """Load a diffusers SD directory from local files only (feature_extractor/safety_checker are ignored)."""
+def load_stable_diffusion(
+    path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32, variant: str = ""
+) -> StableDiffusion:
+    """Load a diffusers SD directory from local files only (feature_extractor/safety_checker are ignored).
+
+    The layouts the hub stores (SD 1.x / RoentGen, SD 2.x) load as they are: .safetensors or
+    .bin weights, the plain or a ``variant`` (fp16) set of files, any diffusers scheduler."""
     root = check_model_dir(path)
     scheduler_cls = _scheduler_class(root)
-    local = {"local_files_only": True}
-    models = {"local_files_only": True, "low_cpu_mem_usage": False}  # no `accelerate` needed
+    for component in ("unet", "text_encoder"):
+        check_weights(root, component, variant)
+    local = {"local_files_only": True, **_variant(variant)}
+    models = {"low_cpu_mem_usage": False, **local}  # no `accelerate` needed
     try:
         unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype, **models)
         text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype, **local)
-        tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", **local)
-        scheduler = scheduler_cls.from_pretrained(root, subfolder="scheduler", **local)
+        tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+        scheduler = scheduler_cls.from_pretrained(root, subfolder="scheduler", local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
             f"{root}: cannot load the Stable Diffusion components ({type(exc).__name__}: {exc}). "
@@ -223,20 +284,39 @@ def load_stable_diffusion(path: str | Path, device: torch.device, dtype: torch.d
         ) from exc
     for model in (unet, text_encoder):
         model.to(device).eval()
-    vae = load_vae(root, device)
+    vae = load_vae(root, device, variant)
     return StableDiffusion(vae, unet, text_encoder, tokenizer, scheduler, str(root), fingerprint(root))
 
 
-def prompt(labels_row: Sequence[int] | np.ndarray, classes: Sequence[str]) -> str:
-    """The class-name prompt of one sample: positive classes, lower case, in manifest order.
+def check_prompt_template(template: str, key: str = "generate.prompt_template") -> str:
+    """``template`` if it holds the field {classes} once and no other field, else ConfigError."""
+    import string
 
-    ``prompt([1, 0, 1], ["Cardiomegaly", "Edema", "Nodule"]) == "cardiomegaly, nodule"``;
-    an all-zero row gives "" (the unconditional prompt of classifier-free guidance).
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {template!r} is not a format string ({exc}); write e.g. 'chest x-ray showing {{classes}}'.")
+    if fields != ["classes"]:
+        raise ConfigError(
+            f"{key}: {template!r} must hold the field {{classes}} exactly once and no other field (found "
+            f"{fields or 'none'}); write e.g. 'chest x-ray showing {{classes}}'; literal braces are written {{{{ }}}}."
+        )
+    return template
+
+
+def prompt(labels_row: Sequence[int] | np.ndarray, classes: Sequence[str], template: str = "{classes}") -> str:
+    """The class-name prompt of one sample: positive classes, lower case, in manifest order, in ``template``.
+
+    ``prompt([1, 0, 1], ["Cardiomegaly", "Edema", "Nodule"]) == "cardiomegaly, nodule"``, and with the
+    template ``"chest x-ray showing {classes}"`` "chest x-ray showing cardiomegaly, nodule" (for models
+    trained on report sentences, such as RoentGen); an all-zero row gives "" whatever the template
+    (the unconditional prompt of classifier-free guidance).
     """
     labels_row = np.asarray(labels_row)
     if labels_row.shape != (len(classes),):
         raise ValueError(f"labels row of shape {labels_row.shape} does not match {len(classes)} classes")
-    return ", ".join(c.lower() for c, y in zip(classes, labels_row) if y)
+    names = ", ".join(c.lower() for c, y in zip(classes, labels_row) if y)
+    return template.format(classes=names) if names else ""
 
 
 def encode_prompts(tokenizer, text_encoder: CLIPTextModel, prompts: Sequence[str]) -> torch.Tensor:

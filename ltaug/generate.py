@@ -34,7 +34,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ltaug.diffusion import fingerprint, load_stable_diffusion, load_vae, prompt, sample_latents, torch_dtype
+from ltaug.diffusion import (
+    check_prompt_template, fingerprint, load_stable_diffusion, load_vae, prompt, sample_latents, torch_dtype,
+)
 from ltaug.errors import ConfigError, InputError
 from ltaug.latents import decode_latents, open_latents
 from ltaug.synthetic import SyntheticSetWriter, read_synthetic_set
@@ -50,8 +52,10 @@ class GenerateConfig:
     add_noise: bool = True  # noise z_F to the first of the last s timesteps (img2img); false: denoise z_F as is
     seed: int = 0  # seed of the per-sample noise (sample i draws from its own generator)
     batch_size: int = 32  # latents per UNet and VAE pass
+    prompt_template: str = "{classes}"  # the UNet's prompt; {classes} = the sample's class names ("nodule, fracture")
 
     def __post_init__(self) -> None:
+        check_prompt_template(self.prompt_template)
         if not self.steps or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.steps):
             raise ConfigError(f"generate.steps: {self.steps!r} is not a non-empty list of integers >= 0.")
         for key, low in (("num_steps", 1), ("batch_size", 1), ("seed", 0)):
@@ -81,8 +85,11 @@ def generate_set(
     cfg: GenerateConfig,
     device: torch.device,
     dtype: str = "float32",
+    variant: str = "",
 ) -> pd.DataFrame:
-    """Stage generate: the synthetic set ours@{steps} of the fused latents, written atomically; returns its manifest."""
+    """Stage generate: the synthetic set ours@{steps} of the fused latents, written atomically; returns its manifest.
+
+    ``dtype`` and ``variant`` are diffusion.dtype and diffusion.variant (which weight files to read)."""
     if not isinstance(steps, int) or not 0 <= steps <= cfg.num_steps:
         raise ConfigError(f"generate.steps: {steps!r} is not an integer in 0..generate.num_steps ({cfg.num_steps}).")
     group = open_latents(fused_store, expect={"model_fingerprint": fingerprint(model_dir)})
@@ -100,15 +107,15 @@ def generate_set(
             f"rerun fuse."
         )
     if steps == 0:  # the UNet and text encoder are not needed
-        sd, vae = None, load_vae(model_dir, device)
+        sd, vae = None, load_vae(model_dir, device, variant)
     else:
-        sd = load_stable_diffusion(model_dir, device, torch_dtype(dtype, device))
+        sd = load_stable_diffusion(model_dir, device, torch_dtype(dtype, device), variant)
         vae = sd.vae
     info = {"steps": steps, "label_policy": attrs.get("config", {}).get("label_policy"), "model_path": str(model_dir),
             "model_fingerprint": attrs.get("model_fingerprint"), "fused_store": str(fused_store)}  # fmt: skip
     if steps:
         info |= {"num_steps": cfg.num_steps, "guidance_scale": cfg.guidance_scale, "add_noise": cfg.add_noise,
-                 "seed": cfg.seed}  # fmt: skip
+                 "seed": cfg.seed, "prompt_template": cfg.prompt_template}  # fmt: skip
     method = f"ours@{steps}"
     with SyntheticSetWriter(outdir, method, classes, tail, n_per_class, info) as writer:
         bar = tqdm(total=n, desc=f"generate {method}", unit="img", file=sys.stderr, mininterval=5.0)
@@ -118,7 +125,7 @@ def generate_set(
             labels = group["labels"][a:b]  # (B, K)
             if sd is not None:
                 generators = [torch.Generator(sd.device).manual_seed(sample_seed(cfg.seed, i)) for i in range(a, b)]
-                prompts = [prompt(row, classes) for row in labels]
+                prompts = [prompt(row, classes, cfg.prompt_template) for row in labels]
                 z = sample_latents(sd, prompts, cfg.num_steps, cfg.guidance_scale, generators,
                                    z_start=z, last_steps=steps, add_noise=cfg.add_noise)  # fmt: skip
             images = decode_latents(vae, z, batch_size=cfg.batch_size)  # (B, H, W, 3) uint8

@@ -190,3 +190,18 @@ def test_a_scheduler_with_two_evaluations_a_step_is_refused(tmp_path):
     sd.scheduler = diffusers.HeunDiscreteScheduler.from_config(sd.scheduler.config)
     with pytest.raises(ConfigError, match=r"HeunDiscreteScheduler evaluates the UNet 2 times a step"):
         sample_latents(sd, ["nodule"], 10, 2.0, None, z_start=torch.randn(1, 4, 4, 4), last_steps=2)
+
+
+def test_prompt_template_is_what_the_unet_reads(fused, tmp_path, monkeypatch):
+    import ltaug.generate
+
+    root, model, store = fused
+    seen = []
+    real = ltaug.generate.sample_latents
+    monkeypatch.setattr(ltaug.generate, "sample_latents", lambda sd, prompts, *a, **k: (seen.extend(prompts), real(sd, prompts, *a, **k))[1])
+    cfg = GenerateConfig(steps=[1], num_steps=4, batch_size=8, prompt_template="chest x-ray showing {classes}")
+    generate_set(store, model, tmp_path / "ours@1", 1, cfg, CPU)
+    labels = open_latents(store)["labels"][:]
+    assert seen == [prompt(row, CLASSES, "chest x-ray showing {classes}") for row in labels]
+    assert all(p.startswith("chest x-ray showing ") for p in seen)
+    assert json.loads((tmp_path / "ours@1" / "set.json").read_text())["prompt_template"] == "chest x-ray showing {classes}"

@@ -12,7 +12,7 @@ rule baseline_smote:
     params:
         cfg=section_json("baselines"),
         n_per_class=config["fusion"]["n_per_class"],
-        diffusion=section_json("diffusion", keep=("device", "dtype")),
+        diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
         "logs/baselines/baseline_smote.log",
     benchmark:
@@ -60,7 +60,8 @@ rule baseline_roentgen:
         cfg=section_json("baselines"),
         n_per_class=config["fusion"]["n_per_class"],
         guidance=config["generate"]["guidance_scale"],
-        diffusion=section_json("diffusion", keep=("device", "dtype")),
+        template=config["generate"]["prompt_template"],
+        diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
         "logs/baselines/baseline_roentgen@{steps}.log",
     benchmark:
@@ -73,5 +74,6 @@ rule baseline_roentgen:
     shell:
         "python -m ltaug baseline_text_to_image --model {input.model:q} --classes {input.classes:q}"
         " --n-per-class {params.n_per_class} --num-steps {wildcards.steps} --guidance-scale {params.guidance}"
-        " --outdir {output.synthetic:q} --params {params.cfg:q} --diffusion {params.diffusion:q}"
+        " --prompt-template {params.template:q} --outdir {output.synthetic:q} --params {params.cfg:q}"
+        " --diffusion {params.diffusion:q}"
         " --threads {threads} > {log} 2>&1"

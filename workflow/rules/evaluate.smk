@@ -146,7 +146,7 @@ rule fidelity_funnel:
     params:
         tau_h=config["fusion"]["tau_h"],
         n_per_class=config["fusion"]["n_per_class"],
-        diffusion=section_json("diffusion", keep=("device",)),
+        diffusion=section_json("diffusion", keep=("device", "variant")),
         detector=lambda wildcards, input: input.get("detector", ""),
         boxes=lambda wildcards, input: input.get("boxes", ""),
         classifier=lambda wildcards, input: input.get("classifier", ""),

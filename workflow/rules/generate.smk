@@ -16,7 +16,7 @@ rule generate:
         cfg=lambda wildcards: section_json(
             "generate", keep=("batch_size",) if wildcards.steps == "0" else None, drop=("steps",)
         ),
-        diffusion=section_json("diffusion", keep=("device", "dtype")),
+        diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
         "logs/generate/generate_ours@{steps}.log",
     benchmark:

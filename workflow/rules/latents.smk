@@ -18,7 +18,7 @@ if SHARDS == 1:
             split="|".join(SPLITS),
         params:
             cfg=section_json("latents", drop=("shards",)),
-            diffusion=section_json("diffusion", keep=("device", "dtype")),
+            diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         log:
             "logs/latents/encode_latents_{split}.log",
         benchmark:
@@ -46,7 +46,7 @@ else:
             shard=r"[0-9]+",
         params:
             cfg=section_json("latents", drop=("shards",)),
-            diffusion=section_json("diffusion", keep=("device", "dtype")),
+            diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
             shards=SHARDS,
         log:
             f"logs/latents/encode_latents_{{split}}_{{shard}}-of-{SHARDS}.log",
@@ -81,7 +81,7 @@ else:
             split="|".join(SPLITS),
         params:
             cfg=section_json("latents", drop=("shards",)),
-            diffusion=section_json("diffusion", keep=("device", "dtype")),
+            diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         log:
             "logs/latents/gather_latents_{split}.log",
         benchmark:
