@@ -16,6 +16,12 @@ when the CAM is class-specific) and the head neighbour's map M_h (for its head c
     z_F^s = z~_t + z~_h + z~_R                          masks broadcast over C'         (Eq. 12)
     z_F   = D(z_F^s)                                                                    (Eq. 13)
 
+``fusion.decode: residual`` adds back, at every position, the IL round-trip error of the source
+that position was taken from: z_F = D(z_F^s) + F * (z_t - D(z_t^s)) + (1 - F) * (z_h - D(z_h^s)).
+The decoder D is trained to reconstruct z from the sparse z^s, and what it cannot reproduce (a
+thin line, a small calcification: the fidelity funnel's `il` row) is lost from every fused
+sample under Eq. 13; the residual form keeps it, and equals Eq. 13 wherever D is exact.
+
 The three masks of Eqs. 9-11 partition the positions, so Eq. 12 takes each position whole
 from one vector: z_F^s = F * z_t^s + (1 - F) * z_h^s with F = (M^S and not M^G) or (A and M^R),
 which is how :func:`fusion_masks` and :func:`combine` compute it.
@@ -72,6 +78,7 @@ from ltaug.io import atomic_path
 from ltaug.latents import COMPRESSOR
 
 LABEL_POLICIES = ("union", "tail_only", "classifier")
+DECODES = ("d", "residual")
 PAIR_COLUMNS = ["j", "tail_id", "tail_class", "head_class", "head_id", "distance"]
 PROVENANCE = ("tail_id", "head_id", "tail_class", "head_class")
 SHARES = ("tail_share", "head_share", "coin_share")
@@ -85,6 +92,7 @@ class FusionConfig:
     label_policy: str = "union"  # union (tail and head labels, the paper) | tail_only | classifier
     label_threshold: float = 0.5  # classifier policy: classes with sigmoid(C(z_F^s)) above this (plus the tail class)
     exclusive_class: str = "No Finding"  # a class meaning "no other finding": cleared when a fused label has another class; "" = none
+    decode: str = "d"  # d: z_F = D(z_F^s) (Eq. 13) | residual: plus each source's z - D(S(z)) where F took it
     seed: int = 0  # seed of the per-position coins M^R (one stream per fused sample)
     batch_size: int = 64  # fused samples per student/decoder pass
     chunk_size: int = 256  # samples per Zarr chunk along axis 0
@@ -102,6 +110,8 @@ class FusionConfig:
                 raise ConfigError(f"fusion.{key}: {value!r} is not a number in [0, 1] (CAM maps are scaled to [0, 1]).")
         if self.label_policy not in LABEL_POLICIES:
             raise ConfigError(f"fusion.label_policy: {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}.")
+        if self.decode not in DECODES:
+            raise ConfigError(f"fusion.decode: {self.decode!r} is not one of {', '.join(DECODES)}.")
 
 
 # ---------------------------------------------------------------------------- the fusion (pure)
@@ -148,6 +158,22 @@ def combine(zs_tail: torch.Tensor, zs_head: torch.Tensor, from_tail: torch.Tenso
             f"must be (B, C', h, w), (B, C', h, w) and (B, h, w)"
         )
     return torch.where(from_tail[:, None], zs_tail, zs_head)  # (B, C', h, w), Eq. 12
+
+
+def decode_fused(
+    decoder, zs_f: torch.Tensor, from_tail: torch.Tensor, how: str = "d",
+    sources: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """z_F (B, C, h, w) from z_F^s: D(z_F^s) (Eq. 13), or with ``how="residual"`` and ``sources`` =
+    (z_t, z_h, z_t^s, z_h^s), D(z_F^s) + F * (z_t - D(z_t^s)) + (1 - F) * (z_h - D(z_h^s)), F the
+    (B, h, w) mask of positions taken from the tail, broadcast over the latent channels."""
+    z_f = decoder(zs_f)
+    if how == "d":
+        return z_f
+    if how != "residual" or sources is None:
+        raise ValueError(f"decode {how!r} needs one of {DECODES}, and the sources for residual")
+    z_t, z_h, zs_t, zs_h = sources
+    return z_f + torch.where(from_tail[:, None], z_t - decoder(zs_t), z_h - decoder(zs_h))
 
 
 def fuse(
@@ -322,8 +348,8 @@ def fuse_latents(
             out = {name: [] for name in ("z", "labels", "probs", "from_tail", *SHARES)}
             for b in range(0, len(part), cfg.batch_size):
                 ti, hi = where[0, b : b + cfg.batch_size], where[1, b : b + cfg.batch_size]
-                zs_t = student(torch.from_numpy(z_in[ti]))  # (B, C', h, w)
-                zs_h = student(torch.from_numpy(z_in[hi]))  # (B, C', h, w)
+                z_t, z_h = torch.from_numpy(z_in[ti]), torch.from_numpy(z_in[hi])  # (B, C, h, w)
+                zs_t, zs_h = student(z_t), student(z_h)  # (B, C', h, w)
                 rows = part.iloc[b : b + cfg.batch_size]
                 m_t = torch.from_numpy(select_maps(maps_in[ti], map_classes, list(rows["tail_class"]), str(cam_store)))
                 m_h = torch.from_numpy(select_maps(maps_in[hi], map_classes, list(rows["head_class"]), str(cam_store)))
@@ -334,7 +360,7 @@ def fuse_latents(
                 ]  # fmt: skip
                 masks = FusionMasks(*(torch.cat(m) for m in zip(*masks)))  # each (B, h, w)
                 zs_f = combine(zs_t, zs_h, masks.from_tail)  # (B, C', h, w), Eq. 12
-                z_f = decoder(zs_f)  # (B, C, h, w), Eq. 13
+                z_f = decode_fused(decoder, zs_f, masks.from_tail, cfg.decode, (z_t, z_h, zs_t, zs_h))  # Eq. 13
                 probs = torch.sigmoid(classifier(zs_f)).numpy()  # (B, K)
                 out["z"].append(z_f.numpy())
                 out["probs"].append(probs)

@@ -13,6 +13,7 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.fusion import (
     FusionConfig,
     combine,
+    decode_fused,
     fuse,
     fuse_latents,
     fused_labels,
@@ -279,9 +280,11 @@ def run_stage(inputs, out, **cfg):
     return fuse_latents(pairs_csv(root, cfg.n_per_class), latents, cams, model, SPLIT, out, cfg)
 
 
-def test_stage_writes_decoded_fused_latents(inputs, tmp_path):
+@pytest.mark.parametrize("decode", ["d", "residual"])
+def test_stage_writes_decoded_fused_latents(inputs, tmp_path, decode):
     root, latents, model, cams = inputs
-    summary = run_stage(inputs, tmp_path / "fused.zarr", n_per_class=7, tau_h=0.4, tau_l=0.6, seed=3, chunk_size=4)
+    summary = run_stage(inputs, tmp_path / "fused.zarr", n_per_class=7, tau_h=0.4, tau_l=0.6, seed=3, chunk_size=4,
+                        decode=decode)  # fmt: skip
     fused = open_latents(tmp_path / "fused.zarr")
     assert fused["z"].shape == (14, 4, 8, 8) and fused["labels"].shape == (14, len(CLASSES))
     assert list(fused["tail_class"][:]) == ["Nodule"] * 7 + ["Fracture"] * 7
@@ -298,6 +301,11 @@ def test_stage_writes_decoded_fused_latents(inputs, tmp_path):
             zs_f = fuse(zs[:1], zs[1:], torch.from_numpy(cam_maps[[t]]), torch.from_numpy(cam_maps[[h]]), 0.4, 0.6,
                         sample_generator(3, t_index, j))  # fmt: skip
             z_f = il.model.decoder(zs_f)
+            if decode == "residual":  # Eq. 13 plus each source's round-trip error where F took it
+                from_tail = (zs_f == zs[:1]).all(dim=1)  # (1, h, w): the positions taken from the tail vector
+                assert torch.equal(from_tail, torch.from_numpy(fused["from_tail"][[f]]).bool())
+                errors = torch.from_numpy(store["z"][[t, h]]) - il.model.decoder(zs)  # (2, C, h, w)
+                z_f = z_f + torch.where(from_tail[:, None], errors[:1], errors[1:])
         np.testing.assert_allclose(fused["z"][f], z_f[0].numpy(), rtol=1e-5, atol=1e-5)
         want = np.maximum(store["labels"][t], store["labels"][h])  # union ...
         want[CLASSES.index("No Finding")] = 0  # ... without "No Finding": each sample has its tail class
@@ -339,3 +347,29 @@ def test_stage_refuses_maps_of_another_il_model(inputs, tmp_path):
     other = save_tiny_il(tmp_path / "other.pt", seed=1)
     with pytest.raises(InputError, match="il_fingerprint"):
         fuse_latents(pairs_csv(root), latents, cams, other, SPLIT, tmp_path / "f.zarr", FusionConfig())
+
+
+def test_residual_decode_adds_back_each_sources_round_trip_error():
+    torch.manual_seed(0)
+    b, c_sparse, c, h, w = 3, 6, 4, 5, 5
+    zs_t, zs_h = torch.rand(b, c_sparse, h, w), torch.rand(b, c_sparse, h, w)
+    z_t, z_h = torch.randn(b, c, h, w), torch.randn(b, c, h, w)
+    from_tail = torch.rand(b, h, w) < 0.5
+    zs_f = combine(zs_t, zs_h, from_tail)
+    pointwise = torch.nn.Conv2d(c_sparse, c, 1)  # a decoder without spatial context
+    with torch.no_grad():
+        assert torch.equal(decode_fused(pointwise, zs_f, from_tail), pointwise(zs_f))  # Eq. 13
+        got = decode_fused(pointwise, zs_f, from_tail, "residual", (z_t, z_h, zs_t, zs_h))
+        # every position is its source's latent exactly: the decoder's error there is added back
+        assert torch.allclose(got, torch.where(from_tail[:, None], z_t, z_h), atol=1e-5)
+        spatial = torch.nn.Conv2d(c_sparse, c, 3, padding=1)
+        every = torch.ones(b, h, w, dtype=torch.bool)
+        tail_only = decode_fused(spatial, combine(zs_t, zs_h, every), every, "residual", (z_t, z_h, zs_t, zs_h))
+        assert torch.allclose(tail_only, z_t, atol=1e-5)  # all from the tail: the tail latent itself
+        mixed = decode_fused(spatial, zs_f, from_tail, "residual", (z_t, z_h, zs_t, zs_h))
+        expected = spatial(zs_f) + torch.where(from_tail[:, None], z_t - spatial(zs_t), z_h - spatial(zs_h))
+        assert torch.allclose(mixed, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="needs one of"):
+        decode_fused(pointwise, zs_f, from_tail, "residual")
+    with pytest.raises(ConfigError, match=r"fusion.decode: 'D' is not one of d, residual"):
+        FusionConfig(decode="D")
