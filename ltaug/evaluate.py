@@ -191,15 +191,52 @@ class ImageSource:
 CACHE_SHARE = 0.25  # cache_images: auto caches when the images take at most this share of the available memory
 
 
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo; else physical memory)."""
+def _cgroup_room(proc: Path, cgroup_root: Path) -> int | None:
+    """Bytes the process's memory cgroup still allows (limit - usage), None without a limit.
+
+    SLURM confines a job to its --mem with a cgroup, while /proc/meminfo shows the whole node.
+    cgroup v2: <root>/<path of /proc/self/cgroup>/memory.max and memory.current; v1:
+    <root>/memory/<path>/memory.limit_in_bytes and memory.usage_in_bytes.
+    """
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        lines = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":  # v2
+            folder, limit_name, usage_name = cgroup_root / rel, "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):  # v1
+            folder, limit_name, usage_name = cgroup_root / "memory" / rel, "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        if not folder.is_dir():  # inside a container the cgroup namespace starts at the mount point
+            folder = cgroup_root if controllers == "" else cgroup_root / "memory"
+        try:
+            limit = (folder / limit_name).read_text().strip()
+            usage = int((folder / usage_name).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit != "max" and int(limit) < 2**60:  # v1 writes "no limit" as a huge number
+            return max(0, int(limit) - usage)
+    return None
+
+
+def available_memory(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Bytes of memory available to a new allocation: MemAvailable of /proc/meminfo (else physical memory),
+    capped by what the process's memory cgroup (a SLURM job's --mem) still allows."""
+    available = None
+    try:
+        for line in (proc / "meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                available = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    room = _cgroup_room(proc, cgroup_root)
+    return available if room is None else min(available, room)
 
 
 def cache_decision(setting: bool | str, n_images: int, size: int, available: int | None = None) -> tuple[bool, str]:

@@ -166,3 +166,28 @@ def test_cache_images_auto_caches_only_what_fits_in_a_quarter_of_the_memory():
     assert cache_decision(True, 377_110, 224, available=gib)[0] and not cache_decision(False, 10, 64, available=64 * gib)[0]
     with pytest.raises(ConfigError, match=r"eval\.classifier\.cache_images: 'yes' is not true, false or auto"):
         ClassifierConfig(cache_images="yes")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_available_memory_is_capped_by_the_jobs_cgroup(tmp_path, version):
+    """A SLURM job's --mem is a memory cgroup; /proc/meminfo shows the whole node."""
+    from ltaug.evaluate import available_memory
+
+    gib = 2**30
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text(f"MemTotal: {512 * gib // 1024} kB\nMemAvailable: {500 * gib // 1024} kB\n")
+    assert available_memory(proc, cgroup) == 500 * gib  # no cgroup file: the node's
+    job = "slurm/uid_1000/job_42"
+    if version == "v2":
+        (proc / "self" / "cgroup").write_text(f"0::/{job}\n")
+        folder, limit, usage = cgroup / job, "memory.max", "memory.current"
+    else:
+        (proc / "self" / "cgroup").write_text(f"5:cpuset:/{job}\n4:memory:/{job}\n")
+        folder, limit, usage = cgroup / "memory" / job, "memory.limit_in_bytes", "memory.usage_in_bytes"
+    folder.mkdir(parents=True)
+    (folder / limit).write_text(f"{64 * gib}\n")
+    (folder / usage).write_text(f"{4 * gib}\n")
+    assert available_memory(proc, cgroup) == 60 * gib  # --mem=64G, 4 GiB used
+    (folder / limit).write_text("max\n" if version == "v2" else "9223372036854771712\n")  # no limit
+    assert available_memory(proc, cgroup) == 500 * gib
