@@ -1,0 +1,154 @@
+"""Full-size architectures on this machine: SD 1.5 (RoentGen's) at 512 px and DenseNet121 at 224 px, per image.
+
+    python benchmarks/full_size.py [--images 4] [--threads 2] [--keep DIR]
+
+Builds, locally and with random weights, a directory laid out as the hub stores SD 1.5
+(tests/hub_layouts.py: the published component configs, safety_checker and feature_extractor
+entries, the PNDM scheduler; about 1.07 billion parameters, 4.3 GB of safetensors), then, in a
+fresh process so that the build's memory is not counted, loads it through the workflow's loader
+(ltaug.diffusion.load_stable_diffusion), encodes ``--images`` demo images at 512 px
+(ltaug.latents.preprocess + encode_images, latents 4 x 64 x 64), runs ours@1 on them (the last
+1 of generate.num_steps = 75 PNDM steps, guidance 3.5: one UNet evaluation on the doubled batch,
+ltaug.diffusion.sample_latents) and decodes them (ltaug.latents.decode_latents). It records the
+wall seconds of each phase, seconds per image, and the peak RSS after each phase, and writes
+them to benchmarks/full_size/results.json. Then torchvision's DenseNet121 (Table 1's classifier,
+random weights) at 224 px: seconds per image of an AdamW training step (batch 16) and of
+inference (batch 64), as evaluate_classifier, real_features and evaluate_fid spend them. Nothing
+is downloaded; the weights are random, so the images are noise: the point is the cost, not the
+picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).parent / "full_size"
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _rss_gib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)  # Linux: KiB
+
+
+def build(path: Path) -> dict:
+    from hub_layouts import write_hub_layout
+
+    start = time.perf_counter()
+    states = write_hub_layout(path, "sd15", widths="full")
+    params = {name: sum(v.numel() for v in state.values()) for name, state in states.items()}
+    return {"build_s": round(time.perf_counter() - start, 1), "parameters": params,
+            "disk_gb": round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9, 2)}  # fmt: skip
+
+
+def measure(path: Path, n_images: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    from ltaug.demo import DemoConfig, render_image
+    from ltaug.diffusion import load_stable_diffusion, prompt, sample_latents
+    from ltaug.latents import decode_latents, encode_images, preprocess
+    from PIL import Image
+
+    torch.set_num_threads(threads)
+    row, lap = {"rss_gib": {"start": _rss_gib()}}, time.perf_counter()
+
+    def done(phase: str, per_image: bool = True) -> None:
+        nonlocal lap
+        seconds = time.perf_counter() - lap
+        row[f"{phase}_s"] = round(seconds, 2)
+        if per_image:
+            row[f"{phase}_s_per_image"] = round(seconds / n_images, 2)
+        row["rss_gib"][phase] = _rss_gib()
+        lap = time.perf_counter()
+        print(json.dumps({phase: row[f"{phase}_s"], "rss_gib": row["rss_gib"][phase]}), flush=True)
+
+    sd = load_stable_diffusion(path, torch.device("cpu"))
+    done("load", per_image=False)
+    cfg = DemoConfig(image_size=128)
+    images = [Image.fromarray(render_image(cfg, "train", i, ["Nodule"])[0]) for i in range(n_images)]
+    x = torch.stack([preprocess(im, 512) for im in images])  # (n, 3, 512, 512)
+    with torch.no_grad():
+        z = encode_images(sd.vae, x, "mean", 0, 0)
+    assert z.shape == (n_images, 4, 64, 64), z.shape
+    done("encode_512px")
+    texts = [prompt(np.array([1]), ["Nodule"])] * n_images
+    with torch.no_grad():
+        z1 = sample_latents(sd, texts, 75, 3.5, torch.Generator().manual_seed(0), z_start=z, last_steps=1)
+    done("ours@1_unet")
+    pixels = decode_latents(sd.vae, z1, batch_size=1)
+    assert pixels.shape == (n_images, 512, 512, 3)
+    done("decode_512px")
+    del sd
+    densenet(row, threads)
+    return row
+
+
+def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 64, repeats: int = 3) -> None:
+    """DenseNet121 at 224 px (ltaug.evaluate.build_densenet with the defaults): s/image to train and to infer."""
+    import torch
+    import torch.nn.functional as F
+
+    from ltaug.evaluate import ClassifierConfig, build_densenet
+
+    model = build_densenet(ClassifierConfig(), 26)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(train_batch, 3, 224, 224), (torch.rand(train_batch, 26) < 0.1).float()
+    model.train()
+    times = []
+    for _ in range(repeats + 1):  # the first step warms up
+        start = time.perf_counter()
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    row["densenet121_train_s_per_image"] = round(sorted(times[1:])[len(times[1:]) // 2] / train_batch, 4)
+    model.eval()
+    x = torch.randn(infer_batch, 3, 224, 224)
+    with torch.no_grad():
+        model(x[:8])
+        start = time.perf_counter()
+        model(x)
+    row["densenet121_infer_s_per_image"] = round((time.perf_counter() - start) / infer_batch, 4)
+    row["rss_gib"]["densenet121"] = _rss_gib()
+    print(json.dumps({k: row[k] for k in ("densenet121_train_s_per_image", "densenet121_infer_s_per_image")}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep", default="", help="build the model here and keep it (default: a temporary directory)")
+    parser.add_argument("--measure", default="", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    if args.measure:
+        print("RESULT " + json.dumps(measure(Path(args.measure), args.images, args.threads)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.keep) if args.keep else Path(tmp) / "sd15"
+        result = {"images": args.images, "threads": args.threads, "machine": platform.processor() or platform.machine(),
+                  "cpus": len(__import__("os").sched_getaffinity(0))}  # fmt: skip
+        if not (path / "model_index.json").exists():
+            result |= build(path)
+        child = subprocess.run([sys.executable, __file__, "--measure", str(path), "--images", str(args.images),
+                                "--threads", str(args.threads)], capture_output=True, text=True)  # fmt: skip
+        lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+        if child.returncode or not lines:
+            sys.exit(f"measurement failed:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}")
+        result |= json.loads(lines[-1][len("RESULT "):])
+    OUT.mkdir(exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
