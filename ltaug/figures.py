@@ -22,6 +22,7 @@ from ltaug.cam import open_cams, select_maps
 from ltaug.data import ClassSplit, read_manifest
 from ltaug.errors import InputError
 from ltaug.fusion import combine, fusion_masks, sample_generator, slug
+from ltaug.images import open_image
 from ltaug.io import atomic_path
 from ltaug.iterated import load_il_model
 from ltaug.latents import open_latents
@@ -89,7 +90,7 @@ def fig2_panels(
             fig, axes = plt.subplots(3, cols, figsize=(2.2 * cols, 6.9), squeeze=False)
             for ax in axes.flat:
                 ax.axis("off")
-            real = {i: np.asarray(Image.open(manifest.loc[i, "path"]).convert("L")) for i in (tail_id, head_id)}
+            real = {i: np.asarray(open_image(manifest.loc[i, "path"]).convert("L")) for i in (tail_id, head_id)}
             panels = [
                 (0, 0, real[tail_id], f"tail: {tail_id}\n{t}", "gray"),
                 (0, 1, mip(zs[0]), "max_c z_t^s", "magma"),

@@ -1,9 +1,17 @@
-"""Opening images with errors that name the file; shared by every stage that reads pixels."""
+"""Opening images with errors that name the file; shared by every stage that reads pixels.
+
+Every stage sees 8-bit pixels. Images stored with more bits (16-bit grayscale PNGs, as
+PadChest and many radiograph exports are, often holding 12 significant bits: values 0-4095)
+are mapped linearly from their own value range (min to max) onto 0-255, so a 12-bit image
+in a 16-bit file is not read as nearly black (dividing by 257 gives it 0-16 of 255), and
+PIL's plain conversion, which clips every value above 255, does not saturate it.
+"""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ltaug.errors import InputError
@@ -11,12 +19,27 @@ from ltaug.errors import InputError
 CHECKS = ("exists", "header", "full")
 
 
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL modes of more than 8 bits per pixel
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """An 8-bit grayscale ("L") image of a high-bit-depth one, its value range mapped linearly onto 0-255
+    (a constant image becomes 0); 8-bit images (L, RGB, ...) are returned as they are."""
+    if image.mode not in HIGH_BIT_MODES:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    scaled = np.zeros(values.shape) if hi <= lo else (values - lo) * (255.0 / (hi - lo))
+    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+
+
 def open_image(path: str | os.PathLike, where: str = "") -> Image.Image:
-    """Open and fully decode an image; a missing, unreadable or truncated file raises InputError."""
+    """Open and fully decode an image as 8-bit pixels (:func:`to_8bit`); a missing, unreadable or
+    truncated file raises InputError."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy()
+            return to_8bit(im.copy())
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise InputError(_message(path, exc, where)) from exc
 
