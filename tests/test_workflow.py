@@ -177,6 +177,10 @@ def evaluation(rows: int, baseline: bool = False) -> dict[str, int]:
         ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_diffusion": 1, "encode_latents": 2, **IL_ON,
                                                   "baseline_smote": 1, "baseline_roentgen": 1, **evaluation(4)}),
         ("il", "lam", 0.7, {**IL_ON, **evaluation(2)}),  # the two Ours rows only
+        ("fusion", "decode", "residual", {"fuse": 1, "generate": 2, "fig2_panels": 1, **evaluation(2)}),
+        # the prompt reaches the UNet passes only: ours@s for s > 0 and text-to-image, not ours@0
+        ("generate", "prompt_template", "chest x-ray showing {classes}",
+         {"generate": 1, "baseline_roentgen": 1, "fig2_panels": 1, **evaluation(2)}),
     ],
 )
 def test_a_config_change_reruns_exactly_the_stages_that_depend_on_it(tiny_run, section, key, value, jobs):

@@ -60,7 +60,7 @@ rule baseline_roentgen:
         cfg=section_json("baselines"),
         n_per_class=config["fusion"]["n_per_class"],
         guidance=config["generate"]["guidance_scale"],
-        template=config["generate"]["prompt_template"],
+        template=lambda wildcards: config["generate"]["prompt_template"],  # a function: "{classes}" is no wildcard
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
         "logs/baselines/baseline_roentgen@{steps}.log",
