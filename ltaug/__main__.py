@@ -63,7 +63,8 @@ def _split_classes(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
     from ltaug.data import LongTailConfig, write_classes
 
-    split = write_classes(from_json(LongTailConfig, args.params, "long_tail"), args.manifest, args.classes)
+    split = write_classes(from_json(LongTailConfig, args.params, "long_tail"), args.manifest, args.classes,
+                          json.loads(args.labels))  # fmt: skip
     for group in ("head", "medium", "tail"):
         names = getattr(split, group)
         print(f"{group}: " + ", ".join(f"{c} ({split.prevalence[c]:.3f})" for c in names))
@@ -407,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("split_classes", _split_classes, "split the classes into head, medium and tail")
     p.add_argument("--manifest", required=True, help="input manifest.csv")
     p.add_argument("--classes", required=True, help="output classes.json")
+    p.add_argument("--labels", default="{}", help="how the labels were read (data.labels_format, uncertain, blank) as JSON")
     p = stage("bootstrap_diffusion", _bootstrap_diffusion, "train the small demo Stable Diffusion model")
     p.add_argument("--manifest", required=True, help="input manifest.csv (its training split)")
     p.add_argument("--model", required=True, help="output diffusers directory")

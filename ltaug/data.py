@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ltaug import labels
 from ltaug.errors import ConfigError, InputError
 from ltaug.images import CHECKS, check_image
 from ltaug.io import atomic_path
@@ -46,18 +47,71 @@ class DataConfig:
     metadata_columns: list[str] = field(  # non-class columns (absent ones are ignored)
         default_factory=lambda: ["subject_id", "study_id", "dicom_id"]
     )
-    classes: list[str] = field(default_factory=list)  # class columns; empty: all non-metadata columns
+    classes: list[str] = field(default_factory=list)  # class columns (or names); empty: all non-metadata columns
     check_images: str = "header"  # exists | header | full (see ltaug.images.CHECKS)
+    labels_format: str = "columns"  # columns | delimited (NIH) | list (PadChest), see ltaug.labels
+    labels_column: str = ""  # delimited / list: the column of class names
+    labels_delimiter: str = "|"  # delimited: between names
+    ignore_labels: list[str] = field(default_factory=list)  # names in the labels column that are no class
+    uncertain: str = "error"  # columns: -1 is an error | zeros | ones (CheXpert's U-Zeros / U-Ones)
+    blank: str = "error"  # a blank label is an error | zeros (not mentioned = negative)
+    split_lists: dict[str, str] = field(default_factory=dict)  # split -> text file of ids or file names (with labels.all)
+    carve: dict[str, float] = field(default_factory=dict)  # split -> share of the training patients moved to it
+    split_seed: int = 0  # seed of the carving
+    patient_column: str = ""  # patient id column: carving by patient, no patient in two splits
+    patient_regex: str = ""  # or the patient id from the path column: a regex with one group (CheXpert: patient(\d+))
+    allow_patient_overlap: bool = False  # accept a patient in two given splits
+    locate_images: bool = False  # the path column holds file names, found anywhere under image_root
 
     def __post_init__(self):
-        missing = [s for s in SPLITS if s not in self.labels]
+        from ltaug.labels import BLANK, FORMATS, UNCERTAIN
+
+        given = set(self.labels)
+        if "all" in given and given != {"all"}:
+            raise ConfigError(
+                f"data.labels: 'all' (one file for every image) and per-split files ({', '.join(sorted(given - {'all'}))}) "
+                f"both given; use one of them."
+            )
+        if "all" not in given and "train" not in given:
+            raise ConfigError("data.labels: no training labels; give data.labels.train (or data.labels.all).")
+        if self.split_lists and "all" not in given:
+            raise ConfigError("data.split_lists: split lists divide one labels file; give it as data.labels.all.")
+        have = set(self.split_lists) if "all" in given else given
+        if "all" in given and not self.split_lists:
+            have = {"train"}
+        both = sorted(have & set(self.carve))
+        if both:
+            raise ConfigError(f"data.carve: {', '.join(both)} is given by a labels file or list already; remove it from data.carve.")
+        missing = [s for s in SPLITS if s not in have | set(self.carve)]
         if missing:
             raise ConfigError(
-                f"data.labels: no labels file for split(s) {', '.join(missing)}; "
-                f"give one CSV for each of {', '.join(SPLITS)}."
+                f"data.labels: no {', '.join(missing)} split; give data.labels.{missing[0]}, a "
+                f"data.split_lists.{missing[0]} (with data.labels.all), or carve it from train, e.g. "
+                f"data.carve: {{{missing[0]}: 0.1}}."
             )
-        if self.check_images not in CHECKS:
-            raise ConfigError(f"data.check_images: {self.check_images!r} is not one of {', '.join(CHECKS)}.")
+        for key, value, allowed in (("check_images", self.check_images, CHECKS), ("labels_format", self.labels_format, FORMATS),
+                                    ("uncertain", self.uncertain, UNCERTAIN), ("blank", self.blank, BLANK)):  # fmt: skip
+            if value not in allowed:
+                raise ConfigError(f"data.{key}: {value!r} is not one of {', '.join(allowed)}.")
+        if self.patient_column and self.patient_regex:
+            raise ConfigError("data.patient_column and data.patient_regex both given; the patient id comes from one of them.")
+        if self.patient_regex:
+            import re
+
+            try:
+                groups = re.compile(self.patient_regex).groups
+            except re.error as exc:
+                raise ConfigError(f"data.patient_regex: {self.patient_regex!r} is not a regular expression ({exc}).")
+            if groups != 1:
+                raise ConfigError(
+                    f"data.patient_regex: '{self.patient_regex}' has {groups} groups; it needs exactly one, the patient id "
+                    f"(CheXpert: 'patient(\\d+)')."
+                )
+        if self.labels_format != "columns" and not self.labels_column:
+            raise ConfigError(
+                f"data.labels_column: labels_format {self.labels_format} reads the class names from one column; "
+                f"name it (NIH ChestX-ray14: 'Finding Labels', PadChest: 'Labels')."
+            )
 
 
 @dataclass(frozen=True)
@@ -90,6 +144,7 @@ class ClassSplit:
     train_counts: dict[str, int]
     prevalence: dict[str, float]  # training prevalence
     n: dict[str, int]  # images per split
+    labels: dict = field(default_factory=dict)  # how the labels were read: format, uncertain and blank policies
 
 
 # ---------------------------------------------------------------------------- reading
@@ -97,7 +152,7 @@ class ClassSplit:
 
 def read_header(path: Path) -> list[str]:
     """The CSV's column names, with duplicates reported (pandas would silently rename them)."""
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), None)
     if not header:
         raise InputError(f"{path}: the file is empty; expected a header line with the id, path and class columns.")
@@ -107,93 +162,130 @@ def read_header(path: Path) -> list[str]:
     return header
 
 
-def resolve_classes(cfg: DataConfig, headers: dict[str, list[str]]) -> list[str]:
-    """The class columns: the configured list, or every non-id/path/metadata column of train."""
-    reserved = {cfg.id_column, cfg.path_column, *cfg.metadata_columns}
-    for split, header in headers.items():
-        src = cfg.labels[split]
-        for col, key in ((cfg.id_column, "data.id_column"), (cfg.path_column, "data.path_column")):
-            if col not in header:
-                raise InputError(
-                    f"{src}: no column {col!r} ({key}); the columns are: {', '.join(header)}. "
-                    f"Set {key} to the name of the column that holds it."
-                )
+def split_tables(cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    """Every split's rows as strings (``_source``, ``_line``: where each came from), from per-split files, one
+    file and split lists, and carving from train (:mod:`ltaug.labels`)."""
+    for key, path in cfg.labels.items():
+        if not os.path.isfile(path):
+            raise InputError(
+                f"{path}: labels CSV of the {key} split (data.labels.{key}) does not exist; "
+                f"point data.labels.{key} at the labels file of that split."
+            )
+        read_header(Path(path))
+    files = {key: labels.read_table(path) for key, path in cfg.labels.items()}
+    for table in files.values():
+        for col, key in ((cfg.id_column, "data.id_column"), (cfg.path_column, "data.path_column"),
+                         (cfg.patient_column, "data.patient_column")):  # fmt: skip
+            if col:
+                _require(table, col, key)
+    if "all" in files:
+        table = files["all"]
+        if cfg.split_lists:
+            table = labels.assign_lists(table, cfg.split_lists, cfg.id_column, cfg.path_column)
+        else:
+            table = table.assign(split="train")
+    else:
+        table = pd.concat([files[s].assign(split=s) for s in SPLITS if s in files], ignore_index=True)
+    patient = cfg.patient_column
+    if cfg.patient_regex:
+        patient, table = "_patient", table.assign(_patient=labels.patients_from_paths(table, cfg.path_column, cfg.patient_regex))
+    labels.check_patients(table, patient, cfg.allow_patient_overlap)
+    if cfg.carve:
+        train = labels.carve(table[table["split"] == "train"], cfg.carve, patient, cfg.split_seed)
+        table = pd.concat([train, table[table["split"] != "train"]])
+    return {s: table[table["split"] == s].reset_index(drop=True) for s in SPLITS}
+
+
+def _require(table: pd.DataFrame, column: str, key: str) -> None:
+    if column not in table.columns:
+        columns = ", ".join(c for c in table.columns if not c.startswith("_") and c != "split")
+        raise InputError(
+            f"{table['_source'].iloc[0]}: no column {column!r} ({key}); the columns are: {columns}. "
+            f"Set {key} to the name of the column that holds it."
+        )
+
+
+def resolve_classes(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The class columns (format ``columns``): the configured list, or every non-id/path/metadata column of train."""
+    reserved = {cfg.id_column, cfg.path_column, cfg.patient_column, *cfg.metadata_columns, "split", "_line", "_source",
+                "_patient"}  # fmt: skip
+    sources = {}  # each labels file once, with its columns
+    for table in tables.values():
+        for src, part in table.groupby("_source", sort=False):
+            sources[src] = [c for c in part.columns if not part[c].isna().all()]
     if cfg.classes:
         classes = list(cfg.classes)
-        for split, header in headers.items():
+        for src, header in sources.items():
             absent = [c for c in classes if c not in header]
             if absent:
                 raise InputError(
-                    f"{cfg.labels[split]}: class(es) {', '.join(map(repr, absent))} from data.classes are not "
-                    f"columns of this file; its columns are: {', '.join(header)}. "
+                    f"{src}: class(es) {', '.join(map(repr, absent))} from data.classes are not columns of this "
+                    f"file; its columns are: {', '.join(c for c in header if not c.startswith('_') and c != 'split')}. "
                     f"Fix the spelling in data.classes or remove them."
                 )
         return classes
-    classes = [c for c in headers["train"] if c not in reserved]
+    train_source = tables["train"]["_source"].iloc[0]
+    classes = [c for c in sources[train_source] if c not in reserved]
     if not classes:
-        raise InputError(f"{cfg.labels['train']}: no class columns left after the id, path and metadata columns.")
-    for split in ("val", "test"):
-        header = headers[split]
+        raise InputError(f"{train_source}: no class columns left after the id, path and metadata columns.")
+    for src, header in sources.items():
         absent = [c for c in classes if c not in header]
         extra = [c for c in header if c not in reserved and c not in classes]
         if absent or extra:
             parts = []
             if absent:
-                parts.append(f"lacks class column(s) {', '.join(map(repr, absent))} of {cfg.labels['train']}")
+                parts.append(f"lacks class column(s) {', '.join(map(repr, absent))} of {train_source}")
             if extra:
                 parts.append(f"has column(s) {', '.join(map(repr, extra))} that the training file lacks")
             raise InputError(
-                f"{cfg.labels[split]}: {' and '.join(parts)}. All splits need the same class columns: "
+                f"{src}: {' and '.join(parts)}. All splits need the same class columns: "
                 f"list the classes in data.classes, or add non-class columns to data.metadata_columns."
             )
     return classes
 
 
-def _label_matrix(df: pd.DataFrame, classes: list[str], src: str) -> np.ndarray:
-    """(N, K) uint8 labels; any value other than 0 or 1 is an error that lists the rows."""
-    values = df[classes]
-    ok = values.isin(["0", "1", "0.0", "1.0"])
-    if not ok.to_numpy().all():
-        problems = []
-        for c in classes:
-            bad = np.flatnonzero(~ok[c].to_numpy())
-            if len(bad):
-                shown = ", ".join(
-                    f"line {i + 2} ({values[c].iloc[i]!r})" if values[c].iloc[i] != "" else f"line {i + 2} (blank)"
-                    for i in bad[:MAX_LISTED]
-                )
-                more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-                note = " (no row is 0 or 1: if this is not a class, add it to data.metadata_columns)" if len(bad) == len(df) else ""
-                problems.append(f"column {c!r}: {len(bad)} row(s): {shown}{more}{note}")
-        raise InputError(
-            f"{src}: label values must be 0 or 1, but\n  " + "\n  ".join(problems) + "\n"
-            "Map uncertain (-1) and blank labels to 0 or 1 before running (for example U-zeros: -1 and blank -> 0), "
-            "or add a non-class column to data.metadata_columns."
-        )
-    return values.to_numpy().astype(float).astype(np.uint8)
+def label_matrices(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(classes, (N, K) uint8 labels per split) in ``cfg.labels_format``."""
+    if cfg.labels_format == "columns":
+        classes = resolve_classes(cfg, tables)
+        matrices = {}
+        for s, table in tables.items():
+            parts = [labels.column_matrix(part, classes, cfg.uncertain, cfg.blank)
+                     for _, part in table.groupby("_source", sort=False)]  # fmt: skip
+            order = np.concatenate([part.index.to_numpy() for _, part in table.groupby("_source", sort=False)])
+            matrix = np.zeros((len(table), len(classes)), dtype=np.uint8)
+            matrix[order] = np.concatenate(parts) if parts else matrix
+            matrices[s] = matrix
+        return classes, matrices
+    names = {s: [] for s in SPLITS}
+    frames, rows = [], []
+    for s, table in tables.items():
+        for _, part in table.groupby("_source", sort=False):
+            frames.append(part)
+            rows.append(labels.names_of(part, cfg.labels_format, cfg.labels_column, cfg.labels_delimiter, cfg.blank))
+    classes, parts = labels.name_matrix(frames, rows, list(cfg.classes), list(cfg.ignore_labels), cfg.labels_column)
+    matrices = {s: np.zeros((len(tables[s]), len(classes)), dtype=np.uint8) for s in SPLITS}
+    for part, matrix in zip(frames, parts):
+        split = part["split"].iloc[0]
+        matrices[split][part.index.to_numpy()] = matrix
+    del names
+    return classes, matrices
 
 
-def read_split(cfg: DataConfig, split: str, classes: list[str]) -> pd.DataFrame:
-    """One split as a manifest frame: id, path (joined with image_root), split, uint8 labels."""
-    src = cfg.labels[split]
-    df = pd.read_csv(src, dtype=str, keep_default_na=False)
-    if len(df) == 0:
-        raise InputError(f"{src}: the file has a header but no rows; every split needs images.")
+def manifest_frame(cfg: DataConfig, split: str, table: pd.DataFrame, classes: list[str], y: np.ndarray) -> pd.DataFrame:
+    """One split as a manifest frame: id, path (under image_root), split, uint8 labels (+ where each row came from)."""
     for col, key in ((cfg.id_column, "data.id_column"), (cfg.path_column, "data.path_column")):
-        blank = np.flatnonzero(df[col].str.strip().to_numpy() == "")
+        blank = np.flatnonzero(table[col].str.strip().to_numpy() == "")
         if len(blank):
-            lines = ", ".join(str(i + 2) for i in blank[:MAX_LISTED])
-            raise InputError(f"{src}: column {col!r} ({key}) is blank on {len(blank)} row(s), lines {lines}.")
-    labels = _label_matrix(df, classes, src)
-    out = pd.DataFrame(
-        {
-            "id": df[cfg.id_column].to_numpy(),
-            "path": [os.path.join(cfg.image_root, p) for p in df[cfg.path_column]],
-            "split": split,
-            "_line": np.arange(len(df)) + 2,
-        }
-    )
-    return pd.concat([out, pd.DataFrame(labels, columns=classes)], axis=1)
+            lines = ", ".join(str(table["_line"].iloc[i]) for i in blank[:MAX_LISTED])
+            raise InputError(f"{table['_source'].iloc[blank[0]]}: column {col!r} ({key}) is blank on {len(blank)} row(s), lines {lines}.")
+    if cfg.locate_images:  # file names: load_labels finds them, all splits through one index
+        paths = table[cfg.path_column].tolist()
+    else:
+        paths = [os.path.join(cfg.image_root, p) for p in table[cfg.path_column]]
+    out = pd.DataFrame({"id": table[cfg.id_column].to_numpy(), "path": paths, "split": split})
+    extra = {"_line": table["_line"].to_numpy(), "_source": table["_source"].to_numpy()}
+    return pd.concat([out, pd.DataFrame(y, columns=classes), pd.DataFrame(extra)], axis=1)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -204,7 +296,7 @@ def check_unique_ids(frame: pd.DataFrame, cfg: DataConfig) -> None:
     if len(dup):
         groups = dup.groupby("id", sort=False)
         shown = "; ".join(
-            f"{i!r} at " + ", ".join(f"{cfg.labels[s]} line {n}" for s, n in zip(g["split"], g["_line"]))
+            f"{i!r} at " + ", ".join(f"{src} line {n}" for src, n in zip(g["_source"], g["_line"]))
             for i, g in list(groups)[:MAX_LISTED]
         )
         raise InputError(
@@ -220,8 +312,8 @@ def check_images(frame: pd.DataFrame, cfg: DataConfig, threads: int = 1) -> None
     if not exists.all():
         missing = frame[~exists]
         shown = "\n  ".join(
-            f"{p} ({cfg.labels[s]} line {n})"
-            for p, s, n in zip(missing["path"][:MAX_LISTED], missing["split"], missing["_line"])
+            f"{p} ({src} line {n})"
+            for p, src, n in zip(missing["path"][:MAX_LISTED], missing["_source"], missing["_line"])
         )
         raise InputError(
             f"{len(missing)} of {len(frame)} images listed in the labels files do not exist under "
@@ -230,7 +322,7 @@ def check_images(frame: pd.DataFrame, cfg: DataConfig, threads: int = 1) -> None
         )
     if cfg.check_images == "exists":
         return
-    where = [f"{cfg.labels[s]} line {n}" for s, n in zip(frame["split"], frame["_line"])]
+    where = [f"{src} line {n}" for src, n in zip(frame["_source"], frame["_line"])]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # list() re-raises the first failure in manifest order
         list(pool.map(check_image, frame["path"], [cfg.check_images] * len(frame), where))
@@ -292,16 +384,12 @@ def _fmt(prevalence: dict[str, float]) -> str:
 
 
 def load_labels(cfg: DataConfig, threads: int = 1) -> pd.DataFrame:
-    """Read and check every split; return the manifest frame (with a ``_line`` column). Writes nothing."""
-    for split in SPLITS:
-        if not os.path.isfile(cfg.labels[split]):
-            raise InputError(
-                f"{cfg.labels[split]}: labels CSV of the {split} split (data.labels.{split}) does not exist; "
-                f"point data.labels.{split} at the CXR-LT labels file of that split."
-            )
-    headers = {s: read_header(Path(cfg.labels[s])) for s in SPLITS}
-    classes = resolve_classes(cfg, headers)
-    frame = pd.concat([read_split(cfg, s, classes) for s in SPLITS], ignore_index=True)
+    """Read and check every split; return the manifest frame (with ``_line``, ``_source`` columns). Writes nothing."""
+    tables = split_tables(cfg)
+    classes, matrices = label_matrices(cfg, tables)
+    frame = pd.concat([manifest_frame(cfg, s, tables[s], classes, matrices[s]) for s in SPLITS], ignore_index=True)
+    if cfg.locate_images:
+        frame["path"] = labels.locate(frame["path"], cfg.image_root, frame)
     check_unique_ids(frame, cfg)
     check_images(frame, cfg, threads)
     return frame
@@ -309,7 +397,8 @@ def load_labels(cfg: DataConfig, threads: int = 1) -> pd.DataFrame:
 
 def prepare_data(cfg: DataConfig, manifest: str | Path, threads: int = 1) -> pd.DataFrame:
     """Stage prepare_data: validate the labels files and images, then write manifest.csv atomically."""
-    frame = load_labels(cfg, threads).drop(columns="_line")
+    frame = load_labels(cfg, threads)
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
     with atomic_path(manifest) as tmp:
         frame.to_csv(tmp, index=False)
     return frame
@@ -322,9 +411,16 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return frame.astype({c: np.uint8 for c in classes})
 
 
-def write_classes(cfg: LongTailConfig, manifest: str | Path, classes_json: str | Path) -> ClassSplit:
-    """Stage split_classes: head/tail/medium classes from the manifest's training split -> classes.json."""
+LABEL_POLICY_KEYS = ("labels_format", "uncertain", "blank", "ignore_labels")  # recorded in classes.json
+
+
+def write_classes(
+    cfg: LongTailConfig, manifest: str | Path, classes_json: str | Path, labels: dict | None = None
+) -> ClassSplit:
+    """Stage split_classes: head/tail/medium classes from the manifest's training split -> classes.json,
+    with ``labels``: how prepare_data read them (data.labels_format, uncertain, blank, ignore_labels)."""
     split = split_classes(cfg, read_manifest(manifest), source=str(manifest))
+    split = ClassSplit(**{**asdict(split), "labels": dict(labels or {})})
     with atomic_path(classes_json) as tmp:
         Path(tmp).write_text(json.dumps(asdict(split), indent=2) + "\n")
     return split

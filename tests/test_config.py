@@ -92,7 +92,7 @@ def test_defaults_fill_an_empty_config():
         ({"long_tail": {"tail_max_prevalence": "0.02"}}, r"long_tail\.tail_max_prevalence: '0\.02' is not of type 'number'"),
         ({"data": {"check_images": "all"}}, r"data\.check_images: 'all' is not one of"),
         ({"demo": {"prevalence": {"Nodule": 1.5}}}, r"demo\.prevalence\.Nodule: 1\.5 is greater than or equal to the maximum"),
-        ({"data": {"labels": {"train": "a.csv"}}}, r"data\.labels: 'val' is a required property"),
+        ({"data": {"labels": {"train": "a.csv"}}}, r"data\.labels: no val split"),
     ],
 )
 def test_bad_config_names_the_key(config, pattern):

@@ -39,7 +39,7 @@ def data(tmp_path_factory):
     """Manifest frame and class split of a small data set (40/10/20 images; Nodule and Fracture are tail)."""
     root = tmp_path_factory.mktemp("data")
     cfg = DataConfig(**write_dataset(root, n={"train": 40, "val": 10, "test": 20}))
-    manifest = load_labels(cfg).drop(columns="_line")
+    manifest = load_labels(cfg).drop(columns=["_line", "_source"])
     split = split_classes(LongTailConfig(head_min_prevalence=0.2, tail_max_prevalence=0.05), manifest)
     return root, manifest, split
 

@@ -49,15 +49,18 @@ def demo_outputs():
 
 
 def labels_files(wildcards=None):
-    """The labels CSV of each split; a missing one (that the demo will not draw) is a config error."""
-    files = config["data"]["labels"]
+    """The labels CSV of each split (or of all images) and the split lists; a missing one (that the demo will
+    not draw) is a config error."""
+    files = dict(config["data"]["labels"])
+    files |= {f"list_{split}": path for split, path in config["data"]["split_lists"].items()}
     made = {os.path.normpath(p) for p in demo_outputs()}
-    for split, path in files.items():
+    for key, path in files.items():
         if not os.path.exists(path) and os.path.normpath(path) not in made:
+            what = (f"split list of {key[5:]} (data.split_lists.{key[5:]})" if key.startswith("list_")
+                    else f"labels CSV of the {key} split (data.labels.{key})")  # fmt: skip
             raise WorkflowError(
-                f"{path}: labels CSV of the {split} split (data.labels.{split}) does not exist; "
-                f"point data.labels.{split} at the labels file of that split, or set demo.enabled: true "
-                f"to draw the demo data set there."
+                f"{path}: {what} does not exist; point it at the file the data set ships, or set "
+                f"demo.enabled: true to draw the demo data set there."
             )
     return files
 

@@ -50,6 +50,7 @@ rule split_classes:
         classes=f"{OUT}/data/classes.json",
     params:
         cfg=section_json("long_tail"),
+        labels=section_json("data", keep=("labels_format", "uncertain", "blank", "ignore_labels")),
     log:
         "logs/data/split_classes.log",
     benchmark:
@@ -58,4 +59,5 @@ rule split_classes:
         ENV
     shell:
         "python -m ltaug split_classes --manifest {input.manifest:q} --classes {output.classes:q}"
+        " --labels {params.labels:q}"
         " --params {params.cfg:q} > {log} 2>&1"
