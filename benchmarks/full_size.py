@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -136,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "sd15"
         result = {"images": args.images, "threads": args.threads, "machine": platform.processor() or platform.machine(),
-                  "cpus": len(__import__("os").sched_getaffinity(0))}  # fmt: skip
+                  "cpus": len(os.sched_getaffinity(0))}  # fmt: skip
         if not (path / "model_index.json").exists():
             result |= build(path)
         child = subprocess.run([sys.executable, __file__, "--measure", str(path), "--images", str(args.images),

@@ -121,6 +121,9 @@ def validate_config(
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("\n".join(_describe(e, source, overrides) for e in errors))
+    from ltaug.data import DataConfig  # the data section's cross-key rules (which splits come from where)
+
+    from_dict(DataConfig, config["data"], "data")
     return config
 
 

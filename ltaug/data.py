@@ -17,7 +17,6 @@ Both write atomically: a failed run leaves no output behind.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +30,7 @@ from ltaug import labels
 from ltaug.errors import ConfigError, InputError
 from ltaug.images import CHECKS, check_image
 from ltaug.io import atomic_path
-
-SPLITS = ("train", "val", "test")
-MAX_LISTED = 5  # how many offending rows or files an error message lists
+from ltaug.labels import MAX_LISTED, SPLITS  # the splits, and how many offending rows an error lists
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,7 @@ class DataConfig:
             raise ConfigError("data.labels: no training labels; give data.labels.train (or data.labels.all).")
         if self.split_lists and "all" not in given:
             raise ConfigError("data.split_lists: split lists divide one labels file; give it as data.labels.all.")
-        have = set(self.split_lists) if "all" in given else given
-        if "all" in given and not self.split_lists:
-            have = {"train"}
+        have = (set(self.split_lists) or {"train"}) if "all" in given else given  # splits the files give
         both = sorted(have & set(self.carve))
         if both:
             raise ConfigError(f"data.carve: {', '.join(both)} is given by a labels file or list already; remove it from data.carve.")
@@ -150,18 +145,6 @@ class ClassSplit:
 # ---------------------------------------------------------------------------- reading
 
 
-def read_header(path: Path) -> list[str]:
-    """The CSV's column names, with duplicates reported (pandas would silently rename them)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), None)
-    if not header:
-        raise InputError(f"{path}: the file is empty; expected a header line with the id, path and class columns.")
-    dupes = sorted({c for c in header if header.count(c) > 1})
-    if dupes:
-        raise InputError(f"{path}: column(s) {', '.join(map(repr, dupes))} appear more than once in the header.")
-    return header
-
-
 def split_tables(cfg: DataConfig) -> dict[str, pd.DataFrame]:
     """Every split's rows as strings (``_source``, ``_line``: where each came from), from per-split files, one
     file and split lists, and carving from train (:mod:`ltaug.labels`)."""
@@ -171,7 +154,6 @@ def split_tables(cfg: DataConfig) -> dict[str, pd.DataFrame]:
                 f"{path}: labels CSV of the {key} split (data.labels.{key}) does not exist; "
                 f"point data.labels.{key} at the labels file of that split."
             )
-        read_header(Path(path))
     files = {key: labels.read_table(path) for key, path in cfg.labels.items()}
     for table in files.values():
         for col, key in ((cfg.id_column, "data.id_column"), (cfg.path_column, "data.path_column"),
@@ -245,31 +227,20 @@ def resolve_classes(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> list[st
 
 
 def label_matrices(cfg: DataConfig, tables: dict[str, pd.DataFrame]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(classes, (N, K) uint8 labels per split) in ``cfg.labels_format``."""
+    """(classes, (N, K) uint8 labels per split) in ``cfg.labels_format``, each labels file read on its own (its
+    errors name it); the rows of a split are numbered 0..N-1 (split_tables), so a file's rows index its matrix."""
+    parts = [part for s in SPLITS for _, part in tables[s].groupby("_source", sort=False)]
     if cfg.labels_format == "columns":
         classes = resolve_classes(cfg, tables)
-        matrices = {}
-        for s, table in tables.items():
-            parts = [labels.column_matrix(part, classes, cfg.uncertain, cfg.blank)
-                     for _, part in table.groupby("_source", sort=False)]  # fmt: skip
-            order = np.concatenate([part.index.to_numpy() for _, part in table.groupby("_source", sort=False)])
-            matrix = np.zeros((len(table), len(classes)), dtype=np.uint8)
-            matrix[order] = np.concatenate(parts) if parts else matrix
-            matrices[s] = matrix
-        return classes, matrices
-    names = {s: [] for s in SPLITS}
-    frames, rows = [], []
-    for s, table in tables.items():
-        for _, part in table.groupby("_source", sort=False):
-            frames.append(part)
-            rows.append(labels.names_of(part, cfg.labels_format, cfg.labels_column, cfg.labels_delimiter, cfg.blank))
-    classes, parts = labels.name_matrix(frames, rows, list(cfg.classes), list(cfg.ignore_labels), cfg.labels_column)
-    matrices = {s: np.zeros((len(tables[s]), len(classes)), dtype=np.uint8) for s in SPLITS}
-    for part, matrix in zip(frames, parts):
-        split = part["split"].iloc[0]
-        matrices[split][part.index.to_numpy()] = matrix
-    del names
-    return classes, matrices
+        matrices = [labels.column_matrix(part, classes, cfg.uncertain, cfg.blank) for part in parts]
+    else:
+        names = [labels.names_of(part, cfg.labels_format, cfg.labels_column, cfg.labels_delimiter, cfg.blank)
+                 for part in parts]  # fmt: skip
+        classes, matrices = labels.name_matrix(parts, names, list(cfg.classes), list(cfg.ignore_labels), cfg.labels_column)
+    out = {s: np.zeros((len(tables[s]), len(classes)), dtype=np.uint8) for s in SPLITS}
+    for part, matrix in zip(parts, matrices):
+        out[part["split"].iloc[0]][part.index.to_numpy()] = matrix
+    return classes, out
 
 
 def manifest_frame(cfg: DataConfig, split: str, table: pd.DataFrame, classes: list[str], y: np.ndarray) -> pd.DataFrame:
@@ -409,9 +380,6 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"id": str, "path": str, "split": str})
     classes = frame.columns[frame.columns.get_loc("split") + 1 :]
     return frame.astype({c: np.uint8 for c in classes})
-
-
-LABEL_POLICY_KEYS = ("labels_format", "uncertain", "blank", "ignore_labels")  # recorded in classes.json
 
 
 def write_classes(

@@ -25,6 +25,7 @@ index of the tree built once.
 from __future__ import annotations
 
 import ast
+import csv
 import os
 from pathlib import Path
 
@@ -46,14 +47,22 @@ def _lines(rows: np.ndarray) -> str:
     return shown + (f" and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else "")
 
 
-def read_table(path: str) -> pd.DataFrame:
-    """A labels CSV as strings, blanks kept as "" (a BOM, as spreadsheet exports write it, is dropped)."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: labels file does not exist; point data.labels at the file the data set ships.")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    dupes = sorted({c for c in frame.columns if "." in c and c.rsplit(".", 1)[0] in frame.columns})
+def read_header(path: str | Path) -> list[str]:
+    """The CSV's column names, with duplicates reported (pandas would silently rename them)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise InputError(f"{path}: the file is empty; expected a header line with the id, path and class columns.")
+    dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         raise InputError(f"{path}: column(s) {', '.join(map(repr, dupes))} appear more than once in the header.")
+    return header
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """A labels CSV as strings, blanks kept as "" (a BOM, as spreadsheet exports write it, is dropped)."""
+    read_header(path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     if len(frame) == 0:
         raise InputError(f"{path}: the file has a header but no rows; every split needs images.")
     return frame.assign(_line=np.arange(len(frame)) + 2, _source=path)

@@ -195,12 +195,11 @@ def notes_for(
         + ", ".join(f"{c} {base['test_positives'][c]}" for c in split.tail) + ").",
     ]
     policy = split.labels or {}
-    if policy.get("uncertain", "error") != "error" or policy.get("blank", "error") != "error":
-        names = {"zeros": "0", "ones": "1"}
-        parts = [f"uncertain (-1) labels read as {names[policy['uncertain']]} (U-{policy['uncertain'].capitalize()})"
-                 if policy.get("uncertain", "error") != "error" else "",
-                 "blank labels read as 0" if policy.get("blank", "error") != "error" else ""]  # fmt: skip
-        notes.append("Labels: " + "; ".join(p for p in parts if p) + " (data.uncertain, data.blank).")
+    uncertain, blank = policy.get("uncertain", "error"), policy.get("blank", "error")
+    parts = [f"uncertain (-1) labels read as {int(uncertain == 'ones')} (U-{uncertain.capitalize()})"] if uncertain != "error" else []
+    parts += ["blank labels read as 0"] if blank != "error" else []
+    if parts:
+        notes.append("Labels: " + "; ".join(parts) + " (data.uncertain, data.blank).")
     if policy.get("ignore_labels"):
         notes.append(f"Labels: names dropped as no class (data.ignore_labels): {', '.join(policy['ignore_labels'])}.")
     any_fid = next(iter(fid.values()), None)
