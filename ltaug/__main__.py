@@ -16,6 +16,9 @@ from typing import NamedTuple
 from ltaug.errors import LtaugError
 
 SPLITS = ("train", "val", "test")
+# the stages that read the data set's image files: each maps > 8-bit pixels by data.window (--window)
+READS_IMAGES = {"bootstrap_diffusion", "encode_latents", "fig2_panels", "baseline_resample", "evaluate_classifier",
+                "fit_detector", "evaluate_fid", "real_features", "fidelity_funnel", "report"}  # fmt: skip
 
 
 class Runtime(NamedTuple):
@@ -396,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = stages.add_parser(name, help=help)
         p.add_argument("--params", default="{}", help="the stage's config section as JSON (defaults if omitted)")
         p.add_argument("--threads", type=int, default=1, help="worker threads or processes")
+        if name in READS_IMAGES:
+            p.add_argument("--window", default="null", help="data.window as JSON: [lo, hi] for > 8-bit images, null = each image's range")
         p.set_defaults(run=run)
         return p
 
@@ -588,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
+        if hasattr(args, "window"):
+            from ltaug.images import set_window
+
+            set_window(json.loads(args.window))
         args.run(args)
     except LtaugError as exc:
         print(f"error in stage {args.stage}: {exc}", file=sys.stderr)

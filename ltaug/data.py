@@ -59,9 +59,13 @@ class DataConfig:
     patient_regex: str = ""  # or the patient id from the path column: a regex with one group (CheXpert: patient(\d+))
     allow_patient_overlap: bool = False  # accept a patient in two given splits
     locate_images: bool = False  # the path column holds file names, found anywhere under image_root
+    window: list[float] | None = None  # [lo, hi] stored values -> 0..255 for > 8-bit images; None: each image's range
 
     def __post_init__(self):
+        from ltaug.images import check_window
         from ltaug.labels import BLANK, FORMATS, UNCERTAIN
+
+        check_window(self.window)
 
         given = set(self.labels)
         if "all" in given and given != {"all"}:

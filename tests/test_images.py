@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -30,3 +31,68 @@ def test_a_12_bit_image_in_a_16_bit_png_is_read_full_range_by_every_reader(tmp_p
     assert np.asarray(to_8bit(flat)).max() == 0  # a constant image has no range: black, not a division by zero
     eight = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4))
     assert to_8bit(eight) is eight  # 8-bit images are left as they are
+
+
+@pytest.fixture
+def window():
+    """set_window for one test, reset after it (the window is per process)."""
+    from ltaug.images import set_window
+
+    yield set_window
+    set_window(None)
+
+
+def test_a_configured_window_maps_lo_hi_onto_0_255_for_every_image_alike(tmp_path, window):
+    from ltaug.evaluate import load_image
+    from ltaug.images import open_image, to_8bit
+
+    values = np.array([[0, 1000, 1500, 2000, 5000, 65535]], np.uint16)  # 0 below the window, 5000 and 65535 above
+    im = Image.fromarray(values)
+    expected = np.array([[0, 0, 128, 255, 255, 255]], np.uint8)  # (v - 1000) * 255 / 1000, clipped
+    np.testing.assert_array_equal(np.asarray(to_8bit(im, (1000.0, 2000.0))), expected)
+    dim = np.full((4, 4), 2048, np.uint16)  # a dim image: its own range would make 2048 white
+    dim[0, 0] = 0
+    path = tmp_path / "dim.png"
+    Image.fromarray(dim).save(path)
+    assert np.asarray(open_image(path)).max() == 255  # no window: the image's own range
+    window([0, 4095])
+    pixels = np.asarray(open_image(path))
+    assert pixels[0, 0] == 0 and (pixels.ravel()[1:] == 128).all()  # the window: one value, one grey, in every image
+    assert load_image(str(path), 4).max() == 128  # the classifier, FID and detector read through open_image
+    eight = tmp_path / "eight.png"
+    Image.fromarray(np.array([[3, 200]], np.uint8)).save(eight)
+    assert np.asarray(open_image(eight)).tolist() == [[3, 200]]  # 8-bit images (synthetic sets) are never windowed
+    window(None)
+    assert np.asarray(open_image(path)).max() == 255
+
+
+@pytest.mark.parametrize("bad", [[5, 1], [3, 3], [0], [0, 1, 2], ["0", 4095], [True, 4095], "0-4095"])
+def test_a_bad_window_is_a_config_error_naming_the_key(bad):
+    from ltaug.data import DataConfig
+    from ltaug.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.window: .* is not \[lo, hi\] with lo < hi; give the stored pixel values"):
+        DataConfig(window=bad)
+
+
+def test_every_stage_that_reads_image_files_takes_the_window_and_every_rule_passes_it():
+    """The window must reach every reader of real pixels, or stages would see different images."""
+    import re
+    from pathlib import Path
+
+    from ltaug.__main__ import READS_IMAGES, build_parser
+
+    parser = build_parser()
+    stages = parser._subparsers._group_actions[0].choices
+    for name, sub in stages.items():
+        has = any("--window" in a.option_strings for a in sub._actions)
+        assert has == (name in READS_IMAGES), name
+    rules = Path(__file__).resolve().parent.parent / "workflow" / "rules"
+    called = set()
+    for smk in rules.glob("*.smk"):
+        for block in re.split(r"(?m)^(?=\s*rule \w+:)", smk.read_text()):
+            stage = re.search(r"python -m ltaug (\w+)", block)
+            if stage and stage[1] in READS_IMAGES:
+                called.add(stage[1])
+                assert "--window {params.window:q}" in block and "window=WINDOW" in block, (smk.name, stage[1])
+    assert called == READS_IMAGES

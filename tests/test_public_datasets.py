@@ -255,3 +255,24 @@ def test_layout_config_errors():
         DataConfig(labels={"all": "a.csv"}, carve={"val": 0.1, "test": 0.1}, labels_format="delimited")
     with pytest.raises(ConfigError, match=r"data.uncertain: 'u-ones' is not one of error, zeros, ones"):
         DataConfig(uncertain="u-ones")
+
+
+# ---------------------------------------------------------------------------- docs/datasets.md
+
+def test_every_config_block_of_the_data_set_page_is_a_valid_config():
+    """The page's blocks are what users copy: each must pass the schema and the data section's own checks."""
+    import re
+
+    import yaml
+
+    from conftest import REPO
+    from ltaug.config import validate_config
+
+    page = (REPO / "docs" / "datasets.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", page, re.S)
+    assert len(blocks) == 4  # NIH, CheXpert, PadChest, MIMIC-CXR-JPG
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    for block in blocks:
+        section = yaml.safe_load(block)["data"]
+        config = validate_config({**base, "demo": {**base["demo"], "enabled": False}, "data": section}, source="docs")
+        DataConfig(**config["data"])

@@ -259,3 +259,28 @@ def test_tiny_workflow_trains_the_il_model(tiny_run):
     history = pd.read_csv(tiny_run / "results/il/history.csv")
     assert list(zip(history["generation"], history["phase"])) == [(1, "interaction"), (2, "imitation"), (2, "interaction")]
     assert sorted(p.name for p in (tiny_run / "results/il").glob("gen_*.pt")) == ["gen_1.pt", "gen_2.pt"]
+
+
+def test_padchest_as_downloaded_through_the_workflow(tmp_path):
+    """docs/datasets.md's first command on PadChest's layout (one CSV, list labels, 16-bit PNGs, no split):
+    classes.json, then the training latents, with data.window reaching the rule that reads the pixels."""
+    from test_public_datasets import write_padchest
+
+    from ltaug.latents import open_latents
+
+    data = write_padchest(tmp_path / "padchest")
+    write_config(tmp_path, demo={"enabled": False}, data={**data, "window": [0, 4095]},
+                 long_tail={"head_classes": ["normal"], "tail_classes": ["cardiomegaly"]})  # fmt: skip
+    result = snakemake(tmp_path, "results/data/classes.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    classes = json.loads((tmp_path / "results/data/classes.json").read_text())
+    assert classes["classes"] == ["normal", "pleural effusion", "cardiomegaly", "nodule"]
+    assert classes["head"] == ["normal"] and classes["tail"] == ["cardiomegaly"]
+    assert classes["labels"]["labels_format"] == "list"
+    manifest = pd.read_csv(tmp_path / "results/data/manifest.csv")
+    assert manifest["split"].value_counts().to_dict() == {"train": 8, "val": 2, "test": 2}  # carved by patient
+    result = snakemake(tmp_path, "--printshellcmds", "results/latents/train.zarr")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--window '[0, 4095]'" in result.stderr  # bootstrap_diffusion and encode_latents map pixels alike
+    store = open_latents(tmp_path / "results/latents/train.zarr")
+    assert [str(i) for i in store["ids"][:]] == manifest.loc[manifest["split"] == "train", "id"].tolist()

@@ -33,6 +33,7 @@ rule baseline_resample:
     output:
         synthetic=directory(f"{OUT}/synthetic/resample"),
     params:
+        window=WINDOW,
         cfg=section_json("baselines"),
         n_per_class=config["fusion"]["n_per_class"],
         image_size=config["latents"]["image_size"],
@@ -45,7 +46,7 @@ rule baseline_resample:
     shell:
         "python -m ltaug baseline_resample --manifest {input.manifest:q} --classes {input.classes:q}"
         " --n-per-class {params.n_per_class} --image-size {params.image_size} --outdir {output.synthetic:q}"
-        " --params {params.cfg:q} > {log} 2>&1"
+        " --params {params.cfg:q} --window {params.window:q} > {log} 2>&1"
 
 
 rule baseline_roentgen:

@@ -31,6 +31,9 @@ DEMO = config["demo"]["outdir"]
 ENV = "../../envs/ltaug.yaml"  # one environment for every rule, pins as in pyproject.toml
 
 
+WINDOW = json.dumps(config["data"]["window"])  # data.window for the rules that read image files (--window)
+
+
 def section_json(name, keep=None, drop=()):
     """One config section (dotted, e.g. "diffusion.bootstrap") as JSON, for a rule's params:
     a change reruns exactly the stages that depend on it. ``keep``/``drop`` select keys."""

@@ -11,6 +11,7 @@ if not config["diffusion"]["pretrained"]:
             model=directory(f"{OUT}/diffusion/model"),
             samples=directory(f"{OUT}/diffusion/samples"),
         params:
+            window=WINDOW,
             cfg=bootstrap_params(),
             diffusion=section_json("diffusion", keep=("device", "dtype")),
         log:
@@ -25,4 +26,4 @@ if not config["diffusion"]["pretrained"]:
         shell:
             "python -m ltaug bootstrap_diffusion --manifest {input.manifest:q} --model {output.model:q}"
             " --samples {output.samples:q} --params {params.cfg:q} --diffusion {params.diffusion:q}"
-            " --threads {threads} > {log} 2>&1"
+            " --threads {threads} --window {params.window:q} > {log} 2>&1"

@@ -12,6 +12,7 @@ rule evaluate_classifier:
     wildcard_constraints:
         method=METHOD_PATTERN,
     params:
+        window=WINDOW,
         cfg=section_json("eval.classifier"),
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device",)),
@@ -29,7 +30,7 @@ rule evaluate_classifier:
         "python -m ltaug evaluate_classifier --manifest {input.manifest:q} --classes {input.classes:q}"
         " --method {wildcards.method:q} --synthetic={params.synthetic:q} --n-per-class {params.n_per_class}"
         " --results {output.results:q} --model-out {output.model:q} --scores {output.scores:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 
 # Table 1's intervals: every method's test scores resampled together (paired bootstrap), the
@@ -64,6 +65,7 @@ if config["demo"]["enabled"]:
         output:
             detector=f"{OUT}/eval/detector.json",
         params:
+            window=WINDOW,
             image_size=config["demo"]["image_size"],
         log:
             "logs/eval/fit_detector.log",
@@ -73,7 +75,7 @@ if config["demo"]["enabled"]:
             ENV
         shell:
             "python -m ltaug fit_detector --manifest {input.manifest:q} --classes {input.classes:q}"
-            " --boxes {input.boxes:q} --image-size {params.image_size} --detector {output.detector:q} > {log} 2>&1"
+            " --boxes {input.boxes:q} --image-size {params.image_size} --detector {output.detector:q} --window {params.window:q} > {log} 2>&1"
 
 
 rule evaluate_fid:
@@ -84,6 +86,7 @@ rule evaluate_fid:
     wildcard_constraints:
         method=SYNTHETIC_PATTERN,
     params:
+        window=WINDOW,
         cfg=section_json("eval.fid"),
         n_per_class=config["fusion"]["n_per_class"],
         image_size=config["latents"]["image_size"],
@@ -103,7 +106,7 @@ rule evaluate_fid:
         " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.classifier:q}"
         " --image-size {params.image_size} --detector={params.detector:q} --real-features {input.real_features:q}"
         " --results {output.results:q}"
-        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 
 # Memorisation's reference: the training images' features (once for every method) and the
@@ -115,6 +118,7 @@ rule real_features:
     output:
         features=f"{OUT}/eval/real_features.npz",
     params:
+        window=WINDOW,
         cfg=section_json("eval.fid", keep=("inception_weights", "batch_size", "memorisation_reference", "seed")),
         image_size=config["latents"]["image_size"],
         diffusion=section_json("diffusion", keep=("device",)),
@@ -130,7 +134,7 @@ rule real_features:
     shell:
         "python -m ltaug real_features --manifest {input.manifest:q} --classifier {input.classifier:q}"
         " --image-size {params.image_size} --features {output.features:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 
 # How much of each tail finding survives each stage: on the demo judged by the finding detector
@@ -144,6 +148,7 @@ rule fidelity_funnel:
         markdown=f"{OUT}/eval/funnel.md",
         figure=report(f"{OUT}/eval/funnel.png", caption="../report/funnel.rst", category="Fidelity funnel"),
     params:
+        window=WINDOW,
         tau_h=config["fusion"]["tau_h"],
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device", "variant")),
@@ -165,4 +170,4 @@ rule fidelity_funnel:
         " --diffusion-model {input.diffusion_model:q} --sets {input.sets:q} --n-per-class {params.n_per_class}"
         " --tau-h {params.tau_h} --detector={params.detector:q} --boxes={params.boxes:q}"
         " --classifier={params.classifier:q} --funnel {output.funnel:q} --markdown {output.markdown:q}"
-        " --figure {output.figure:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        " --figure {output.figure:q} --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"

@@ -48,6 +48,8 @@ rule fig2_panels:
             caption="../report/fig2.rst",
             category="Fig. 2",
         ),
+    params:
+        window=WINDOW,
     log:
         "logs/figures/fig2_panels.log",
     benchmark:
@@ -57,4 +59,4 @@ rule fig2_panels:
     shell:
         "python -m ltaug fig2_panels --manifest {input.manifest:q} --classes {input.classes:q}"
         " --latents {input.latents:q} --cams {input.cams:q} --fused {input.fused:q} --model {input.model:q}"
-        " --sets {input.sets:q} --outdir {output.panels:q} > {log} 2>&1"
+        " --sets {input.sets:q} --outdir {output.panels:q} --window {params.window:q} > {log} 2>&1"

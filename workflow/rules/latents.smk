@@ -17,6 +17,7 @@ if SHARDS == 1:
         wildcard_constraints:
             split="|".join(SPLITS),
         params:
+            window=WINDOW,
             cfg=section_json("latents", drop=("shards",)),
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         log:
@@ -31,7 +32,7 @@ if SHARDS == 1:
         shell:
             "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
             " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
-            " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+            " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 else:
 
@@ -45,6 +46,7 @@ else:
             split="|".join(SPLITS),
             shard=r"[0-9]+",
         params:
+            window=WINDOW,
             cfg=section_json("latents", drop=("shards",)),
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
             shards=SHARDS,
@@ -61,7 +63,7 @@ else:
             "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
             " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
             " --diffusion {params.diffusion:q} --shard {wildcards.shard} --shards {params.shards}"
-            " --threads {threads} > {log} 2>&1"
+            " --threads {threads} --window {params.window:q} > {log} 2>&1"
 
     # The shards are temp(): deleted once joined. Snakemake does not look behind a deleted
     # temporary file, so this rule carries everything a shard depends on (manifest, model,

@@ -14,6 +14,7 @@ rule report:
         memorisation=report(f"{OUT}/report/memorisation.png", caption="../report/memorisation.rst", category="Samples"),
         samples=report(f"{OUT}/report/samples.png", caption="../report/samples.rst", category="Samples"),
     params:
+        window=WINDOW,
         methods=json.dumps(eval_methods()),
         outdir=lambda wildcards, output: os.path.dirname(output.table),
         classifier_dir=f"{OUT}/eval/classifier",
@@ -31,4 +32,4 @@ rule report:
         " --classifier-dir {params.classifier_dir:q} --fid-dir {params.fid_dir:q}"
         " --synthetic-dir {params.synthetic_dir:q} --intervals {input.intervals:q} --detector={params.detector:q}"
         " --outdir {params.outdir:q}"
-        " > {log} 2>&1"
+        " --window {params.window:q} > {log} 2>&1"
