@@ -11,7 +11,8 @@ fresh process so that the build's memory is not counted, loads it through the wo
 1 of generate.num_steps = 75 PNDM steps, guidance 3.5: one UNet evaluation on the doubled batch,
 ltaug.diffusion.sample_latents) and decodes them (ltaug.latents.decode_latents). It records the
 wall seconds of each phase, seconds per image, and the peak RSS after each phase, and writes
-them to benchmarks/full_size/results.json. Then torchvision's DenseNet121 (Table 1's classifier,
+them to benchmarks/full_size/results.json, with the floating-point operations of one image in each
+network (torch.utils.flop_counter), from which the README's GPU-hours follow. Then torchvision's DenseNet121 (Table 1's classifier,
 random weights) at 224 px: seconds per image of an AdamW training step (batch 16) and of
 inference (batch 64), as evaluate_classifier, real_features and evaluate_fid spend them. Nothing
 is downloaded; the weights are random, so the images are noise: the point is the cost, not the
@@ -88,9 +89,25 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
     pixels = decode_latents(sd.vae, z1, batch_size=1)
     assert pixels.shape == (n_images, 512, 512, 3)
     done("decode_512px")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # floating-point operations of one image (torch's FlopCounterMode: matmuls, convolutions, attention)
+        row["gflop_per_image"] = {
+            "encode_512px": _gflop(lambda: encode_images(sd.vae, x[:1], "mean", 0, 0)),
+            "ours@1_unet": _gflop(lambda: sample_latents(sd, texts[:1], 75, 3.5, gen, z_start=z[:1], last_steps=1)),
+            "decode_512px": _gflop(lambda: decode_latents(sd.vae, z1[:1], batch_size=1)),
+        }
+    print(json.dumps(row["gflop_per_image"]), flush=True)
     del sd
     densenet(row, threads)
     return row
+
+
+def _gflop(run) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return round(counter.get_total_flops() / 1e9, 1)
 
 
 def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 64, repeats: int = 3) -> None:
@@ -121,6 +138,15 @@ def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 
         model(x)
     row["densenet121_infer_s_per_image"] = round((time.perf_counter() - start) / infer_batch, 4)
     row["rss_gib"]["densenet121"] = _rss_gib()
+
+    def train_one() -> None:
+        model.train()
+        F.binary_cross_entropy_with_logits(model(x[:1]), y[:1]).backward()
+
+    row["gflop_per_image"]["densenet121_train"] = _gflop(train_one)  # forward and backward
+    model.eval()
+    with torch.no_grad():
+        row["gflop_per_image"]["densenet121_infer"] = _gflop(lambda: model(x[:1]))
     print(json.dumps({k: row[k] for k in ("densenet121_train_s_per_image", "densenet121_infer_s_per_image")}), flush=True)
 
 

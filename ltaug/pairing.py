@@ -23,10 +23,12 @@ Output ``results/pairs/pairs.csv``: tail classes in classes.json order, j in ord
 j, tail_id, tail_class, head_class, head_id, distance, head_probability (the confusion: C's
 probability of head_class for the tail sample).
 
-The search is exact and streams: the queries are the few tail samples, and the candidates of
-every head class are read ``chunk_size`` rows at a time (z^s computed for those rows only, or
-their maps read), each chunk updating a running k-best list per query (ties go to the earlier
-row). Memory is O(chunk_size x C'hw + tail samples x k) whatever the size of the training
+The search is exact and streams: the queries are the tail samples that synthetic samples use
+(the first min(n_per_class, n_t) of each tail class: at most n_per_class per class, however
+many the class has), and the candidates of every head class that some query is confused with
+are read ``chunk_size`` rows at a time (z^s computed for those rows only, or their maps read),
+each chunk updating a running k-best list per query (ties go to the earlier row). Memory is
+O(chunk_size x C'hw + tail classes x n_per_class x C'hw) whatever the size of the training
 split, and the pairs equal those of an in-memory search for any chunk size.
 """
 
@@ -110,6 +112,12 @@ class RunningNearest:
         self.row = np.take_along_axis(row, keep, axis=1)
 
 
+def used_with(head_col: np.ndarray, h_col: int, n_per_class: int) -> np.ndarray:
+    """Indices i < n_per_class of a tail class's samples (store order) whose confused head column is ``h_col``:
+    the queries of that head class's search (synthetic sample j uses tail sample j mod n_t, so no other)."""
+    return np.flatnonzero(head_col[:n_per_class] == h_col)
+
+
 def pair_samples(
     ids: np.ndarray,
     labels: np.ndarray,
@@ -147,8 +155,9 @@ def pair_samples(
                 f"long_tail.tail_classes or lower long_tail.tail_max_prevalence, or add samples of it."
             )
         head_col = confused_head(probs[rows], head_columns)  # (n_t,)
+        used = min(n_per_class, len(rows))  # synthetic sample j takes tail sample j mod n_t: only the first ones
         for h_col in head_columns:
-            chosen = int((head_col == h_col).sum())
+            chosen = int((head_col[:used] == h_col).sum())
             if chosen and not (labels[:, h_col] & ~(any_tail if exclude_tail else labels[:, t_col])).any():
                 raise InputError(
                     f"{source}: head class {classes[h_col]!r} has no training sample without "
@@ -157,9 +166,9 @@ def pair_samples(
                     f"head classes explicitly in long_tail.head_classes."
                 )
         plan[t] = (rows, head_col)
-    searches = {}  # (tail class, head column) -> the k nearest of the tail samples confused with that class
+    searches = {}  # (tail class, head column) -> the k nearest of the used tail samples confused with that class
     for h_col in head_columns:
-        waiting = {t: np.flatnonzero(head_col == h_col) for t, (_, head_col) in plan.items()}
+        waiting = {t: used_with(head_col, h_col, n_per_class) for t, (_, head_col) in plan.items()}
         waiting = {t: chosen for t, chosen in waiting.items() if len(chosen)}
         for t, chosen in waiting.items():
             searches[t, h_col] = RunningNearest(features(plan[t][0][chosen], t), k)
@@ -178,7 +187,7 @@ def pair_samples(
         sample = np.arange(n_per_class) % len(rows)  # tail sample of each synthetic sample j
         head_row, distance = np.zeros(n_per_class, dtype=np.int64), np.zeros(n_per_class)
         for h_col in head_columns:  # head classes in classes.json order: a fixed order of draws
-            chosen = np.flatnonzero(head_col == h_col)  # tail samples confused with this head class
+            chosen = used_with(head_col, h_col, n_per_class)  # used tail samples confused with this head class
             if len(chosen) == 0:
                 continue
             found = searches[t, h_col]

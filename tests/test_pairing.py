@@ -244,3 +244,24 @@ def test_stage_refuses_a_cam_store_of_another_il_model(inputs, tmp_path):
     with pytest.raises(InputError, match="il_fingerprint"):
         pair_neighbours(latents, cams, other, SPLIT, tmp_path / "pairs.csv", PairingConfig(), 10)
     assert not (tmp_path / "pairs.csv").exists()
+
+
+def test_only_the_tail_samples_that_synthetic_samples_use_are_queries():
+    """n_per_class = 2 of a class with 3 samples: sample j uses tail sample j mod n_t, so the third is never a
+    query, and a head class that only unused samples are confused with is never read (memory O(n_per_class))."""
+    ids, labels, probs, table = toy()
+    probs[2, 0], probs[2, 1] = 0.1, 0.9  # Nodule's third sample is now confused with Pleural Effusion only
+    probs[1, 1], probs[1, 0] = 0.0, 0.7  # and its second with Cardiomegaly
+    asked = []
+
+    def read(rows, name):
+        asked.append((name, list(map(int, rows))))
+        return table(rows, name)
+
+    pairs = pair(ids, labels, probs, read, n=2)
+    assert pairs["tail_id"].tolist() == ["s0", "s1", "s3", "s3"]
+    queries = [rows for name, rows in asked if name in ("Nodule", "Fracture")]
+    assert queries == [[0, 1], [3]]  # Nodule's first two samples, Fracture's only one; never s2
+    assert {name for name, _ in asked} == {"Nodule", "Fracture", "Cardiomegaly"}  # Pleural Effusion is not searched
+    full = in_memory_pairs(ids, labels, probs, table(np.arange(10), ""), 1, 0, 2, True)
+    pd.testing.assert_frame_equal(pairs, full, check_exact=False, rtol=1e-6)
