@@ -14,7 +14,8 @@ wall seconds of each phase, seconds per image, and the peak RSS after each phase
 them to benchmarks/full_size/results.json, with the floating-point operations of one image in each
 network (torch.utils.flop_counter), from which the README's GPU-hours follow. Then torchvision's DenseNet121 (Table 1's classifier,
 random weights) at 224 px: seconds per image of an AdamW training step (batch 16) and of
-inference (batch 64), as evaluate_classifier, real_features and evaluate_fid spend them. Nothing
+inference (batch 64), as evaluate_classifier, real_features and evaluate_fid spend them, and the
+seconds to read and resize a MIMIC-CXR-JPG-sized JPEG (2544 x 3056). Nothing
 is downloaded; the weights are random, so the images are noise: the point is the cost, not the
 picture.
 """
@@ -38,7 +39,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 def _rss_gib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)  # Linux: KiB
+    """Peak resident memory of this process image (VmHWM): unlike ru_maxrss, which execve keeps, it does not
+    carry the building parent's peak into the measuring child."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024**2, 2)  # kB
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)  # not Linux: KiB on most systems
 
 
 def build(path: Path) -> dict:
@@ -99,7 +105,36 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
     print(json.dumps(row["gflop_per_image"]), flush=True)
     del sd
     densenet(row, threads)
+    jpeg_cost(row)
     return row
+
+
+def jpeg_cost(row: dict, n: int = 8) -> None:
+    """Seconds per image to read a JPEG through ltaug.images.open_image and resize it, as every stage that reads
+    the data set's images does (to 512 px for encode_latents, to 224 px for the classifier and FID): at
+    MIMIC-CXR-JPG's size (2544 x 3056 grayscale, quality 95) and from a copy resized to 512 px once."""
+    import numpy as np
+    from PIL import Image
+
+    from ltaug.images import open_image
+    from ltaug.latents import preprocess
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, side in (("full_res", (2544, 3056)), ("512px", (512, 512))):
+            paths = []
+            for i in range(n):
+                pixels = (rng.random((3056 // 8, 2544 // 8)) * 255).astype(np.uint8)  # smooth at full size
+                path = Path(tmp) / f"{name}-{i}.jpg"
+                Image.fromarray(pixels).resize((2544, 3056), Image.BILINEAR).resize(side, Image.BILINEAR).save(path, quality=95)
+                paths.append(path)
+            row[f"jpeg_{name}_mb"] = round(sum(p.stat().st_size for p in paths) / n / 1e6, 3)
+            for size in (512, 224):
+                start = time.perf_counter()
+                for path in paths:
+                    preprocess(open_image(path), size)
+                row[f"jpeg_{name}_to_{size}px_s_per_image"] = round((time.perf_counter() - start) / n, 4)
+    print(json.dumps({k: v for k, v in row.items() if k.startswith("jpeg")}), flush=True)
 
 
 def _gflop(run) -> float:
@@ -108,6 +143,25 @@ def _gflop(run) -> float:
     with FlopCounterMode(display=False) as counter:
         run()
     return round(counter.get_total_flops() / 1e9, 1)
+
+
+def il_flops(latent: tuple[int, int, int] = (4, 64, 64), classes: int = 26) -> dict:
+    """FLOPs per latent of the IL networks S, D, C (the config's defaults) at RoentGen's latent shape: a training
+    step (forward and backward, as train_il spends it per sample and epoch) and a forward pass (cam_maps, pairing)."""
+    import torch
+
+    from ltaug.iterated import ILConfig, build_model
+
+    model = build_model(ILConfig(), latent, classes)
+    z = torch.randn(1, *latent)
+
+    def train() -> None:
+        _, reconstruction, logits = model(z)
+        (reconstruction.square().mean() + logits.sum()).backward()
+
+    with torch.no_grad():
+        forward = _gflop(lambda: model(z))
+    return {"il_train_per_latent": _gflop(train), "il_forward_per_latent": forward}
 
 
 def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 64, repeats: int = 3) -> None:
@@ -144,6 +198,8 @@ def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 
         F.binary_cross_entropy_with_logits(model(x[:1]), y[:1]).backward()
 
     row["gflop_per_image"]["densenet121_train"] = _gflop(train_one)  # forward and backward
+    il = il_flops()
+    row["gflop_per_image"] |= il
     model.eval()
     with torch.no_grad():
         row["gflop_per_image"]["densenet121_infer"] = _gflop(lambda: model(x[:1]))

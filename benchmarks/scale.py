@@ -47,7 +47,11 @@ FINGERPRINT = "benchmark-" + "0" * 54
 
 
 def _rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+    """Peak resident memory of this process image (VmHWM; ru_maxrss would keep a parent's peak across execve)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)  # kB
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def prevalences() -> list[float]:
