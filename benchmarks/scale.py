@@ -9,7 +9,8 @@ at <= 0.02, 5 head at >= 0.15), and JPEG images at 512 px (N training, 200 valid
 demo's drawings, resized). Then every stage runs in its own fresh process, as a Snakemake job does,
 and reports its wall seconds and peak RSS (ru_maxrss) before (after imports and set-up) and after:
 
-    train_il             one generation, one interaction epoch, C' = 64 (the demo's IL widths)
+    train_il             one generation, one interaction epoch, C' = 64 (the demo's IL widths), a shuffle
+                         buffer of 512 latents that every N fills
     cam_maps             LayerCAM of the classifier, per-class maps of the tail classes
     pair_neighbours      k = 5 among the confused head class, streamed (pairing.chunk_size 128)
     fuse                 20 fused samples per tail class
@@ -43,6 +44,9 @@ LATENT = (4, 64, 64)  # SD 1.x / RoentGen at 512 px
 N_VAL = N_TEST = 200
 N_PER_CLASS = 20
 REQUIRED_RATIO = 1.3
+# il.shuffle_buffer of the benchmark: no larger than the smallest N, so every N fills it and the ratio measures
+# growth with N (train_il's memory is O(buffer); with the default 4,096, N = 1,000 would fill a quarter of it)
+SHUFFLE_BUFFER = 512
 FINGERPRINT = "benchmark-" + "0" * 54
 
 
@@ -172,7 +176,8 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
     if stage == "train_il":
         from ltaug.iterated import ILConfig, train_iterated
 
-        cfg = ILConfig(generations=1, interaction_epochs=1, embed_channels=64, student_depth=2, balance=1.0, threads=threads)
+        cfg = ILConfig(generations=1, interaction_epochs=1, embed_channels=64, student_depth=2, balance=1.0,
+                       shuffle_buffer=SHUFFLE_BUFFER, threads=threads)  # fmt: skip
         train_iterated(root / "train.zarr", root / "val.zarr", split, root / "il", cfg, cpu, resume=False)
     elif stage == "cam_maps":
         from ltaug.cam import CamConfig, cam_maps
@@ -234,7 +239,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="training set sizes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
-    parser.add_argument("--workdir", default="", help="keep the inputs here (default: a temporary directory)")
+    parser.add_argument("--workdir", default="", help="where the inputs are built (default: the system's temporary directory)")
+    parser.add_argument("--out", default=str(OUT), help="directory of results.csv, results.json and scale.log")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -247,8 +253,9 @@ def main() -> None:
         return
     import pandas as pd
 
-    OUT.mkdir(exist_ok=True)
-    log = OUT / "scale.log"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "scale.log"
     log.write_text("")
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir or None) as tmp:
@@ -267,14 +274,14 @@ def main() -> None:
     smallest = table[table["n"] == min(args.n)].set_index("stage")["peak_rss_mib"]
     table["rss_ratio_to_smallest_n"] = (table["peak_rss_mib"] / table["stage"].map(smallest)).round(3)
     table["flat"] = table["rss_ratio_to_smallest_n"] <= REQUIRED_RATIO
-    table.to_csv(OUT / "results.csv", index=False)
+    table.to_csv(out / "results.csv", index=False)
     from ltaug.evaluate import cache_decision
 
     mimic = {f"{n} images, {gib} GiB available": cache_decision("auto", n, 224, gib * 2**30)[1]
              for n in (377_110,) for gib in (128, 512)}  # fmt: skip
     meta = {"cache_images_auto_at_mimic": mimic, "n": args.n, "threads": args.threads, "cpus": len(os.sched_getaffinity(0)), "latent": LATENT, "classes": K,
             "required_ratio": REQUIRED_RATIO, "rows": rows}  # fmt: skip
-    (OUT / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table.to_string(index=False))
 
 
