@@ -12,7 +12,7 @@ fresh process so that the build's memory is not counted, loads it through the wo
 ltaug.diffusion.sample_latents) and decodes them (ltaug.latents.decode_latents). It records the
 wall seconds of each phase, seconds per image, and the peak RSS after each phase, and writes
 them to benchmarks/full_size/results.json, with the floating-point operations of one image in each
-network (torch.utils.flop_counter), from which the README's GPU-hours follow. Then torchvision's DenseNet121 (Table 1's classifier,
+network (torch.utils.flop_counter), from which docs/cost.md's GPU-hours follow. Then torchvision's DenseNet121 (Table 1's classifier,
 random weights) at 224 px: seconds per image of an AdamW training step (batch 16) and of
 inference (batch 64), as evaluate_classifier, real_features and evaluate_fid spend them, and the
 seconds to read and resize a MIMIC-CXR-JPG-sized JPEG (2544 x 3056). Nothing
@@ -26,12 +26,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak_memory import peak_rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent / "full_size"
@@ -39,12 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 def _rss_gib() -> float:
-    """Peak resident memory of this process image (VmHWM): unlike ru_maxrss, which execve keeps, it does not
-    carry the building parent's peak into the measuring child."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024**2, 2)  # kB
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)  # not Linux: KiB on most systems
+    return round(peak_rss_mib() / 1024, 2)
 
 
 def build(path: Path) -> dict:
@@ -102,6 +98,7 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
             "ours@1_unet": _gflop(lambda: sample_latents(sd, texts[:1], 75, 3.5, gen, z_start=z[:1], last_steps=1)),
             "decode_512px": _gflop(lambda: decode_latents(sd.vae, z1[:1], batch_size=1)),
         }
+    row["gflop_per_image"] |= il_flops()
     print(json.dumps(row["gflop_per_image"]), flush=True)
     del sd
     densenet(row, threads)
@@ -198,8 +195,6 @@ def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 
         F.binary_cross_entropy_with_logits(model(x[:1]), y[:1]).backward()
 
     row["gflop_per_image"]["densenet121_train"] = _gflop(train_one)  # forward and backward
-    il = il_flops()
-    row["gflop_per_image"] |= il
     model.eval()
     with torch.no_grad():
         row["gflop_per_image"]["densenet121_infer"] = _gflop(lambda: model(x[:1]))

@@ -7,7 +7,7 @@ store of N latents 4 x 64 x 64 (SD 1.x at 512 px) and a validation store of 200,
 26 classes of CXR-LT 2023 at long-tailed prevalences (geometric, 0.40 down to 0.0025: 12 tail classes
 at <= 0.02, 5 head at >= 0.15), and JPEG images at 512 px (N training, 200 validation, 200 test; the
 demo's drawings, resized). Then every stage runs in its own fresh process, as a Snakemake job does,
-and reports its wall seconds and peak RSS (ru_maxrss) before (after imports and set-up) and after:
+and reports its wall seconds and peak RSS (VmHWM) before (after imports and set-up) and after:
 
     train_il             one generation, one interaction epoch, C' = 64 (the demo's IL widths), a shuffle
                          buffer of 512 latents that every N fills
@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak_memory import peak_rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent / "scale"
@@ -51,11 +52,7 @@ FINGERPRINT = "benchmark-" + "0" * 54
 
 
 def _rss_mib() -> float:
-    """Peak resident memory of this process image (VmHWM; ru_maxrss would keep a parent's peak across execve)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)  # kB
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return round(peak_rss_mib(), 1)
 
 
 def prevalences() -> list[float]:

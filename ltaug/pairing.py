@@ -155,9 +155,8 @@ def pair_samples(
                 f"long_tail.tail_classes or lower long_tail.tail_max_prevalence, or add samples of it."
             )
         head_col = confused_head(probs[rows], head_columns)  # (n_t,)
-        used = min(n_per_class, len(rows))  # synthetic sample j takes tail sample j mod n_t: only the first ones
         for h_col in head_columns:
-            chosen = int((head_col[:used] == h_col).sum())
+            chosen = len(used_with(head_col, h_col, n_per_class))  # only the tail samples synthetic samples use
             if chosen and not (labels[:, h_col] & ~(any_tail if exclude_tail else labels[:, t_col])).any():
                 raise InputError(
                     f"{source}: head class {classes[h_col]!r} has no training sample without "
