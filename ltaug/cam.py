@@ -65,6 +65,7 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
 from ltaug.iterated import ILModel, load_il_model, read_checkpoint
 from ltaug.latents import COMPRESSOR, SHARD_KEYS, block_rows, check_shards, concatenate_shards, open_latents
+from ltaug.memory import release_free_memory
 from ltaug.models import LatentClassifier
 
 SIGN_CONVENTION = "positive correlation with the target layer's mean activation over channels"
@@ -368,6 +369,7 @@ def cam_rows(
             out["ids"][a:b] = latents["ids"][src]
             written += b - a
             bar.update(b - a)
+            release_free_memory()  # the batches' freed blocks, or resident memory grows with the chunks
         bar.close()
     if written != stop - start:  # pytorch-grad-cam's __exit__ swallows an IndexError: never pass a short store
         raise RuntimeError(f"the CAM stopped after {written} of {stop - start} rows")
