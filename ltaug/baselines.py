@@ -26,25 +26,19 @@ import pandas as pd
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from ltaug.errors import ConfigError, InputError
+from ltaug.config import config_section
+from ltaug.errors import InputError
 from ltaug.images import open_image
 from ltaug.latents import decode_latents, preprocess
 from ltaug.synthetic import SyntheticSetWriter
 
 
+@config_section("baselines")
 @dataclass(frozen=True)
 class BaselinesConfig:
     seed: int = 0  # seed of every random draw of the baselines (per tail class: seed + class index)
     smote_k: int = 5  # SMOTE: neighbours a sample is interpolated towards (imbalanced-learn's k_neighbors)
     batch_size: int = 50  # latents decoded or sampled at once; memory is O(batch_size)
-
-    def __post_init__(self) -> None:
-        for key in ("smote_k", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"baselines.{key}: {value!r} is not an integer >= 1.")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"baselines.seed: {self.seed!r} is not an integer >= 0.")
 
 
 # ---------------------------------------------------------------------------- pure functions

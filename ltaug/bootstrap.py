@@ -41,8 +41,9 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
+from ltaug.config import THREADS, config_section
 from ltaug.data import read_manifest
-from ltaug.diffusion import encode_prompts, load_stable_diffusion, prompt, sample_latents
+from ltaug.diffusion import load_stable_diffusion, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.images import open_image
 from ltaug.io import atomic_path
@@ -53,6 +54,11 @@ NO_FINDING_PROMPT = "no finding"  # training prompt of an image without any posi
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<unk>", "<eos>")  # ids 0..3 (eos is not 2: see CLIPTextTransformer)
 
 
+@config_section("diffusion.bootstrap", extra={
+    "image_size": {"type": "integer", "minimum": 32, "multipleOf": 8,
+                   "description": "latents.image_size, set by the rule; the VAE downsamples by 8, so e.g. 64 or 128"},
+    "threads": THREADS,
+})  # fmt: skip
 @dataclass(frozen=True)
 class BootstrapConfig:
     seed: int = 0  # the same seed and config give the same model (on the same device and threads)
@@ -92,46 +98,13 @@ class BootstrapConfig:
     samples_per_class: int = 8  # images per class grid
     reconstruction_images: int = 8  # val images shown in reconstructions.png
 
-    def __post_init__(self) -> None:
-        for name in ("vae_channels", "unet_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, list | tuple) or not all(_is_int(v) and v > 0 for v in value):
-                raise ConfigError(f"diffusion.bootstrap.{name}: {value!r} is not a list of positive integers.")
-            object.__setattr__(self, name, tuple(value))
-        flags = self.unet_cross_attention
-        if not isinstance(flags, list | tuple) or not all(isinstance(f, bool) for f in flags):
-            raise ConfigError(f"diffusion.bootstrap.unet_cross_attention: {flags!r} is not a list of true/false.")
-        object.__setattr__(self, "unet_cross_attention", tuple(flags))
+    def __post_init__(self) -> None:  # types and ranges: the schema (ltaug.config.config_section)
+        for name in ("vae_channels", "unet_channels", "unet_cross_attention"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if len(self.unet_cross_attention) != len(self.unet_channels):
             raise ConfigError(
                 f"diffusion.bootstrap.unet_cross_attention: {len(self.unet_cross_attention)} entries, but "
                 f"diffusion.bootstrap.unet_channels has {len(self.unet_channels)} levels; give one flag per level."
-            )
-        if not any(self.unet_cross_attention):
-            raise ConfigError(
-                "diffusion.bootstrap.unet_cross_attention: no level has cross-attention, so the UNet would "
-                "ignore the prompt; set at least one entry to true."
-            )
-        positive_ints = (
-            "image_size", "threads", "vae_layers_per_block", "vae_norm_groups", "vae_steps", "vae_batch_size",
-            "unet_layers_per_block", "unet_attention_heads", "unet_norm_groups", "text_hidden_size", "text_layers",
-            "text_heads", "max_prompt_tokens", "unet_steps", "unet_batch_size", "sample_steps",
-            "samples_per_class", "reconstruction_images",
-        )  # fmt: skip
-        for name in positive_ints:
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise ConfigError(f"diffusion.bootstrap.{name}: {getattr(self, name)!r} is not an integer >= 1.")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"diffusion.bootstrap.seed: {self.seed!r} is not an integer >= 0.")
-        if self.image_size % 8 or self.image_size < 32:
-            raise ConfigError(
-                f"diffusion.bootstrap.image_size: {self.image_size} is not a multiple of 8 that is >= 32 "
-                f"(the VAE downsamples by 8); use e.g. 64 or 128."
-            )
-        if len(self.vae_channels) != 4:
-            raise ConfigError(
-                f"diffusion.bootstrap.vae_channels: {list(self.vae_channels)} has {len(self.vae_channels)} entries; "
-                f"Stable Diffusion's VAE has 4 blocks (3 downsamples = 8x), e.g. [16, 16, 32, 64]."
             )
         for chans, groups in (("vae_channels", "vae_norm_groups"), ("unet_channels", "unet_norm_groups")):
             bad = [c for c in getattr(self, chans) if c % getattr(self, groups)]
@@ -151,29 +124,6 @@ class BootstrapConfig:
                 f"diffusion.bootstrap.text_heads: {self.text_heads} does not divide "
                 f"diffusion.bootstrap.text_hidden_size ({self.text_hidden_size})."
             )
-        for name in ("vae_lr", "unet_lr"):
-            if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
-                raise ConfigError(f"diffusion.bootstrap.{name}: {getattr(self, name)!r} is not a number > 0.")
-        for name in ("vae_kl_weight", "vae_detail_weight", "vae_edge_weight", "guidance_scale", "text_embedding_std",
-                     "unet_snr_gamma"):  # fmt: skip
-            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"diffusion.bootstrap.{name}: {getattr(self, name)!r} is not a number >= 0.")
-        for name in ("vae_balance", "unet_balance"):
-            if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"diffusion.bootstrap.{name}: {getattr(self, name)!r} is not in [0, 1].")
-        if not _is_number(self.empty_prompt_share) or not 0 <= self.empty_prompt_share < 1:
-            raise ConfigError(
-                f"diffusion.bootstrap.empty_prompt_share: {self.empty_prompt_share!r} is not in [0, 1); "
-                f"e.g. 0.1 (0 disables classifier-free guidance)."
-            )
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 # ---------------------------------------------------------------------------- data

@@ -3,13 +3,23 @@
 The workflow validates the whole config once (``workflow/rules/common.smk``); each rule
 then hands its stage only the section it depends on, as JSON, and the stage turns it
 into its typed dataclass with :func:`from_dict`. The raw dict never travels deeper.
+
+The schema (``workflow/schemas/config.schema.yaml``) is the one statement of every key's
+type, range, choices and default. A stage's dataclass is tied to its section with
+:func:`config_section`: every instance, however it is built, is checked against the
+section's schema, and its defaults must equal the schema's. A dataclass's own
+``__post_init__`` keeps only what JSON Schema cannot say (one key against another, a
+file that must exist, a regular expression that must compile).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
+import math
+import numbers
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +31,116 @@ from ltaug.errors import ConfigError
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 T = TypeVar("T")
+
+
+def _is_integer(checker, value) -> bool:
+    """An integer, and only that: not a bool, and not a float such as 64.0 (JSON Schema's
+    own "integer" takes 64.0, which a stage would then pass to range())."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(checker, value) -> bool:
+    """A finite number (a NaN would pass every minimum and maximum), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}),
+)
+
+
+# the schema of a field that is not a config key: the CPU threads a rule gives its stage
+THREADS = {"type": "integer", "minimum": 1, "description": "torch CPU threads (the rule's threads)"}
+
+
+@functools.cache
+def load_schema(path: str | Path = SCHEMA) -> dict:
+    """The config schema, parsed once per process (shared: read it, never change it)."""
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def section_schema(key: str, schema: dict | None = None) -> dict:
+    """The schema of the dotted config section ``key`` (e.g. ``eval.classifier``)."""
+    node = load_schema() if schema is None else schema
+    for part in key.split("."):
+        try:
+            node = node["properties"][part]
+        except KeyError:
+            raise KeyError(f"{SCHEMA}: no config section {key!r}") from None
+    return node
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON (and so the schema) sees it: tuples are arrays."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def check_section(values: dict[str, Any], key: str, schema: dict) -> None:
+    """ConfigError naming every key of ``values`` that ``schema`` (one section's) rejects."""
+    errors = sorted(Validator(schema).iter_errors(_plain(values)), key=lambda e: list(e.absolute_path))
+    lines = []
+    for error in errors:
+        path = list(error.absolute_path)
+        desc = error.schema.get("description") or (schema["properties"].get(path[0], {}).get("description") if path else "")
+        lines.append(f"{_key([key, *path])}: {error.message}" + (f" ({desc})" if desc else ""))
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
+def config_section(key: str, extra: dict[str, dict] | None = None):
+    """Class decorator (above ``@dataclass``): the stage dataclass of config section ``key``.
+
+    Every instance is checked against the section's schema before the class's own
+    ``__post_init__`` runs, so a bad value gets the same message whether it came from
+    config.yaml, ``--config`` or a direct call. ``extra``: schema entries of fields that are
+    not config keys (a rule fills them in, e.g. ``threads``). At import, every field must be a
+    key of the section (or of ``extra``) and its default must be the schema's default:
+    the schema states it, the dataclass repeats it where a reader of the code needs it,
+    and the two cannot drift apart.
+    """
+
+    def wrap(cls: type[T]) -> type[T]:
+        node = section_schema(key)
+        properties = {**node["properties"], **(extra or {})}
+        schema = {"type": "object", "properties": properties}
+        for field in dataclasses.fields(cls):
+            if field.name not in properties:
+                raise TypeError(f"{cls.__name__}.{field.name}: not a key of config section {key!r} in {SCHEMA}")
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            if "default" in properties[field.name] and _plain(default) != properties[field.name]["default"]:
+                raise TypeError(
+                    f"{cls.__name__}.{field.name} defaults to {default!r}, but {SCHEMA} gives "
+                    f"{key}.{field.name} the default {properties[field.name]['default']!r}; make them agree"
+                )
+        def check(self) -> None:
+            check_section({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, key, schema)
+
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:  # the schema first, so that the class's own checks see values of the right types
+
+            def __post_init__(self) -> None:
+                check(self)
+                own(self)
+
+            cls.__post_init__ = __post_init__
+        else:  # the dataclass's __init__ calls no __post_init__: check after it
+            init = cls.__init__
+
+            @functools.wraps(init)
+            def __init__(self, *args, **kwargs) -> None:
+                init(self, *args, **kwargs)
+                check(self)
+
+            cls.__init__ = __init__
+        cls.config_key = key
+        return cls
+
+    return wrap
 
 
 def _key(path) -> str:
@@ -76,6 +196,7 @@ def coerce_overrides(values: Any, schema: dict) -> Any:
 
 
 def _describe(error: jsonschema.ValidationError, source: str, overrides: dict | None = None) -> str:
+    """One line: where (``source``, the file or the section), the key, what is wrong, and the key's description."""
     key = _key(error.absolute_path)
     node = overrides
     for part in error.absolute_path:
@@ -111,14 +232,13 @@ def validate_config(
     ``overrides``: Snakemake's ``--config`` values (already merged into ``config`` as strings);
     they are coerced to the schema's types (:func:`coerce_overrides`) and merged again, and an
     error in one of them names ``--config`` rather than the config file."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     config = copy.deepcopy(config)
     if overrides:
         overrides = coerce_overrides(copy.deepcopy(overrides), schema)
         config = _merge(config, overrides)
     _fill_defaults(config, schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("\n".join(_describe(e, source, overrides) for e in errors))
     from ltaug.data import DataConfig  # the data section's cross-key rules (which splits come from where)

@@ -27,12 +27,14 @@ import numpy as np
 import pandas as pd
 
 from ltaug import labels
+from ltaug.config import config_section
 from ltaug.errors import ConfigError, InputError
-from ltaug.images import CHECKS, check_image
+from ltaug.images import check_image
 from ltaug.io import atomic_path
 from ltaug.labels import MAX_LISTED, SPLITS  # the splits, and how many offending rows an error lists
 
 
+@config_section("data")
 @dataclass(frozen=True)
 class DataConfig:
     image_root: str = "data/demo/images"  # directory the path column is relative to
@@ -61,9 +63,8 @@ class DataConfig:
     locate_images: bool = False  # the path column holds file names, found anywhere under image_root
     window: list[float] | None = None  # [lo, hi] stored values -> 0..255 for > 8-bit images; None: each image's range
 
-    def __post_init__(self):
+    def __post_init__(self):  # types and ranges: the schema (ltaug.config.config_section)
         from ltaug.images import check_window
-        from ltaug.labels import BLANK, FORMATS, UNCERTAIN
 
         check_window(self.window)
 
@@ -88,10 +89,6 @@ class DataConfig:
                 f"data.split_lists.{missing[0]} (with data.labels.all), or carve it from train, e.g. "
                 f"data.carve: {{{missing[0]}: 0.1}}."
             )
-        for key, value, allowed in (("check_images", self.check_images, CHECKS), ("labels_format", self.labels_format, FORMATS),
-                                    ("uncertain", self.uncertain, UNCERTAIN), ("blank", self.blank, BLANK)):  # fmt: skip
-            if value not in allowed:
-                raise ConfigError(f"data.{key}: {value!r} is not one of {', '.join(allowed)}.")
         if self.patient_column and self.patient_regex:
             raise ConfigError("data.patient_column and data.patient_regex both given; the patient id comes from one of them.")
         if self.patient_regex:
@@ -113,6 +110,7 @@ class DataConfig:
             )
 
 
+@config_section("long_tail")
 @dataclass(frozen=True)
 class LongTailConfig:
     head_classes: list[str] = field(default_factory=list)  # empty: prevalence >= head_min_prevalence
@@ -120,7 +118,7 @@ class LongTailConfig:
     head_min_prevalence: float = 0.15  # training prevalence threshold for head classes
     tail_max_prevalence: float = 0.02  # training prevalence threshold for tail classes
 
-    def __post_init__(self):
+    def __post_init__(self):  # types and ranges: the schema (ltaug.config.config_section)
         both = sorted(set(self.head_classes) & set(self.tail_classes))
         if both:
             raise ConfigError(

@@ -28,6 +28,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextModel
 
+from ltaug.config import config_section
 from ltaug.errors import ConfigError, InputError
 
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
@@ -42,26 +43,13 @@ CONFIG_FILES = {
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+@config_section("diffusion")
 @dataclass(frozen=True)
 class DiffusionConfig:
     pretrained: str = ""  # local diffusers Stable Diffusion directory (e.g. RoentGen); "" = the bootstrapped demo model
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
     dtype: str = "float32"  # float32 | float16 | bfloat16 (half precision only on CUDA)
     variant: str = ""  # weights variant to read, e.g. fp16 (files *.fp16.safetensors); "" = the plain files
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.pretrained, str):
-            raise ConfigError(
-                f"diffusion.pretrained: {self.pretrained!r} is not a path; give a local diffusers directory "
-                f"or leave it empty to bootstrap the demo model."
-            )
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"diffusion.dtype: {self.dtype!r} is not one of {', '.join(DTYPES)}.")
-        if not isinstance(self.variant, str) or not all(c.isalnum() or c == "_" for c in self.variant):
-            raise ConfigError(
-                f"diffusion.variant: {self.variant!r} is not a variant name; write e.g. fp16 (reads the files "
-                f"*.fp16.safetensors / *.fp16.bin), or \"\" for the plain files."
-            )
 
 
 def pick_device(name: str = "auto") -> torch.device:

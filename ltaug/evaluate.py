@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torchvision.models import DenseNet
 
+from ltaug.config import THREADS, config_section
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.images import open_image
@@ -50,6 +51,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics,
 SUMMARY = ("map_head", "map_tail", "map_all", "auroc_macro")
 
 
+@config_section("eval.classifier", extra={"threads": THREADS})
 @dataclass(frozen=True)
 class ClassifierConfig:
     image_size: int = 224  # classifier input side: images resized (shorter side) and centre-cropped
@@ -66,19 +68,7 @@ class ClassifierConfig:
     cache_images: bool | str = "auto"  # true: every image in memory as uint8; false: read per batch; auto: see cache_decision
     threads: int = 2  # torch CPU threads and image-reading threads
 
-    def __post_init__(self) -> None:
-        for key in ("image_size", "growth_rate", "num_init_features", "steps", "batch_size", "eval_every", "threads"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"eval.classifier.{key}: {value!r} is not an integer >= 1.")
-        if self.image_size < 32:
-            raise ConfigError(f"eval.classifier.image_size: {self.image_size} is below 32, the smallest side a DenseNet takes.")
-        if not self.block_config or any(not isinstance(b, int) or b < 1 for b in self.block_config):
-            raise ConfigError(f"eval.classifier.block_config: {self.block_config!r} is not a list of integers >= 1.")
-        if not (isinstance(self.cache_images, bool) or self.cache_images == "auto"):
-            raise ConfigError(f"eval.classifier.cache_images: {self.cache_images!r} is not true, false or auto.")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"eval.classifier.seeds: {self.seeds!r}: give one or more distinct seeds.")
+    def __post_init__(self) -> None:  # types and ranges: the schema (ltaug.config.config_section)
         if self.weights and self.architecture() != DENSENET121:
             raise ConfigError(
                 f"eval.classifier.weights: {self.weights} is a DenseNet121 file, but growth_rate, block_config and "

@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ltaug.data import SPLITS, ClassSplit
+from ltaug.config import THREADS, config_section
+from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.evaluate import ClassifierConfig, embed, load_classifier, load_image, normalise
 from ltaug.fidelity import Detector, label_fidelity
@@ -45,6 +46,7 @@ from ltaug.latents import preprocess
 from ltaug.synthetic import SyntheticSet
 
 
+@config_section("eval.fid", extra={"threads": THREADS})
 @dataclass(frozen=True)
 class FidConfig:
     inception_weights: str = ""  # local torch-fidelity InceptionV3 weights (pt_inception-2015-12-05); "" = FD-DenseNet
@@ -59,17 +61,7 @@ class FidConfig:
     memorisation_pairs: int = 8  # closest synthetic-training pairs kept for the report
     threads: int = 2  # torch CPU threads
 
-    def __post_init__(self) -> None:
-        if not 0 < self.memorisation_percentile < 100:
-            raise ConfigError(f"eval.fid.memorisation_percentile: {self.memorisation_percentile!r} is not in (0, 100).")
-        for key in ("kid_subsets", "kid_subset_size", "batch_size", "threads", "prdc_k", "memorisation_reference",
-                    "memorisation_pairs"):  # fmt: skip
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"eval.fid.{key}: {value!r} is not an integer >= 1.")
-        bad = [s for s in self.real_splits if s not in SPLITS]
-        if not self.real_splits or bad:
-            raise ConfigError(f"eval.fid.real_splits: {self.real_splits!r}: give one or more of {', '.join(SPLITS)}.")
+    def __post_init__(self) -> None:  # types and ranges: the schema (ltaug.config.config_section)
         if self.inception_weights and not Path(self.inception_weights).is_file():
             raise ConfigError(
                 f"eval.fid.inception_weights: {self.inception_weights} does not exist; give a local copy of "

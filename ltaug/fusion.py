@@ -72,6 +72,7 @@ import zarr
 from tqdm import tqdm
 
 from ltaug.cam import il_fingerprint, open_training_stores, select_maps
+from ltaug.config import config_section
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
@@ -84,6 +85,7 @@ PROVENANCE = ("tail_id", "head_id", "tail_class", "head_class")
 SHARES = ("tail_share", "head_share", "coin_share")
 
 
+@config_section("fusion")
 @dataclass(frozen=True)
 class FusionConfig:
     n_per_class: int = 100  # fused samples per tail class (one pair of pairs.csv each)
@@ -96,22 +98,6 @@ class FusionConfig:
     seed: int = 0  # seed of the per-position coins M^R (one stream per fused sample)
     batch_size: int = 64  # fused samples per student/decoder pass
     chunk_size: int = 256  # samples per Zarr chunk along axis 0
-
-    def __post_init__(self) -> None:
-        for key in ("n_per_class", "batch_size", "chunk_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"fusion.{key}: {value!r} is not an integer >= 1.")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"fusion.seed: {self.seed!r} is not an integer >= 0.")
-        for key in ("tau_h", "tau_l", "label_threshold"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ConfigError(f"fusion.{key}: {value!r} is not a number in [0, 1] (CAM maps are scaled to [0, 1]).")
-        if self.label_policy not in LABEL_POLICIES:
-            raise ConfigError(f"fusion.label_policy: {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}.")
-        if self.decode not in DECODES:
-            raise ConfigError(f"fusion.decode: {self.decode!r} is not one of {', '.join(DECODES)}.")
 
 
 # ---------------------------------------------------------------------------- the fusion (pure)

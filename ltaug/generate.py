@@ -34,8 +34,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ltaug.config import config_section
 from ltaug.diffusion import (
-    check_prompt_template, fingerprint, load_stable_diffusion, load_vae, prompt, sample_latents, torch_dtype,
+    check_prompt_template,
+    fingerprint,
+    load_stable_diffusion,
+    load_vae,
+    prompt,
+    sample_latents,
+    torch_dtype,
 )
 from ltaug.errors import ConfigError, InputError
 from ltaug.latents import decode_latents, open_latents
@@ -44,6 +51,7 @@ from ltaug.synthetic import SyntheticSetWriter, read_synthetic_set
 PROVENANCE_COLUMNS = ["tail_class", "tail_id", "head_id", "head_class", "tail_share", "steps", "fused_id"]
 
 
+@config_section("generate")
 @dataclass(frozen=True)
 class GenerateConfig:
     steps: list[int] = field(default_factory=lambda: [0, 1, 5])  # one set ours@{s} per value; s = 0: VAE decode only
@@ -54,21 +62,13 @@ class GenerateConfig:
     batch_size: int = 32  # latents per UNet and VAE pass
     prompt_template: str = "{classes}"  # the UNet's prompt; {classes} = the sample's class names ("nodule, fracture")
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # types and ranges: the schema (ltaug.config.config_section)
         check_prompt_template(self.prompt_template)
-        if not self.steps or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.steps):
-            raise ConfigError(f"generate.steps: {self.steps!r} is not a non-empty list of integers >= 0.")
-        for key, low in (("num_steps", 1), ("batch_size", 1), ("seed", 0)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"generate.{key}: {value!r} is not an integer >= {low}.")
         if max(self.steps) > self.num_steps:
             raise ConfigError(
                 f"generate.steps: {max(self.steps)} is more than generate.num_steps = {self.num_steps}; the denoising "
                 f"runs the last s of num_steps scheduler steps, so every s must be <= num_steps."
             )
-        if self.guidance_scale < 0:
-            raise ConfigError(f"generate.guidance_scale: {self.guidance_scale!r} is not >= 0.")
 
 
 def sample_seed(seed: int, index: int) -> int:

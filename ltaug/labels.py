@@ -35,9 +35,6 @@ import pandas as pd
 from ltaug.errors import ConfigError, InputError
 
 SPLITS = ("train", "val", "test")
-FORMATS = ("columns", "delimited", "list")
-UNCERTAIN = ("error", "zeros", "ones")
-BLANK = ("error", "zeros")
 MAX_LISTED = 5
 POSITIVE, NEGATIVE, UNCERTAIN_VALUES = {"1", "1.0"}, {"0", "0.0"}, {"-1", "-1.0"}
 

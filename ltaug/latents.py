@@ -37,6 +37,7 @@ import zarr
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from ltaug.config import config_section
 from ltaug.errors import ConfigError, InputError
 from ltaug.images import open_image
 from ltaug.io import atomic_path
@@ -47,6 +48,7 @@ COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 MODEL_KEYS = ("model_path", "model_fingerprint")
 
 
+@config_section("latents")
 @dataclass(frozen=True)
 class LatentsConfig:
     image_size: int = 128  # images are resized (shorter side) and centre-cropped to this square side; multiple of 8
@@ -54,21 +56,6 @@ class LatentsConfig:
     seed: int = 0  # seed of the posterior draws in sample mode
     batch_size: int = 32  # images encoded at once; memory is O(batch_size + chunk_size)
     chunk_size: int = 256  # samples per Zarr chunk along axis 0
-
-    def __post_init__(self):
-        if not isinstance(self.image_size, int) or self.image_size < 8 or self.image_size % 8:
-            raise ConfigError(
-                f"latents.image_size: {self.image_size!r} is not a positive multiple of 8; the VAE "
-                f"downsamples by 8, so use e.g. 128, 256 or 512."
-            )
-        if self.mode not in MODES:
-            raise ConfigError(f"latents.mode: {self.mode!r} is not one of {', '.join(MODES)}.")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"latents.seed: {self.seed!r} is not an integer >= 0.")
-        for key in ("batch_size", "chunk_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"latents.{key}: {value!r} is not an integer >= 1.")
 
 
 # ---------------------------------------------------------------------------- pure functions

@@ -44,15 +44,16 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from ltaug.cam import open_training_stores, select_maps
+from ltaug.config import config_section
 from ltaug.data import ClassSplit
-from ltaug.errors import ConfigError, InputError
+from ltaug.errors import InputError
 from ltaug.io import atomic_path
 from ltaug.models import Student
 
-SPACES = ("sparse", "cam")
 COLUMNS = ["j", "tail_id", "tail_class", "head_class", "head_id", "distance", "head_probability"]
 
 
+@config_section("pairing")
 @dataclass(frozen=True)
 class PairingConfig:
     space: str = "sparse"  # neighbour distance between flattened sparse vectors z^s (sparse) or CAM maps (cam)
@@ -61,14 +62,6 @@ class PairingConfig:
     batch_size: int = 64  # latents per student pass when computing z^s
     exclude_tail: bool = True  # head candidates carry no tail class (else only not the sample's own)
     chunk_size: int = 128  # head candidates compared at once; memory O(chunk_size x C'hw)
-
-    def __post_init__(self) -> None:
-        if self.space not in SPACES:
-            raise ConfigError(f"pairing.space: {self.space!r} is not one of {', '.join(SPACES)}.")
-        for key, low in (("k", 1), ("batch_size", 1), ("seed", 0), ("chunk_size", 1)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"pairing.{key}: {value!r} is not an integer >= {low}.")
 
 
 def confused_head(probs: np.ndarray, head_columns: np.ndarray) -> np.ndarray:

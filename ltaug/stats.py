@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ltaug.config import config_section
 from ltaug.data import ClassSplit
-from ltaug.errors import ConfigError, InputError
+from ltaug.errors import InputError
 
 GROUPS = ("map_head", "map_tail", "map_all", "auroc_macro")
 
@@ -191,16 +192,13 @@ def holm(p: Mapping[str, float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------- the stage
 
 
+@config_section("eval.intervals")
 @dataclass(frozen=True)
 class IntervalsConfig:
     resamples: int = 1000  # bootstrap replicates of the test set (and of the seeds)
     level: float = 0.95  # coverage of every interval
     seed: int = 0  # seed of the resamples: the same for every method, so differences are paired
     block: int = 100  # replicates computed at once; memory O(block x test images)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.level < 1:
-            raise ConfigError(f"eval.intervals.level: {self.level!r} is not in (0, 1); e.g. 0.95.")
 
 
 def read_scores(paths: Mapping[str, str | Path]) -> tuple[np.ndarray, np.ndarray, list[str], list[int], dict[str, np.ndarray]]:

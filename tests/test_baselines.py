@@ -170,5 +170,5 @@ def test_text_to_image_set_is_prompted_by_the_class_name_and_reproducible(model_
 
 
 def test_baselines_config_names_the_key():
-    with pytest.raises(ConfigError, match="baselines.smote_k: 0 is not an integer >= 1"):
+    with pytest.raises(ConfigError, match="baselines.smote_k: 0 is less than the minimum of 1"):
         BaselinesConfig(smote_k=0)

@@ -114,14 +114,76 @@ def test_every_schema_key_has_type_default_and_description():
     walk(schema(), "")
 
 
-def test_schema_defaults_equal_dataclass_defaults():
+def test_every_schema_key_is_a_dataclass_field():
+    """The other direction (every field is a schema key with the schema's default) is checked at import by
+    config_section; here: no key of a section is ignored by its stage, unless the workflow reads it."""
     for name, cls in SECTIONS.items():
         props = section(schema(), name)["properties"]
-        fields = {f.name: f for f in dataclasses.fields(cls) if (name, f.name) not in WORKFLOW_ONLY}
-        for key, field in fields.items():
-            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-            assert props[key]["default"] == plain(default), f"{name}.{key}"
-        assert {k for k in props if (name, k) not in WORKFLOW_ONLY} == set(fields), name
+        fields = {f.name for f in dataclasses.fields(cls) if (name, f.name) not in WORKFLOW_ONLY}
+        assert {k for k in props if (name, k) not in WORKFLOW_ONLY} == fields, name
+        assert cls.config_key == name
+
+
+def test_a_default_that_is_not_the_schemas_fails_at_import():
+    from ltaug.config import config_section
+
+    @dataclasses.dataclass(frozen=True)
+    class Cam:
+        method: str = "layercam"
+        batch_size: int = 32  # the schema says 64
+
+    with pytest.raises(TypeError, match=r"Cam\.batch_size defaults to 32, but .* gives cam\.batch_size the default 64"):
+        config_section("cam")(Cam)
+
+    @dataclasses.dataclass(frozen=True)
+    class Typo:
+        batchsize: int = 64
+
+    with pytest.raises(TypeError, match=r"Typo\.batchsize: not a key of config section 'cam'"):
+        config_section("cam")(Typo)
+
+
+@pytest.mark.parametrize(
+    "cls, values, pattern",
+    [
+        (CamConfig, {"batch_size": 0}, r"^cam\.batch_size: 0 is less than the minimum of 1 \(latents per forward pass"),
+        (CamConfig, {"batch_size": 64.0}, r"^cam\.batch_size: 64\.0 is not of type 'integer'"),
+        (CamConfig, {"batch_size": True}, r"^cam\.batch_size: True is not of type 'integer'"),
+        (ILConfig, {"lr": float("nan")}, r"^il\.lr: nan is not of type 'number'"),
+        (ILConfig, {"threads": 0}, r"^il\.threads: 0 is less than the minimum of 1"),
+        (PairingConfig, {"space": "pixels", "k": 0}, r"^pairing\.k: 0 is less .*\npairing\.space: 'pixels' is not one of"),
+        (GenerateConfig, {"steps": [0, 80], "num_steps": 75}, r"^generate\.steps: 80 is more than generate\.num_steps = 75"),
+    ],
+)
+def test_a_stage_dataclass_is_checked_by_the_schema_however_it_is_built(cls, values, pattern):
+    """Direct calls, from_dict (as the stages read their --params) and config.yaml give the same message."""
+    with pytest.raises(ConfigError, match=pattern):
+        cls(**values)
+    with pytest.raises(ConfigError, match=pattern):
+        from_dict(cls, values, cls.config_key)
+    nested = values
+    for part in reversed(cls.config_key.split(".")):
+        nested = {part: nested}
+    if "threads" not in values and cls is not GenerateConfig:  # threads is the rule's; steps <= num_steps is the class's
+        with pytest.raises(ConfigError, match=pattern.replace("^", r"^config: ").replace(r"\n", r"\nconfig: ")):
+            validate_config(nested)
+
+
+def test_the_schemas_choices_are_the_codes():
+    """Where the code dispatches on a key's value, its table and the schema's enum agree."""
+    from ltaug import cam, diffusion, fusion, images, latents, models
+    from ltaug.labels import SPLITS
+
+    choices = {
+        "cam.method": ["eigencam", *cam.CLASS_SPECIFIC], "diffusion.dtype": list(diffusion.DTYPES),
+        "fusion.label_policy": list(fusion.LABEL_POLICIES), "fusion.decode": list(fusion.DECODES),
+        "data.check_images": list(images.CHECKS), "latents.mode": list(latents.MODES),
+        "il.classifier": list(models.ARCHITECTURES), "il.classifier_stem": list(models.STEMS),
+    }  # fmt: skip
+    for key, values in choices.items():
+        assert section(schema(), key)["enum"] == values, key
+    for key in ("cam.splits", "eval.fid.real_splits"):
+        assert section(schema(), key)["items"]["enum"] == list(SPLITS), key
 
 
 def test_every_config_key_is_commented():

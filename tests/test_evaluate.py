@@ -164,7 +164,7 @@ def test_cache_images_auto_caches_only_what_fits_in_a_quarter_of_the_memory():
     cache, why = cache_decision("auto", 377_110, 224, available=128 * gib)
     assert cache and "within 25% of the 128.0 GiB available: held in memory" in why
     assert cache_decision(True, 377_110, 224, available=gib)[0] and not cache_decision(False, 10, 64, available=64 * gib)[0]
-    with pytest.raises(ConfigError, match=r"eval\.classifier\.cache_images: 'yes' is not true, false or auto"):
+    with pytest.raises(ConfigError, match=r"eval\.classifier\.cache_images: 'yes' is not one of \[True, False, 'auto'\] \(hold every image"):
         ClassifierConfig(cache_images="yes")
 
 

@@ -22,7 +22,7 @@ from ltaug.fusion import (
     sample_generator,
     shares,
 )
-from ltaug.iterated import load_il_model
+from ltaug.iterated_stage import load_il_model
 from ltaug.latents import open_latents
 from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
@@ -216,9 +216,9 @@ def test_the_exclusive_class_is_cleared_when_another_class_is_positive():
 
 @pytest.mark.parametrize(
     "key,value,pattern",
-    [("tau_h", 1.5, r"fusion\.tau_h: 1\.5 is not a number in \[0, 1\]"), ("tau_l", -0.1, r"fusion\.tau_l"),
-     ("label_policy", "both", r"fusion\.label_policy: 'both' is not one of union, tail_only, classifier"),
-     ("n_per_class", 0, r"fusion\.n_per_class: 0 is not an integer >= 1")],
+    [("tau_h", 1.5, r"fusion\.tau_h: 1\.5 is greater than the maximum of 1"), ("tau_l", -0.1, r"fusion\.tau_l"),
+     ("label_policy", "both", r"fusion\.label_policy: 'both' is not one of \['union', 'tail_only', 'classifier'\]"),
+     ("n_per_class", 0, r"fusion\.n_per_class: 0 is less than the minimum of 1")],
 )  # fmt: skip
 def test_config_errors_name_the_key(key, value, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -371,5 +371,5 @@ def test_residual_decode_adds_back_each_sources_round_trip_error():
         assert torch.allclose(mixed, expected, atol=1e-6)
     with pytest.raises(ValueError, match="needs one of"):
         decode_fused(pointwise, zs_f, from_tail, "residual")
-    with pytest.raises(ConfigError, match=r"fusion.decode: 'D' is not one of d, residual"):
+    with pytest.raises(ConfigError, match=r"fusion.decode: 'D' is not one of \['d', 'residual'\] \(how the fused sparse vector"):
         FusionConfig(decode="D")

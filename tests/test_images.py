@@ -66,13 +66,21 @@ def test_a_configured_window_maps_lo_hi_onto_0_255_for_every_image_alike(tmp_pat
     assert np.asarray(open_image(path)).max() == 255
 
 
-@pytest.mark.parametrize("bad", [[5, 1], [3, 3], [0], [0, 1, 2], ["0", 4095], [True, 4095], "0-4095"])
-def test_a_bad_window_is_a_config_error_naming_the_key(bad):
+ORDER = r"data\.window: .* is not \[lo, hi\] with lo < hi; give the stored pixel values"  # the data section's own check
+SHAPE = r"data\.window(\.0)?: .* \(\[lo, hi\] stored pixel values mapped to black and white"  # the schema's
+
+
+@pytest.mark.parametrize("bad, pattern", [([5, 1], ORDER), ([3, 3], ORDER), ([0], SHAPE), ([0, 1, 2], SHAPE), (["0", 4095], SHAPE),
+                                          ([True, 4095], SHAPE), ("0-4095", SHAPE)])  # fmt: skip
+def test_a_bad_window_is_a_config_error_naming_the_key(bad, pattern):
     from ltaug.data import DataConfig
     from ltaug.errors import ConfigError
+    from ltaug.images import set_window
 
-    with pytest.raises(ConfigError, match=r"data.window: .* is not \[lo, hi\] with lo < hi; give the stored pixel values"):
+    with pytest.raises(ConfigError, match=pattern):
         DataConfig(window=bad)
+    with pytest.raises(ConfigError, match=ORDER):  # a stage's --window, read without the schema
+        set_window(bad)
 
 
 def test_every_stage_that_reads_image_files_takes_the_window_and_every_rule_passes_it():

@@ -99,5 +99,5 @@ def test_prompt_template():
 
 def test_variant_config():
     assert from_dict(DiffusionConfig, {"variant": "fp16"}, "diffusion").variant == "fp16"
-    with pytest.raises(ConfigError, match=r"diffusion.variant: 'fp16.safetensors' is not a variant name; write e.g. fp16"):
+    with pytest.raises(ConfigError, match=r"diffusion.variant: 'fp16.safetensors' does not match .*\(weights variant .*, e.g. fp16"):
         DiffusionConfig(variant="fp16.safetensors")

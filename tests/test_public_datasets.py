@@ -253,7 +253,7 @@ def test_layout_config_errors():
         DataConfig(labels={"train": "a.csv", "val": "b.csv", "test": "c.csv"}, carve={"test": 0.1})
     with pytest.raises(ConfigError, match=r"data.labels_column: labels_format delimited reads the class names from one column"):
         DataConfig(labels={"all": "a.csv"}, carve={"val": 0.1, "test": 0.1}, labels_format="delimited")
-    with pytest.raises(ConfigError, match=r"data.uncertain: 'u-ones' is not one of error, zeros, ones"):
+    with pytest.raises(ConfigError, match=r"data.uncertain: 'u-ones' is not one of \['error', 'zeros', 'ones'\] \(.*U-Zeros"):
         DataConfig(uncertain="u-ones")
 
 
