@@ -49,7 +49,8 @@ def stand_ins(root: Path, config: dict) -> tuple[Path, Path, Path, object]:
     from ltaug.bootstrap import build_vae, save_model
     from ltaug.data import ClassSplit
     from ltaug.diffusion import fingerprint
-    from ltaug.iterated import ILConfig, build_model, checkpoint, save_checkpoint
+    from ltaug.iterated import ILConfig, build_model
+    from ltaug.iterated_stage import checkpoint, save_checkpoint
     from ltaug.latents import COMPRESSOR
 
     prevalence = dict(config["demo"]["prevalence"])

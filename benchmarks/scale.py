@@ -171,7 +171,8 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
     before = _rss_mib()
     start = time.perf_counter()
     if stage == "train_il":
-        from ltaug.iterated import ILConfig, train_iterated
+        from ltaug.iterated import ILConfig
+        from ltaug.iterated_stage import train_iterated
 
         cfg = ILConfig(generations=1, interaction_epochs=1, embed_channels=64, student_depth=2, balance=1.0,
                        shuffle_buffer=SHUFFLE_BUFFER, threads=threads)  # fmt: skip

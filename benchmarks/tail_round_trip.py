@@ -28,7 +28,8 @@ from ltaug.data import read_classes, read_manifest
 from ltaug.diffusion import load_vae
 from ltaug.fidelity import Detector
 from ltaug.funnel import gray
-from ltaug.iterated import ILConfig, load_il_model, train_iterated
+from ltaug.iterated import ILConfig
+from ltaug.iterated_stage import load_il_model, train_iterated
 from ltaug.latents import decode_latents, open_latents
 
 OUT = Path(__file__).parent / "tail_round_trip"

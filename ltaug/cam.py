@@ -61,9 +61,10 @@ from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from tqdm import tqdm
 
+from ltaug.config import config_section
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
-from ltaug.iterated import ILModel, load_il_model, read_checkpoint
+from ltaug.iterated_stage import ILModel, load_il_model, read_checkpoint
 from ltaug.latents import COMPRESSOR, SHARD_KEYS, block_rows, check_shards, concatenate_shards, open_latents
 from ltaug.memory import release_free_memory
 from ltaug.models import LatentClassifier
@@ -72,25 +73,15 @@ SIGN_CONVENTION = "positive correlation with the target layer's mean activation 
 
 
 CLASS_SPECIFIC = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM}
-METHODS = ("eigencam", *CLASS_SPECIFIC)
 
 
+@config_section("cam")
 @dataclass(frozen=True)
 class CamConfig:
     method: str = "layercam"  # eigencam (the paper, class-agnostic) | gradcam | gradcam++ | hirescam | layercam
     target_layer: str = "auto"  # classifier module the CAM reads; auto = the last one before any pooling
     batch_size: int = 64  # latents per forward pass; memory is O(batch_size + chunk_size)
     chunk_size: int = 256  # samples per Zarr chunk along axis 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"cam.method: {self.method!r} is not one of {', '.join(METHODS)}.")
-        if not isinstance(self.target_layer, str) or not self.target_layer:
-            raise ConfigError(f"cam.target_layer: {self.target_layer!r} is not a module name such as 'features.5'.")
-        for key in ("batch_size", "chunk_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"cam.{key}: {value!r} is not an integer >= 1.")
 
     @property
     def class_specific(self) -> bool:

@@ -24,7 +24,7 @@ from ltaug.errors import InputError
 from ltaug.fusion import combine, fusion_masks, sample_generator, slug
 from ltaug.images import open_image
 from ltaug.io import atomic_path
-from ltaug.iterated import load_il_model
+from ltaug.iterated_stage import load_il_model
 from ltaug.latents import open_latents
 
 

@@ -9,7 +9,8 @@ import torch
 from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae, save_model
 from ltaug.cam import CamConfig, cam_maps
 from ltaug.data import ClassSplit
-from ltaug.iterated import ILConfig, build_model, checkpoint, save_checkpoint
+from ltaug.iterated import ILConfig, build_model
+from ltaug.iterated_stage import checkpoint, save_checkpoint
 from ltaug.latents import open_latents
 
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Fracture", "No Finding"]

@@ -31,7 +31,7 @@ from ltaug.cam import (
     target_module,
 )
 from ltaug.errors import ConfigError, InputError
-from ltaug.iterated import load_il_model
+from ltaug.iterated_stage import load_il_model
 from ltaug.latents import open_latents
 from ltaug.models import LatentClassifier
 from stage_models import CLASSES, cam_store_for, save_tiny_il
@@ -386,5 +386,5 @@ def test_incomplete_store_is_refused(tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match=r"cam\.batch_size: 0 is not an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"cam\.batch_size: 0 is less than the minimum of 1 \(latents per forward pass"):
         CamConfig(batch_size=0)

@@ -13,19 +13,21 @@ from conftest import synthetic_latents, write_latent_store
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.iterated import (
-    HISTORY_COLUMNS,
     ILConfig,
     build_model,
-    check_checkpoint,
     class_pos_weight,
-    generation_path,
     LatentStream,
     imitation_loss,
     interaction_losses,
     interaction_phase,
+    sample_one_hot,
+)
+from ltaug.iterated_stage import (
+    HISTORY_COLUMNS,
+    check_checkpoint,
+    generation_path,
     load_il_model,
     read_checkpoint,
-    sample_one_hot,
     train_iterated,
 )
 from ltaug.models import LatentClassifier, Student, densenet121_classifier

@@ -250,7 +250,7 @@ def test_bad_label_fails_with_the_rows_and_leaves_no_manifest(tmp_path):
 
 def test_tiny_workflow_trains_the_il_model(tiny_run):
     from ltaug.diffusion import fingerprint
-    from ltaug.iterated import load_il_model
+    from ltaug.iterated_stage import load_il_model
 
     il = load_il_model(tiny_run / "results/il/model.pt")
     assert il.generation == 2 and il.latent_shape == (4, 4, 4)
