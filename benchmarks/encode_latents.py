@@ -61,8 +61,8 @@ def child(args: argparse.Namespace) -> None:
     from diffusers import AutoencoderKL
 
     from ltaug.data import read_manifest
-    from ltaug.diffusion import load_vae
     from ltaug.latents import LatentsConfig, encode_split
+    from ltaug.model_dir import load_vae
 
     if args.model:
         vae, model = load_vae(args.model, torch.device("cpu")), {"path": args.model, "fingerprint": "benchmark"}

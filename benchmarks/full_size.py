@@ -56,11 +56,12 @@ def build(path: Path) -> dict:
 def measure(path: Path, n_images: int, threads: int) -> dict:
     import numpy as np
     import torch
+    from PIL import Image
 
     from ltaug.demo import DemoConfig, render_image
-    from ltaug.diffusion import load_stable_diffusion, prompt, sample_latents
+    from ltaug.diffusion import prompt, sample_latents
     from ltaug.latents import decode_latents, encode_images, preprocess
-    from PIL import Image
+    from ltaug.model_dir import load_stable_diffusion
 
     torch.set_num_threads(threads)
     row, lap = {"rss_gib": {"start": _rss_gib()}}, time.perf_counter()

@@ -45,22 +45,20 @@ from ltaug.config import from_dict, validate_config  # noqa: E402
 
 def stand_ins(root: Path, config: dict) -> tuple[Path, Path, Path, object]:
     """Untrained demo-architecture SD and IL models and 2000 random training latents: (model, il, latents, split)."""
-    from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet
-    from ltaug.bootstrap import build_vae, save_model
+    from tests.stage_models import save_tiny_sd
+
+    from ltaug.bootstrap import BootstrapConfig
     from ltaug.data import ClassSplit
-    from ltaug.diffusion import fingerprint
     from ltaug.iterated import ILConfig, build_model
     from ltaug.iterated_stage import checkpoint, save_checkpoint
     from ltaug.latents import COMPRESSOR
+    from ltaug.model_dir import fingerprint
 
     prevalence = dict(config["demo"]["prevalence"])
     classes = list(prevalence) + ["No Finding"]
     boot = from_dict(BootstrapConfig, {**config["diffusion"]["bootstrap"], "image_size": config["latents"]["image_size"]},
                      "diffusion.bootstrap")  # fmt: skip
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(classes, boot.max_prompt_tokens)
-    model = root / "sd"
-    save_model(model, build_vae(boot), build_unet(boot), build_text_encoder(boot, tokenizer), tokenizer, build_scheduler())
+    model = save_tiny_sd(root / "sd", boot, classes, seed=0)  # untrained, of the demo's sizes
     n, side = config["demo"]["n_train"], config["latents"]["image_size"] // 8
     rng = np.random.default_rng(0)
     labels = np.zeros((n, len(classes)), dtype=np.uint8)
@@ -109,10 +107,11 @@ def main() -> None:
 
     from ltaug.cam import CamConfig, cam_maps
     from ltaug.data import read_classes
-    from ltaug.diffusion import load_stable_diffusion, sample_latents
+    from ltaug.diffusion import sample_latents
     from ltaug.fusion import FusionConfig, fuse_latents
     from ltaug.generate import GenerateConfig, generate_set
     from ltaug.latents import decode_latents
+    from ltaug.model_dir import load_stable_diffusion
     from ltaug.pairing import PairingConfig, pair_neighbours
 
     config = validate_config(yaml.safe_load(Path(args.config).read_text()))

@@ -273,7 +273,7 @@ def main() -> None:
     table["rss_ratio_to_smallest_n"] = (table["peak_rss_mib"] / table["stage"].map(smallest)).round(3)
     table["flat"] = table["rss_ratio_to_smallest_n"] <= REQUIRED_RATIO
     table.to_csv(out / "results.csv", index=False)
-    from ltaug.evaluate import cache_decision
+    from ltaug.image_source import cache_decision
 
     mimic = {f"{n} images, {gib} GiB available": cache_decision("auto", n, 224, gib * 2**30)[1]
              for n in (377_110,) for gib in (128, 512)}  # fmt: skip

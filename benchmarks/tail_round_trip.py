@@ -23,14 +23,15 @@ import pandas as pd
 import torch
 import yaml
 
-from ltaug.bootstrap import BootstrapConfig, build_vae, load_images, to_pixels, train_vae
+from ltaug.bootstrap import BootstrapConfig, load_images, to_pixels, train_vae
+from ltaug.bootstrap_models import build_vae
 from ltaug.data import read_classes, read_manifest
-from ltaug.diffusion import load_vae
 from ltaug.fidelity import Detector
 from ltaug.funnel import gray
 from ltaug.iterated import ILConfig
 from ltaug.iterated_stage import load_il_model, train_iterated
 from ltaug.latents import decode_latents, open_latents
+from ltaug.model_dir import load_vae
 
 OUT = Path(__file__).parent / "tail_round_trip"
 

@@ -5,7 +5,7 @@ fine-tuned on chest X-rays: its VAE gives the latent space in which iterated lea
 feature fusion happen (Sec. 3), its UNet the optional class-conditioned denoising of fused
 latents (Sec. 3.3) and the text-to-image baseline (Table 1). When ``diffusion.pretrained``
 is empty this stage trains a stand-in of the same format, so the demo and the tests run the
-same loading code (:func:`ltaug.diffusion.load_stable_diffusion`) as real runs:
+same loading code (:func:`ltaug.model_dir.load_stable_diffusion`) as real runs:
 
 1. an ``AutoencoderKL`` with SD's geometry (8x downsampling, 4 latent channels) on the
    reconstruction loss plus a small KL term (as in LDM), whose ``scaling_factor`` is then set
@@ -31,27 +31,24 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import diffusers
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from PIL import Image, ImageOps
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from tqdm import tqdm
-from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
+from ltaug import bootstrap_models as nets  # the networks, tokenizer, prompts and saved directory
 from ltaug.config import THREADS, config_section
 from ltaug.data import read_manifest
-from ltaug.diffusion import load_stable_diffusion, prompt, sample_latents
+from ltaug.diffusion import sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.images import open_image
 from ltaug.io import atomic_path
 from ltaug.latents import decode_latents
+from ltaug.model_dir import load_stable_diffusion
 from ltaug.sampling import balanced_indices
-
-NO_FINDING_PROMPT = "no finding"  # training prompt of an image without any positive class
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<unk>", "<eos>")  # ids 0..3 (eos is not 2: see CLIPTextTransformer)
 
 
 @config_section("diffusion.bootstrap", extra={
@@ -143,106 +140,6 @@ def load_images(paths: Sequence[str], image_size: int, where: str = "") -> torch
 def to_pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (B, 1, S, S) -> float (B, 3, S, S) in [-1, 1]: grayscale as RGB, since SD VAEs are 3-channel."""
     return (images.to(device).float() / 127.5 - 1).expand(-1, 3, -1, -1).contiguous()
-
-
-def training_prompts(
-    labels: np.ndarray, classes: Sequence[str], empty_share: float, generator: torch.Generator
-) -> list[str]:
-    """One prompt per row: its class names (:func:`prompt`, "no finding" for an all-zero row), or "" with
-    probability ``empty_share`` (the unconditional prompt for classifier-free guidance)."""
-    drop = torch.rand(len(labels), generator=generator) < empty_share
-    return ["" if d else (prompt(row, classes) or NO_FINDING_PROMPT) for row, d in zip(labels, drop.tolist())]
-
-
-# ---------------------------------------------------------------------------- models
-
-
-def build_tokenizer(classes: Sequence[str], max_length: int) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer whose vocabulary is the words of the class names (lower case) and ','.
-
-    No vocabulary is downloaded; a word outside the class names maps to <unk>.
-    """
-    pre = pre_tokenizers.Whitespace()  # words (\\w+) and runs of punctuation
-    words: list[str] = []
-    for text in (*classes, NO_FINDING_PROMPT, ","):
-        words += [w for w, _ in pre.pre_tokenize_str(text.lower()) if w not in words and w not in SPECIAL_TOKENS]
-    vocab = {token: i for i, token in enumerate((*SPECIAL_TOKENS, *words))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", unk_token="<unk>", eos_token="<eos>",
-        model_max_length=max_length,
-    )  # fmt: skip
-
-
-def build_vae(cfg: BootstrapConfig) -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=cfg.vae_channels,
-        layers_per_block=cfg.vae_layers_per_block,
-        latent_channels=4,
-        norm_num_groups=cfg.vae_norm_groups,
-        sample_size=cfg.image_size,
-    )
-
-
-def build_text_encoder(cfg: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.text_hidden_size,
-        intermediate_size=2 * cfg.text_hidden_size,
-        projection_dim=cfg.text_hidden_size,
-        num_hidden_layers=cfg.text_layers,
-        num_attention_heads=cfg.text_heads,
-        max_position_embeddings=cfg.max_prompt_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = CLIPTextModel(config)
-    if cfg.text_embedding_std > 0:
-        # CLIP's init (std 0.02) makes every class name's hidden states nearly alike, and the
-        # UNet then learns to ignore the prompt; unit-scale word embeddings keep them apart.
-        torch.nn.init.normal_(model.get_input_embeddings().weight, std=cfg.text_embedding_std)
-    return model
-
-
-def build_unet(cfg: BootstrapConfig) -> UNet2DConditionModel:
-    """SD's UNet, smaller; cross-attention only where ``unet_cross_attention`` says (SD 1.x: all but the last)."""
-    attn = cfg.unet_cross_attention
-    return UNet2DConditionModel(
-        sample_size=cfg.image_size // 8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
-        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
-        block_out_channels=cfg.unet_channels,
-        layers_per_block=cfg.unet_layers_per_block,
-        attention_head_dim=cfg.unet_attention_heads,  # diffusers' legacy name: it sets the number of heads
-        norm_num_groups=cfg.unet_norm_groups,
-        cross_attention_dim=cfg.text_hidden_size,
-    )
-
-
-def build_scheduler() -> DDIMScheduler:
-    """SD 1.x's noise schedule (scaled_linear 0.00085..0.012 over 1000 steps) with DDIM sampling."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
 
 
 def _optimizer(params, lr: float, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -347,7 +244,7 @@ def train_unet(
     with _progress(cfg.unet_steps, "UNet") as bar:
         for _ in range(cfg.unet_steps):
             idx = balanced_indices(labels, cfg.unet_batch_size, cfg.unet_balance, generator)
-            prompts = training_prompts(labels[idx.numpy()], classes, cfg.empty_prompt_share, generator)
+            prompts = nets.training_prompts(labels[idx.numpy()], classes, cfg.empty_prompt_share, generator)
             z0 = latents[idx].to(device)  # (B, 4, h, w)
             noise = torch.randn(z0.shape, generator=generator).to(device)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=generator).to(device)
@@ -368,41 +265,6 @@ def train_unet(
     unet.eval()
     text_encoder.eval()
     return losses
-
-
-def check_prompt_lengths(tokenizer: PreTrainedTokenizerFast, labels: np.ndarray, classes: Sequence[str]) -> None:
-    """No training prompt may be truncated (its last classes would be silently dropped)."""
-    longest = max({prompt(row, classes) or NO_FINDING_PROMPT for row in labels}, key=lambda p: len(tokenizer(p).input_ids))
-    n = len(tokenizer(longest).input_ids)
-    if n > tokenizer.model_max_length:
-        raise ConfigError(
-            f"diffusion.bootstrap.max_prompt_tokens: the training prompt {longest!r} has {n} tokens, more than "
-            f"{tokenizer.model_max_length}; raise diffusion.bootstrap.max_prompt_tokens to at least {n}."
-        )
-
-
-def save_model(outdir: str | Path, vae, unet, text_encoder, tokenizer, scheduler) -> None:
-    """Write a diffusers Stable Diffusion directory atomically (temporary sibling, renamed when complete)."""
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", type(scheduler).__name__],
-        "text_encoder": ["transformers", type(text_encoder).__name__],
-        "tokenizer": ["transformers", type(tokenizer).__name__],
-        "unet": ["diffusers", type(unet).__name__],
-        "vae": ["diffusers", type(vae).__name__],
-    }
-    with atomic_path(outdir) as tmp:
-        tmp.mkdir()
-        vae.save_pretrained(tmp / "vae")
-        unet.save_pretrained(tmp / "unet")
-        text_encoder.save_pretrained(tmp / "text_encoder")
-        tokenizer.save_pretrained(tmp / "tokenizer")
-        scheduler.save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------- metrics and grids
@@ -465,14 +327,14 @@ def bootstrap_diffusion(
         if len(frame) == 0:
             raise InputError(f"{manifest_csv}: no {split} images; the bootstrap trains on train and reports on val.")
     labels = train[classes].to_numpy()
-    tokenizer = build_tokenizer(classes, cfg.max_prompt_tokens)
-    check_prompt_lengths(tokenizer, labels, classes)
+    tokenizer = nets.build_tokenizer(classes, cfg.max_prompt_tokens)
+    nets.check_prompt_lengths(tokenizer, labels, classes)
     images = load_images(list(train["path"]), cfg.image_size, f"{manifest_csv}, train split")
     val_images = load_images(list(val["path"]), cfg.image_size, f"{manifest_csv}, val split")
     lap("load")
 
     torch.manual_seed(cfg.seed)
-    vae = build_vae(cfg)
+    vae = nets.build_vae(cfg)
     vae_losses = train_vae(vae, images, labels, cfg, device)
     lap("vae")
 
@@ -482,13 +344,13 @@ def bootstrap_diffusion(
     lap("latents")
 
     torch.manual_seed(cfg.seed)
-    text_encoder, unet, scheduler = build_text_encoder(cfg, tokenizer), build_unet(cfg), build_scheduler()
+    text_encoder, unet, scheduler = nets.build_text_encoder(cfg, tokenizer), nets.build_unet(cfg), nets.build_scheduler()
     unet_losses = train_unet(
         unet, text_encoder, tokenizer, scheduler, latents * scaling_factor, labels, classes, cfg, device
     )
     lap("unet")
 
-    save_model(outdir_model, vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scheduler)
+    nets.save_model(outdir_model, vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scheduler)
     lap("save")
 
     sd = load_stable_diffusion(outdir_model, device)  # the grids show the model as saved

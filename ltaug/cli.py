@@ -65,10 +65,22 @@ def section_with_threads(cls, args: argparse.Namespace, key: str):
     return from_dict(cls, params, key)
 
 
+def diffusion_argument(p: argparse.ArgumentParser, reads: str = "device") -> None:
+    """--diffusion: the diffusion section the stage reads its runtime (``reads``) from."""
+    p.add_argument("--diffusion", default="{}", help=f"the diffusion section ({reads}) as JSON")
+
+
 def model_arguments(p: argparse.ArgumentParser) -> None:
     """The diffusion model a stage loads, and the runtime it loads it with."""
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+    diffusion_argument(p, "device, dtype")
+
+
+def training_stores_arguments(p: argparse.ArgumentParser) -> None:
+    """The training split's latent and CAM stores and the IL model that made the maps."""
+    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
+    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
+    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
 
 
 def synthetic_set_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from ltaug.cli import model_arguments, runtime, section_with_threads, stage, synthetic_set_arguments
+from ltaug.cli import (
+    diffusion_argument,
+    model_arguments,
+    runtime,
+    section_with_threads,
+    stage,
+    synthetic_set_arguments,
+    training_stores_arguments,
+)
 
 
 def synthetic_args(args: argparse.Namespace):
@@ -35,8 +43,8 @@ def _baseline_smote(args: argparse.Namespace) -> None:
 
     from ltaug.baselines import BaselinesConfig, make_smote
     from ltaug.config import from_json
-    from ltaug.diffusion import fingerprint, load_vae
     from ltaug.latents import open_latents
+    from ltaug.model_dir import fingerprint, load_vae
 
     torch.set_num_threads(args.threads)
     split, n = synthetic_args(args)
@@ -81,7 +89,8 @@ def _baseline_text_to_image(args: argparse.Namespace) -> None:
 
     from ltaug.baselines import BaselinesConfig, make_text_to_image
     from ltaug.config import from_json
-    from ltaug.diffusion import check_prompt_template, load_stable_diffusion, torch_dtype
+    from ltaug.diffusion import check_prompt_template, torch_dtype
+    from ltaug.model_dir import load_stable_diffusion
 
     torch.set_num_threads(args.threads)
     split, n = synthetic_args(args)
@@ -101,7 +110,7 @@ def _evaluate_classifier_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", required=True, help="output results/eval/classifier/{method}.json")
     p.add_argument("--model-out", required=True, help="output: the first seed's selected model (.pt)")
     p.add_argument("--scores", required=True, help="output: every seed's test scores (.npz, for compare_methods)")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+    diffusion_argument(p)
 
 
 @stage(
@@ -189,7 +198,7 @@ def _evaluate_fid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
     p.add_argument("--real-features", required=True, help="results/eval/real_features.npz (rule real_features)")
     p.add_argument("--results", required=True, help="output results/eval/fid/{method}.json")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+    diffusion_argument(p)
 
 
 @stage(
@@ -220,7 +229,7 @@ def _real_features_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", required=True, help="the real-data classifier (results/eval/classifier/baseline.pt)")
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
     p.add_argument("--features", required=True, help="output results/eval/real_features.npz")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+    diffusion_argument(p)
 
 
 @stage(
@@ -241,9 +250,7 @@ def _real_features(args: argparse.Namespace) -> None:
 def _fidelity_funnel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="manifest.csv")
     p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
-    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
-    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    training_stores_arguments(p)
     p.add_argument("--fused", default="", help="fused latent store (.zarr; '' for none)")
     p.add_argument("--diffusion-model", required=True, help="the diffusers SD directory (its VAE decodes)")
     p.add_argument("--sets", nargs="*", default=[], help="synthetic set directories")
@@ -255,7 +262,7 @@ def _fidelity_funnel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--funnel", required=True, help="output funnel.csv")
     p.add_argument("--markdown", required=True, help="output funnel.md")
     p.add_argument("--figure", required=True, help="output funnel.png")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+    diffusion_argument(p)
 
 
 @stage(
@@ -268,10 +275,10 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
     import torch
 
     from ltaug.data import read_classes, read_manifest
-    from ltaug.diffusion import load_vae
     from ltaug.fidelity import Detector
     from ltaug.funnel import classifier_judge, detector_judge, fidelity_funnel, markdown, plot
     from ltaug.io import atomic_path
+    from ltaug.model_dir import load_vae
     from ltaug.synthetic import read_synthetic_set
 
     torch.set_num_threads(args.threads)

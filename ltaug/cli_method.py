@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ltaug.cli import SPLITS, runtime, section_with_threads, stage
+from ltaug.cli import SPLITS, diffusion_argument, runtime, section_with_threads, stage, training_stores_arguments
 
 
 def _demo_dataset_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def _bootstrap_diffusion_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="input manifest.csv (its training split)")
     p.add_argument("--model", required=True, help="output diffusers directory")
     p.add_argument("--samples", required=True, help="output directory of sample grids and metrics.json")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+    diffusion_argument(p, "device, dtype")
 
 
 @stage(
@@ -80,7 +80,7 @@ def _encode_latents_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
     p.add_argument("--split", required=True, help="train, val or test")
     p.add_argument("--store", required=True, help="output .zarr store")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+    diffusion_argument(p, "device, dtype")
     p.add_argument("--shard", type=int, default=1, help="encode only shard SHARD (1-based) of the split's rows")
     p.add_argument("--shards", type=int, default=1, help="number of shards the split is encoded in (latents.shards)")
 
@@ -91,8 +91,8 @@ def _encode_latents_arguments(p: argparse.ArgumentParser) -> None:
 def _encode_latents(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
     from ltaug.data import read_manifest
-    from ltaug.diffusion import fingerprint, load_vae
     from ltaug.latents import LatentsConfig, encode_split
+    from ltaug.model_dir import fingerprint, load_vae
 
     cfg = from_json(LatentsConfig, args.params, "latents")
     device, _, variant = runtime(args)
@@ -114,8 +114,8 @@ def _gather_latents_arguments(p: argparse.ArgumentParser) -> None:
 def _gather_latents(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
     from ltaug.data import read_manifest
-    from ltaug.diffusion import fingerprint
     from ltaug.latents import LatentsConfig, gather_shards
+    from ltaug.model_dir import fingerprint
 
     cfg = from_json(LatentsConfig, args.params, "latents")
     manifest = read_manifest(args.manifest)
@@ -131,15 +131,15 @@ def _train_il_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="", help="the diffusion model directory the latents must come from")
     p.add_argument("--outdir", required=True, help="output directory: gen_{g}.pt, model.pt, history.csv")
     p.add_argument("--no-resume", action="store_true", help="train from scratch even if gen_{g}.pt checkpoints exist")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+    diffusion_argument(p)
 
 
 @stage("train_il", "iterated learning of the sparse latent space (S, D, C)", _train_il_arguments)
 def _train_il(args: argparse.Namespace) -> None:
     from ltaug.data import read_classes
-    from ltaug.diffusion import fingerprint
     from ltaug.iterated import ILConfig
     from ltaug.iterated_stage import train_iterated
+    from ltaug.model_dir import fingerprint
 
     cfg = section_with_threads(ILConfig, args, "il")
     expect = {"model_fingerprint": fingerprint(args.model)} if args.model else None
@@ -153,7 +153,7 @@ def _cam_maps_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latents", required=True, help="latent store of the split (.zarr)")
     p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
     p.add_argument("--store", required=True, help="output CAM store (.zarr)")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device) as JSON")
+    diffusion_argument(p)
     p.add_argument("--shard", type=int, default=1, help="map only shard SHARD (1-based) of the split's rows")
     p.add_argument("--shards", type=int, default=1, help="number of shards the split is mapped in (cam.shards)")
 
@@ -192,9 +192,7 @@ def _gather_cams(args: argparse.Namespace) -> None:
 
 
 def _pair_neighbours_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
-    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
-    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    training_stores_arguments(p)
     p.add_argument("--classes", required=True, help="classes.json")
     p.add_argument("--pairs", required=True, help="output pairs.csv")
     p.add_argument("--n-per-class", type=int, required=True, help="synthetic samples per tail class (fusion.n_per_class)")
@@ -219,9 +217,7 @@ def _pair_neighbours(args: argparse.Namespace) -> None:
 
 def _fuse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, help="pairs.csv")
-    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
-    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
-    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    training_stores_arguments(p)
     p.add_argument("--classes", required=True, help="classes.json")
     p.add_argument("--store", required=True, help="output fused latent store (.zarr)")
 
@@ -247,7 +243,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
     p.add_argument("--steps", type=int, required=True, help="s: the last s of generate.num_steps steps (0: decode only)")
     p.add_argument("--outdir", required=True, help="output set directory (results/synthetic/ours@{s})")
-    p.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype) as JSON")
+    diffusion_argument(p, "device, dtype")
 
 
 @stage("generate", "fused latents to a synthetic image set, after s denoising steps", _generate_arguments)
@@ -267,10 +263,8 @@ def _generate(args: argparse.Namespace) -> None:
 def _fig2_panels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="manifest.csv (paths of the real images)")
     p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
-    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
+    training_stores_arguments(p)
     p.add_argument("--fused", required=True, help="fused latent store (.zarr)")
-    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
     p.add_argument("--sets", nargs="+", required=True, help="synthetic set directories ours@{s}")
     p.add_argument("--outdir", required=True, help="output directory, one PNG per tail class")
 

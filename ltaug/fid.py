@@ -39,8 +39,9 @@ import torch
 from ltaug.config import THREADS, config_section
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
-from ltaug.evaluate import ClassifierConfig, embed, load_classifier, load_image, normalise
+from ltaug.evaluate import ClassifierConfig, embed, load_classifier, normalise
 from ltaug.fidelity import Detector, label_fidelity
+from ltaug.image_source import load_image
 from ltaug.images import open_image
 from ltaug.latents import preprocess
 from ltaug.synthetic import SyntheticSet
@@ -186,8 +187,8 @@ class InceptionFeatures:
 
     def __init__(self, weights: str, device: torch.device):
         try:
-            from torchmetrics.image.fid import NoTrainInceptionV3
             import torch_fidelity  # noqa: F401  (NoTrainInceptionV3 is built on it)
+            from torchmetrics.image.fid import NoTrainInceptionV3
         except ModuleNotFoundError as exc:
             raise ConfigError(
                 f"eval.fid.inception_weights is set, but {exc.name} is not installed; install torch-fidelity "

@@ -35,11 +35,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ltaug.cam import build_cam, open_training_stores, select_maps, target_module
+from ltaug.cam import open_training_stores, select_maps
+from ltaug.cam_methods import build_cam, target_module
 from ltaug.data import ClassSplit
-from ltaug.evaluate import load_image
 from ltaug.fid import DenseNetFeatures
 from ltaug.fidelity import Detector
+from ltaug.image_source import load_image
 from ltaug.latents import decode_latents, open_latents
 from ltaug.models import LatentClassifier
 from ltaug.synthetic import SyntheticSet

@@ -35,17 +35,10 @@ import torch
 from tqdm import tqdm
 
 from ltaug.config import config_section
-from ltaug.diffusion import (
-    check_prompt_template,
-    fingerprint,
-    load_stable_diffusion,
-    load_vae,
-    prompt,
-    sample_latents,
-    torch_dtype,
-)
+from ltaug.diffusion import check_prompt_template, prompt, sample_latents, torch_dtype
 from ltaug.errors import ConfigError, InputError
 from ltaug.latents import decode_latents, open_latents
+from ltaug.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.synthetic import SyntheticSetWriter, read_synthetic_set
 
 PROVENANCE_COLUMNS = ["tail_class", "tail_id", "head_id", "head_class", "tail_share", "steps", "fused_id"]

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import torch
 
-from ltaug.bootstrap import BootstrapConfig, build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae, save_model
+from ltaug.bootstrap import BootstrapConfig
+from ltaug.bootstrap_models import (
+    build_scheduler,
+    build_text_encoder,
+    build_tokenizer,
+    build_unet,
+    build_vae,
+    save_model,
+)
 from ltaug.cam import CamConfig, cam_maps
 from ltaug.data import ClassSplit
 from ltaug.iterated import ILConfig, build_model

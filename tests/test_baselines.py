@@ -8,6 +8,7 @@ import pytest
 import torch
 import zarr
 from PIL import Image
+from stage_models import save_tiny_sd
 
 from ltaug.baselines import (
     BaselinesConfig,
@@ -18,12 +19,12 @@ from ltaug.baselines import (
     smote_draws,
     smote_interpolate,
 )
-from ltaug.bootstrap import BootstrapConfig, build_vae
-from ltaug.diffusion import load_stable_diffusion
+from ltaug.bootstrap import BootstrapConfig
+from ltaug.bootstrap_models import build_vae
 from ltaug.errors import ConfigError
 from ltaug.latents import decode_latents, preprocess
+from ltaug.model_dir import load_stable_diffusion
 from ltaug.synthetic import read_synthetic_set
-from stage_models import save_tiny_sd
 
 CLASSES = ["Cardiomegaly", "Nodule", "Fracture", "No Finding"]
 TAIL = ["Nodule", "Fracture"]

@@ -13,24 +13,22 @@ from diffusers import DDIMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 
-from ltaug.sampling import balanced_indices
-from ltaug.bootstrap import (
+from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, load_images, psnr
+from ltaug.bootstrap_models import (
     NO_FINDING_PROMPT,
-    BootstrapConfig,
-    bootstrap_diffusion,
     build_scheduler,
     build_text_encoder,
     build_tokenizer,
     build_unet,
     build_vae,
     check_prompt_lengths,
-    load_images,
-    psnr,
     save_model,
     training_prompts,
 )
-from ltaug.diffusion import COMPONENTS, encode_prompts, load_stable_diffusion, prompt, sample_latents
+from ltaug.diffusion import encode_prompts, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
+from ltaug.model_dir import COMPONENTS, load_stable_diffusion
+from ltaug.sampling import balanced_indices
 
 CPU = torch.device("cpu")
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Calcification of the Aorta", "No Finding"]

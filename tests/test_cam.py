@@ -12,21 +12,24 @@ from pytorch_grad_cam import EigenCAM
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+from stage_models import CLASSES, cam_store_for, save_tiny_il
 
 from ltaug.cam import (
     CamConfig,
-    ClonedActivationsAndGradients,
-    OrientedEigenCAM,
-    build_cam,
     cam_maps,
-    class_cam_batch,
-    default_target_layer,
-    select_maps,
     cam_rows,
     create_cam_store,
     gather_cams,
     il_fingerprint,
     open_cams,
+    select_maps,
+)
+from ltaug.cam_methods import (
+    ClonedActivationsAndGradients,
+    OrientedEigenCAM,
+    build_cam,
+    class_cam_batch,
+    default_target_layer,
     orient,
     target_module,
 )
@@ -34,7 +37,6 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.iterated_stage import load_il_model
 from ltaug.latents import open_latents
 from ltaug.models import LatentClassifier
-from stage_models import CLASSES, cam_store_for, save_tiny_il
 
 CPU = torch.device("cpu")
 

@@ -171,11 +171,11 @@ def test_a_stage_dataclass_is_checked_by_the_schema_however_it_is_built(cls, val
 
 def test_the_schemas_choices_are_the_codes():
     """Where the code dispatches on a key's value, its table and the schema's enum agree."""
-    from ltaug import cam, diffusion, fusion, images, latents, models
+    from ltaug import cam_methods, diffusion, fusion, images, latents, models
     from ltaug.labels import SPLITS
 
     choices = {
-        "cam.method": ["eigencam", *cam.CLASS_SPECIFIC], "diffusion.dtype": list(diffusion.DTYPES),
+        "cam.method": ["eigencam", *cam_methods.CLASS_SPECIFIC], "diffusion.dtype": list(diffusion.DTYPES),
         "fusion.label_policy": list(fusion.LABEL_POLICIES), "fusion.decode": list(fusion.DECODES),
         "data.check_images": list(images.CHECKS), "latents.mode": list(latents.MODES),
         "il.classifier": list(models.ARCHITECTURES), "il.classifier_stem": list(models.STEMS),

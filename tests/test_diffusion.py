@@ -9,21 +9,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from stage_models import save_tiny_sd
 from transformers import CLIPTokenizer
 
 from ltaug.bootstrap import BootstrapConfig
-from ltaug.diffusion import (
-    COMPONENTS,
-    DiffusionConfig,
-    encode_prompts,
-    fingerprint,
-    load_stable_diffusion,
-    pick_device,
-    prompt,
-    torch_dtype,
-)
+from ltaug.diffusion import DiffusionConfig, encode_prompts, pick_device, prompt, torch_dtype
 from ltaug.errors import ConfigError, InputError
-from stage_models import save_tiny_sd
+from ltaug.model_dir import COMPONENTS, fingerprint, load_stable_diffusion
 
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Calcification of the Aorta", "No Finding"]
 TINY = BootstrapConfig(

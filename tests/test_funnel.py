@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 import zarr
-from PIL import Image
 from conftest import synthetic_latents, write_latent_store
+from PIL import Image
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il, save_tiny_sd
 
 from ltaug.bootstrap import BootstrapConfig
-from ltaug.diffusion import load_vae
 from ltaug.funnel import COVER, HIT, PEAK, box_share, fidelity_funnel, markdown, peak_in_box
+from ltaug.model_dir import load_vae
 from ltaug.synthetic import read_synthetic_set, write_synthetic_set
-from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il, save_tiny_sd
 
 
 def test_peak_in_box_reads_the_latent_cell_of_the_maximum():

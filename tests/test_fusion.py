@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import synthetic_latents, write_latent_store
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
 from ltaug.cam import open_cams
 from ltaug.errors import ConfigError, InputError
@@ -24,7 +25,6 @@ from ltaug.fusion import (
 )
 from ltaug.iterated_stage import load_il_model
 from ltaug.latents import open_latents
-from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
 C = 3  # C' of the hand-made sparse vectors
 TAIL = torch.arange(C * 4, dtype=torch.float32).reshape(1, C, 2, 2) + 100  # z_t^s (1, C', 2, 2), every entry distinct

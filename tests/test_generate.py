@@ -10,16 +10,17 @@ import pytest
 import torch
 from conftest import synthetic_latents, write_latent_store
 from PIL import Image
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il, save_tiny_sd
 
 from ltaug.bootstrap import BootstrapConfig
-from ltaug.diffusion import fingerprint, load_stable_diffusion, prompt, sample_latents
+from ltaug.diffusion import prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.fusion import FusionConfig, fuse_latents
 from ltaug.generate import PROVENANCE_COLUMNS, GenerateConfig, generate_set, sample_seed
 from ltaug.latents import decode_latents, open_latents
+from ltaug.model_dir import fingerprint, load_stable_diffusion
 from ltaug.pairing import PairingConfig, pair_neighbours
 from ltaug.synthetic import read_synthetic_set
-from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il, save_tiny_sd
 
 CPU = torch.device("cpu")
 TINY_SD = BootstrapConfig(

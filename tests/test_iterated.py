@@ -14,9 +14,9 @@ from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.iterated import (
     ILConfig,
+    LatentStream,
     build_model,
     class_pos_weight,
-    LatentStream,
     imitation_loss,
     interaction_losses,
     interaction_phase,

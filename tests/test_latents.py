@@ -25,6 +25,7 @@ from ltaug.latents import (
     open_latents,
     preprocess,
 )
+from ltaug.shards import block_rows, shard_rows
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ["Cardiomegaly", "Nodule"]
@@ -368,7 +369,7 @@ def test_open_latents_refuses_missing_and_incomplete_stores(store, tmp_path):
 
 @pytest.mark.parametrize("n,shards", [(10, 1), (10, 3), (10, 4), (3, 5), (0, 2), (377_000, 64)])
 def test_shard_rows_cover_the_split_in_order(n, shards):
-    bounds = [latents.shard_rows(n, s, shards) for s in range(1, shards + 1)]
+    bounds = [shard_rows(n, s, shards) for s in range(1, shards + 1)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(end == start for (_, end), (start, _) in zip(bounds, bounds[1:]))  # contiguous, in order
     sizes = [end - start for start, end in bounds]
@@ -376,19 +377,19 @@ def test_shard_rows_cover_the_split_in_order(n, shards):
 
 
 def test_shard_rows_values_and_bad_shards():
-    assert [latents.shard_rows(10, s, 3) for s in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
-    assert [latents.shard_rows(3, s, 5) for s in range(1, 6)] == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 3)]
+    assert [shard_rows(10, s, 3) for s in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    assert [shard_rows(3, s, 5) for s in range(1, 6)] == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 3)]
     for shard, shards in ((0, 3), (4, 3), (1, 0)):
         with pytest.raises(ConfigError, match=rf"shard {shard} of {shards}: expected 1 <= shard <= shards \(latents.shards\)"):
-            latents.shard_rows(10, shard, shards)
+            shard_rows(10, shard, shards)
 
 
 def test_block_rows_take_whole_blocks():
-    assert [latents.block_rows(10, 3, s, 3) for s in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
-    assert [latents.block_rows(40, 16, s, 2) for s in (1, 2)] == [(0, 16), (16, 40)]
-    assert [latents.block_rows(5, 16, s, 2) for s in (1, 2)] == [(0, 0), (0, 5)]
+    assert [block_rows(10, 3, s, 3) for s in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    assert [block_rows(40, 16, s, 2) for s in (1, 2)] == [(0, 16), (16, 40)]
+    assert [block_rows(5, 16, s, 2) for s in (1, 2)] == [(0, 0), (0, 5)]
     with pytest.raises(ConfigError, match=r"\(cam.shards\)"):
-        latents.block_rows(10, 3, 0, 2, key="cam.shards")
+        block_rows(10, 3, 0, 2, key="cam.shards")
 
 
 def encode_shards(manifest, vae, root: Path, shards: int, cfg: LatentsConfig) -> list[Path]:

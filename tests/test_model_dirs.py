@@ -13,11 +13,10 @@ import torch
 from hub_layouts import write_hub_layout
 
 from ltaug.config import from_dict
-from ltaug.diffusion import (
-    DiffusionConfig, _weight_variant, check_prompt_template, load_stable_diffusion, load_vae, prompt, sample_latents,
-)  # fmt: skip
+from ltaug.diffusion import DiffusionConfig, check_prompt_template, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.generate import GenerateConfig
+from ltaug.model_dir import _weight_variant, load_stable_diffusion, load_vae  # fmt: skip
 
 CPU = torch.device("cpu")
 

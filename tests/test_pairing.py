@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import synthetic_latents, write_latent_store
+from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
 from ltaug.cam import open_cams
 from ltaug.data import ClassSplit
@@ -14,7 +15,6 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.iterated_stage import load_il_model
 from ltaug.latents import open_latents
 from ltaug.pairing import COLUMNS, PairingConfig, confused_head, pair_neighbours, pair_samples
-from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
 # columns: Cardiomegaly, Pleural Effusion (head), Nodule, Fracture (tail), No Finding
 HEAD_COLUMNS = np.array([0, 1])

@@ -130,8 +130,8 @@ def test_tiny_workflow_end_to_end(tiny_run):
 
 
 def test_tiny_workflow_latents_follow_the_manifest(tiny_run):
-    from ltaug.diffusion import fingerprint
     from ltaug.latents import open_latents
+    from ltaug.model_dir import fingerprint
 
     manifest = pd.read_csv(tiny_run / "results/data/manifest.csv")
     model = tiny_run / "results/diffusion/model"
@@ -249,8 +249,8 @@ def test_bad_label_fails_with_the_rows_and_leaves_no_manifest(tmp_path):
 
 
 def test_tiny_workflow_trains_the_il_model(tiny_run):
-    from ltaug.diffusion import fingerprint
     from ltaug.iterated_stage import load_il_model
+    from ltaug.model_dir import fingerprint
 
     il = load_il_model(tiny_run / "results/il/model.pt")
     assert il.generation == 2 and il.latent_shape == (4, 4, 4)
