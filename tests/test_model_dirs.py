@@ -88,12 +88,17 @@ def test_prompt_template():
     assert prompt([1, 0, 1], classes, "chest x-ray showing {classes}") == "chest x-ray showing cardiomegaly, nodule"
     assert prompt([0, 0, 0], classes, "chest x-ray showing {classes}") == ""  # the unconditional prompt stays empty
     assert check_prompt_template("{{literal}} {classes}") == "{{literal}} {classes}"
-    for bad, found in (("chest x-ray", "none"), ("{class}", r"\['class'\]"), ("{classes} and {classes}", "classes', 'classes"),
-                       ("{classes} {view}", "view")):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"generate.prompt_template: 'chest x-ray' does not match .*\{classes\} becomes"):
+        GenerateConfig(prompt_template="chest x-ray")  # the schema's pattern: no {classes}
+    with pytest.raises(ConfigError, match=r"generate.prompt_template: .* exactly once .*none"):
+        check_prompt_template("chest x-ray")  # what a stage's --prompt-template meets, without the schema
+    with pytest.raises(ConfigError, match=r"generate.prompt_template: .* exactly once .*\['class'\]"):
+        check_prompt_template("{class}")
+    for bad, found in (("{classes} and {classes}", "classes', 'classes"), ("{classes} {view}", "view")):
         with pytest.raises(ConfigError, match=rf"generate.prompt_template: .* exactly once .*{found}"):
             GenerateConfig(prompt_template=bad)
     with pytest.raises(ConfigError, match="is not a format string"):
-        GenerateConfig(prompt_template="{classes")
+        GenerateConfig(prompt_template="{classes} {")
 
 
 def test_variant_config():
