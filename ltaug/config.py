@@ -111,12 +111,15 @@ def config_section(key: str, extra: dict[str, dict] | None = None):
         for field in dataclasses.fields(cls):
             if field.name not in properties:
                 raise TypeError(f"{cls.__name__}.{field.name}: not a key of config section {key!r} in {SCHEMA}")
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                continue  # no default of its own: the schema's is filled in before the class is built
             default = field.default_factory() if field.default is dataclasses.MISSING else field.default
             if "default" in properties[field.name] and _plain(default) != properties[field.name]["default"]:
                 raise TypeError(
                     f"{cls.__name__}.{field.name} defaults to {default!r}, but {SCHEMA} gives "
                     f"{key}.{field.name} the default {properties[field.name]['default']!r}; make them agree"
                 )
+
         def check(self) -> None:
             check_section({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, key, schema)
 
