@@ -62,12 +62,17 @@ def test_the_pages_have_commands():
 def checkout(tmp_path_factory) -> Path:
     """The repository's files (as a clean clone has them) and my_config.yaml, the pages' own config."""
     root = tmp_path_factory.mktemp("docs") / "ltaug"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split("\0")  # fmt: skip
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode == 0:  # a clone: what git tracks, and new files it does not ignore
+        for name in filter(None, listed.stdout.split("\0")):
+            if (REPO / name).is_file():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / name, root / name)
+    else:  # a copy without .git: everything but what a run or an install leaves behind
+        outputs = {".git", ".venv", "results", "logs", ".snakemake", "data", ".pytest_cache"}
+        shutil.copytree(REPO, root, ignore=lambda folder, names: [
+            n for n in names if (Path(folder) == REPO and n in outputs) or n == "__pycache__" or n.endswith(".egg-info")
+        ])  # fmt: skip
     shutil.copy(REPO / "config.yaml", root / "my_config.yaml")
     return root
 
