@@ -6,7 +6,7 @@ Builds, locally and with random weights, a directory laid out as the hub stores 
 (tests/hub_layouts.py: the published component configs, safety_checker and feature_extractor
 entries, the PNDM scheduler; about 1.07 billion parameters, 4.3 GB of safetensors), then, in a
 fresh process so that the build's memory is not counted, loads it through the workflow's loader
-(ltaug.diffusion.load_stable_diffusion), encodes ``--images`` demo images at 512 px
+(ltaug.model_dir.load_stable_diffusion), encodes ``--images`` demo images at 512 px
 (ltaug.latents.preprocess + encode_images, latents 4 x 64 x 64), runs ours@1 on them (the last
 1 of generate.num_steps = 75 PNDM steps, guidance 3.5: one UNet evaluation on the doubled batch,
 ltaug.diffusion.sample_latents) and decodes them (ltaug.latents.decode_latents). It records the

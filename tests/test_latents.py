@@ -25,7 +25,7 @@ from ltaug.latents import (
     open_latents,
     preprocess,
 )
-from ltaug.shards import block_rows, shard_rows
+from ltaug.shards import SHARD_KEYS, block_rows, shard_rows
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ["Cardiomegaly", "Nodule"]
@@ -411,7 +411,7 @@ def test_gathered_shards_equal_the_unsharded_store(manifest, tmp_path, shards, r
     parts = encode_shards(manifest, vae, tmp_path, shards, cfg)
     assert [open_latents(p)["z"].shape[0] for p in parts] == rows
     second = open_latents(parts[1])
-    assert {k: second.attrs[k] for k in latents.SHARD_KEYS} == {"shard": 2, "shards": shards,
+    assert {k: second.attrs[k] for k in SHARD_KEYS} == {"shard": 2, "shards": shards,
                                                                 "first_row": rows[0], "split_rows": 10}  # fmt: skip
 
     assert latents.gather_shards(parts, tmp_path / "train.zarr", cfg.chunk_size) == 10
