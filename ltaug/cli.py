@@ -70,6 +70,15 @@ def diffusion_argument(p: argparse.ArgumentParser, reads: str = "device") -> Non
     p.add_argument("--diffusion", default="{}", help=f"the diffusion section ({reads}) as JSON")
 
 
+def torch_section(cls, args: argparse.Namespace, key: str):
+    """:func:`section_with_threads`, with torch's CPU threads set to the section's."""
+    import torch
+
+    cfg = section_with_threads(cls, args, key)
+    torch.set_num_threads(cfg.threads)
+    return cfg
+
+
 def model_arguments(p: argparse.ArgumentParser) -> None:
     """The diffusion model a stage loads, and the runtime it loads it with."""
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")

@@ -15,7 +15,7 @@ from ltaug.cli import (
     diffusion_argument,
     model_arguments,
     runtime,
-    section_with_threads,
+    torch_section,
     stage,
     synthetic_set_arguments,
     training_stores_arguments,
@@ -117,15 +117,12 @@ def _evaluate_classifier_arguments(p: argparse.ArgumentParser) -> None:
     "evaluate_classifier", "train a DenseNet on real + synthetic images, score the test split", _evaluate_classifier_arguments, reads_images=True
 )
 def _evaluate_classifier(args: argparse.Namespace) -> None:
-    import torch
-
     from ltaug.data import read_manifest
     from ltaug.evaluate import ClassifierConfig, evaluate_method, save_classifier, write_results, write_scores
     from ltaug.synthetic import read_synthetic_set
 
     split, n = synthetic_args(args)
-    cfg = section_with_threads(ClassifierConfig, args, "eval.classifier")
-    torch.set_num_threads(cfg.threads)
+    cfg = torch_section(ClassifierConfig, args, "eval.classifier")
     device = runtime(args)[0]
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n) if args.synthetic else None
     results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg,
@@ -205,8 +202,6 @@ def _evaluate_fid_arguments(p: argparse.ArgumentParser) -> None:
     "evaluate_fid", "FD/FID, KID and label fidelity of a synthetic set per tail class", _evaluate_fid_arguments, reads_images=True
 )
 def _evaluate_fid(args: argparse.Namespace) -> None:
-    import torch
-
     from ltaug.data import read_manifest
     from ltaug.evaluate import write_results
     from ltaug.fid import FidConfig, evaluate_set
@@ -214,8 +209,7 @@ def _evaluate_fid(args: argparse.Namespace) -> None:
     from ltaug.synthetic import read_synthetic_set
 
     split, n = synthetic_args(args)
-    cfg = section_with_threads(FidConfig, args, "eval.fid")
-    torch.set_num_threads(cfg.threads)
+    cfg = torch_section(FidConfig, args, "eval.fid")
     device = runtime(args)[0]
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n)
     detector = Detector.load(args.detector) if args.detector else None
@@ -236,13 +230,10 @@ def _real_features_arguments(p: argparse.ArgumentParser) -> None:
     "real_features", "features of the training images and the test-to-train distances", _real_features_arguments, reads_images=True
 )
 def _real_features(args: argparse.Namespace) -> None:
-    import torch
-
     from ltaug.data import read_manifest
     from ltaug.fid import FidConfig, real_features
 
-    cfg = section_with_threads(FidConfig, args, "eval.fid")
-    torch.set_num_threads(cfg.threads)
+    cfg = torch_section(FidConfig, args, "eval.fid")
     real_features(read_manifest(args.manifest), args.classifier, cfg, args.image_size, runtime(args)[0], args.features,
                   source=args.manifest)  # fmt: skip
 
