@@ -72,6 +72,7 @@ class BootstrapConfig:
     vae_detail_weight: float = 10.0  # pixel weight 1 + this * |x - 5x5 local mean of x|: thin findings count more
     vae_edge_weight: float = 0.0  # weight of the L1 error of the image's horizontal and vertical differences (sharp lines)
     vae_balance: float = 1.0  # class balancing of VAE batches: 0 = image frequency, 1 = every class equally often
+    vae_crop_size: int = 0  # side of the random crops the VAE trains on, on the latent grid (0 = whole images)
     # UNet + text encoder
     unet_channels: tuple[int, ...] = (32, 64, 128)  # block_out_channels, one level each; latents are image_size / 8
     unet_cross_attention: tuple[bool, ...] = (False, True, True)  # per level: cross-attention blocks (SD: all)
@@ -110,6 +111,11 @@ class BootstrapConfig:
                     f"diffusion.bootstrap.{groups}: {getattr(self, groups)} does not divide {bad} of "
                     f"diffusion.bootstrap.{chans} (GroupNorm needs it); change one of the two."
                 )
+        if self.vae_crop_size > self.image_size:
+            raise ConfigError(
+                f"diffusion.bootstrap.vae_crop_size: {self.vae_crop_size} is larger than the images "
+                f"(latents.image_size {self.image_size}); give at most {self.image_size}, or 0 for whole images."
+            )
         bad = [c for c in self.unet_channels if c % self.unet_attention_heads]
         if bad:
             raise ConfigError(
@@ -177,6 +183,16 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, cfg: BootstrapConfig, generato
     return reconstruction + cfg.vae_kl_weight * kl
 
 
+def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One (size x size) crop of each (B, C, S, S) image, its corner on the 8-pixel latent grid.
+
+    Aligned corners keep a crop's latent cells those of the whole image, so the VAE learns the
+    same grid it encodes with.
+    """
+    corners = torch.randint(0, (images.shape[-1] - size) // 8 + 1, (len(images), 2), generator=generator) * 8
+    return torch.stack([im[..., y : y + size, x : x + size] for im, (y, x) in zip(images, corners.tolist())])
+
+
 def train_vae(
     vae: AutoencoderKL, images: torch.Tensor, labels: np.ndarray, cfg: BootstrapConfig, device: torch.device
 ) -> list[float]:
@@ -188,7 +204,8 @@ def train_vae(
     with _progress(cfg.vae_steps, "VAE") as bar:
         for _ in range(cfg.vae_steps):
             idx = balanced_indices(labels, cfg.vae_batch_size, cfg.vae_balance, generator)
-            x = to_pixels(images[idx], device).contiguous(memory_format=torch.channels_last)
+            batch = images[idx] if not cfg.vae_crop_size else random_crops(images[idx], cfg.vae_crop_size, generator)
+            x = to_pixels(batch, device).contiguous(memory_format=torch.channels_last)
             loss = vae_loss(vae, x, cfg, generator)
             opt.zero_grad(set_to_none=True)
             loss.backward()

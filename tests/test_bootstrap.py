@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -13,7 +14,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 
-from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, load_images, psnr
+from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, load_images, psnr, random_crops, train_vae
 from ltaug.bootstrap_models import (
     NO_FINDING_PROMPT,
     build_scheduler,
@@ -340,6 +341,8 @@ def test_psnr():
         ("vae_steps", 0, "vae_steps: 0 is less than the minimum of 1 \\(optimiser steps\\)"),
         ("text_heads", 3, "text_heads: 3 does not divide"),
         ("unet_attention_heads", 3, "unet_attention_heads: 3 does not divide"),
+        ("vae_crop_size", 12, "vae_crop_size: 12 is not a multiple of 8"),
+        ("vae_crop_size", 136, r"vae_crop_size: 136 is larger than the images \(latents.image_size 128\)"),
     ],
 )
 def test_config_errors(key, value, match):
@@ -350,3 +353,32 @@ def test_config_errors(key, value, match):
 def test_config_lists_become_tuples():
     cfg = BootstrapConfig(vae_channels=[8, 8, 8, 8], vae_norm_groups=4, unet_channels=[32, 64], unet_cross_attention=[True, True])
     assert cfg.vae_channels == (8, 8, 8, 8) and cfg.unet_cross_attention == (True, True)
+
+
+def test_random_crops_are_slices_on_the_latent_grid():
+    images = torch.arange(2 * 1 * 32 * 32, dtype=torch.int64).reshape(2, 1, 32, 32)
+    generator = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(50):
+        crops = random_crops(images, 16, generator)
+        assert crops.shape == (2, 1, 16, 16)
+        for image, crop in zip(images, crops):
+            y, x = divmod(int(crop[0, 0, 0] - image[0, 0, 0]), 32)  # the crop's first pixel names its corner
+            assert y % 8 == 0 and x % 8 == 0 and y + 16 <= 32 and x + 16 <= 32
+            assert torch.equal(crop, image[:, y : y + 16, x : x + 16])
+            corners.add((y, x))
+    assert corners == {(y, x) for y in (0, 8, 16) for x in (0, 8, 16)}  # every grid corner, none off it
+    assert torch.equal(random_crops(images, 32, generator), images)  # a crop of the whole image is the image
+
+
+def test_train_vae_on_crops_is_seeded_and_sees_crops(monkeypatch):
+    images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
+    labels = np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1, 2]]
+    cfg = dataclasses.replace(TINY, vae_crop_size=16, vae_steps=3)
+    seen = []
+    monkeypatch.setattr("ltaug.bootstrap.vae_loss", lambda vae, x, cfg, g: seen.append(x.shape) or vae(x).sample.mean())
+    torch.manual_seed(0)
+    first = train_vae(build_vae(cfg), images, labels, cfg, CPU)
+    assert seen == [(cfg.vae_batch_size, 3, 16, 16)] * 3
+    torch.manual_seed(0)
+    assert train_vae(build_vae(cfg), images, labels, cfg, CPU) == first
