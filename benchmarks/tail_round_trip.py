@@ -4,7 +4,10 @@ Needs a finished demo run (results/, data/demo/). For each variant of the demo V
 (``--vae '{"vae_channels": [32, 32, 64, 64]}'``) or of the IL config (``--il '{"interaction_epochs": 12}'``)
 it trains that part alone on the demo's training images or latents and scores, with the demo's
 finding detector (results/eval/detector.json), decode(encode(x)) or decode(D(S(z))) of every
-training tail image, as the fidelity funnel's `vae` and `il` rows do. Results go to
+training tail image, as the fidelity funnel's `vae` and `il` rows do, with one difference: a VAE
+variant is scored on the posterior mean of its own encoding, where the funnel decodes the latents
+encode_latents stored (a seeded posterior draw under `latents.mode: sample`), so the two can differ
+by an image or two per class. Results go to
 benchmarks/tail_round_trip/results.jsonl, one line per variant, with the training time.
 
     python benchmarks/tail_round_trip.py --il '{}' --il '{"interaction_epochs": 12, "lam": 0.95}'

@@ -15,9 +15,9 @@ from ltaug.cli import (
     diffusion_argument,
     model_arguments,
     runtime,
-    torch_section,
     stage,
     synthetic_set_arguments,
+    torch_section,
     training_stores_arguments,
 )
 
