@@ -60,8 +60,8 @@ def vae_variant(variant: dict, config: dict, results: Path, detector: Detector, 
 def trained_vae(model_dir: str, config: dict, results: Path, detector: Detector, split) -> dict:
     train, images = train_images(config, results)
     vae = load_vae(model_dir, torch.device("cpu"))
-    return {"part": "vae", "variant": {"model": model_dir}, "train_seconds": 0.0,
-            **score_vae(vae, train, images, config, detector, split)}  # fmt: skip
+    scores = score_vae(vae, train, images, config, detector, split)
+    return {"part": "vae", "variant": {"model": model_dir}, "train_seconds": 0.0, **scores}
 
 
 @torch.no_grad()
