@@ -73,6 +73,7 @@ class BootstrapConfig:
     vae_edge_weight: float = 0.0  # weight of the L1 error of the image's horizontal and vertical differences (sharp lines)
     vae_balance: float = 1.0  # class balancing of VAE batches: 0 = image frequency, 1 = every class equally often
     vae_crop_size: int = 0  # side of the random crops the VAE trains on, on the latent grid (0 = whole images)
+    vae_precision: str = "float32"  # float32 | bfloat16 (autocast of the VAE's training passes; weights stay float32)
     # UNet + text encoder
     unet_channels: tuple[int, ...] = (32, 64, 128)  # block_out_channels, one level each; latents are image_size / 8
     unet_cross_attention: tuple[bool, ...] = (False, True, True)  # per level: cross-attention blocks (SD: all)
@@ -172,7 +173,7 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, cfg: BootstrapConfig, generato
     """Detail-weighted L1 + MSE reconstruction of a sampled latent, plus the KL term (LDM's weighting)."""
     posterior = vae.encode(x).latent_dist
     z = posterior.sample(generator=generator)  # (B, 4, S/8, S/8)
-    d = vae.decode(z).sample - x  # (B, 3, S, S)
+    d = vae.decode(z).sample.float() - x  # (B, 3, S, S); float32 under a bfloat16 autocast too
     gray = x[:, :1]
     weight = 1 + cfg.vae_detail_weight * (gray - F.avg_pool2d(gray, 5, 1, 2, count_include_pad=False)).abs()
     reconstruction = (weight * d.abs()).mean() + (weight * d.square()).mean()
@@ -206,7 +207,8 @@ def train_vae(
             idx = balanced_indices(labels, cfg.vae_batch_size, cfg.vae_balance, generator)
             batch = images[idx] if not cfg.vae_crop_size else random_crops(images[idx], cfg.vae_crop_size, generator)
             x = to_pixels(batch, device).contiguous(memory_format=torch.channels_last)
-            loss = vae_loss(vae, x, cfg, generator)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.vae_precision == "bfloat16"):
+                loss = vae_loss(vae, x, cfg, generator)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

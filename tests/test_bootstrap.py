@@ -14,7 +14,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 
-from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, load_images, psnr, random_crops, train_vae
+from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, load_images, psnr, random_crops, train_vae, vae_loss
 from ltaug.bootstrap_models import (
     NO_FINDING_PROMPT,
     build_scheduler,
@@ -343,6 +343,7 @@ def test_psnr():
         ("unet_attention_heads", 3, "unet_attention_heads: 3 does not divide"),
         ("vae_crop_size", 12, "vae_crop_size: 12 is not a multiple of 8"),
         ("vae_crop_size", 136, r"vae_crop_size: 136 is larger than the images \(latents.image_size 128\)"),
+        ("vae_precision", "float16", r"vae_precision: 'float16' is not one of \['float32', 'bfloat16'\]"),
     ],
 )
 def test_config_errors(key, value, match):
@@ -382,3 +383,22 @@ def test_train_vae_on_crops_is_seeded_and_sees_crops(monkeypatch):
     assert seen == [(cfg.vae_batch_size, 3, 16, 16)] * 3
     torch.manual_seed(0)
     assert train_vae(build_vae(cfg), images, labels, cfg, CPU) == first
+
+
+def test_bfloat16_vae_training_keeps_float32_weights_and_the_float32_loss():
+    """bfloat16 autocast changes the numbers of the passes, not what is trained: the loss of the
+    same batch and draw agrees with float32 to bfloat16's ~3 digits, the weights stay float32."""
+    cfg = dataclasses.replace(TINY, vae_precision="bfloat16", vae_steps=2)
+    torch.manual_seed(0)
+    vae = build_vae(cfg)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        exact = vae_loss(vae, x, cfg, torch.Generator().manual_seed(1)).item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            approx = vae_loss(vae, x, cfg, torch.Generator().manual_seed(1))
+    assert approx.dtype == torch.float32
+    assert approx.item() == pytest.approx(exact, rel=0.02)
+    images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
+    losses = train_vae(vae, images, np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1, 2]], cfg, CPU)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert {p.dtype for p in vae.parameters()} == {torch.float32}
