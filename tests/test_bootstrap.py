@@ -402,3 +402,20 @@ def test_bfloat16_vae_training_keeps_float32_weights_and_the_float32_loss():
     losses = train_vae(vae, images, np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1, 2]], cfg, CPU)
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert {p.dtype for p in vae.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("precision, autocast", [("float32", False), ("bfloat16", True)])
+def test_train_vae_runs_its_passes_in_the_configured_precision(monkeypatch, precision, autocast):
+    cfg = dataclasses.replace(TINY, vae_precision=precision, vae_steps=2)
+    seen = []
+
+    def loss(vae, x, cfg, generator):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return vae(x).sample.float().mean()
+
+    monkeypatch.setattr("ltaug.bootstrap.vae_loss", loss)
+    images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
+    train_vae(build_vae(cfg), images, np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1, 2]], cfg, CPU)
+    assert [on for on, _ in seen] == [autocast] * 2
+    if autocast:
+        assert {dtype for _, dtype in seen} == {torch.bfloat16}
