@@ -117,11 +117,18 @@ def embed(model: DenseNet, x: torch.Tensor) -> torch.Tensor:
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 1, S, S) -> float (B, 3, S, S) with ImageNet statistics (grayscale replicated)."""
+    """uint8 (B, 1, S, S) -> float (B, 3, S, S) with ImageNet statistics (grayscale replicated), channels-last
+    in memory as the DenseNet's weights are (the same values; see ``to_device``)."""
     x = images.float().div(255).expand(-1, 3, -1, -1)
     mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def to_device(model: DenseNet, device: torch.device) -> DenseNet:
+    """``model`` on ``device`` with channels-last weights: the same function, and its convolutions run
+    about 1.35x faster on the CPU (benchmarks/memory_format.py) and on CUDA's tensor cores."""
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def save_classifier(path: str | Path, model: DenseNet, meta: dict) -> None:
@@ -137,7 +144,7 @@ def load_classifier(path: str | Path, device: torch.device) -> tuple[DenseNet, d
     cfg = ClassifierConfig(**{**saved["config"], "weights": ""})
     model = DenseNet(num_classes=len(saved["classes"]), **cfg.architecture())
     model.load_state_dict(saved.pop("state_dict"))
-    return model.to(device).eval(), saved
+    return to_device(model, device).eval(), saved
 
 
 # ---------------------------------------------------------------------------- prediction
@@ -231,7 +238,7 @@ def train_classifier(
     same model for the same data on the same device and threads.
     """
     torch.manual_seed(seed)
-    model = build_densenet(cfg, len(classes)).to(device)
+    model = to_device(build_densenet(cfg, len(classes)), device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, cfg.steps))
     generator = torch.Generator().manual_seed(seed)

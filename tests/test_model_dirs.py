@@ -62,6 +62,24 @@ def test_fp16_variant_is_read_and_upcast(tmp_path):
     assert same_weights(load_vae(tmp_path / "model", CPU, "fp16"), states["vae"], half=True)
 
 
+def test_vae_loads_channels_last_and_encodes_and_decodes_as_a_contiguous_copy(tmp_path, one_thread):
+    """Channels-last weights (about 1.5x faster encoding on the CPU, benchmarks/memory_format.py) are a
+    layout only: the same latents and images as the VAE with contiguous weights, to float rounding."""
+    states = write_hub_layout(tmp_path / "model", "sd15")
+    vae = load_vae(tmp_path / "model", CPU)
+    convs = [m.weight for m in vae.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert any(not w.is_contiguous() for w in convs)  # (a 1x1 kernel is both)
+    plain = type(vae).from_config(vae.config).eval()
+    plain.load_state_dict(states["vae"])
+    assert all(m.weight.is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z, z_plain = vae.encode(x).latent_dist.mean, plain.encode(x).latent_dist.mean
+        assert (z - z_plain).abs().max() < 1e-5
+        assert (vae.decode(z).sample - plain.decode(z).sample).abs().max() < 1e-5
+
+
 def test_missing_variant_names_the_files_and_the_fix(tmp_path):
     write_hub_layout(tmp_path / "model", "sd15", weights="bin")
     with pytest.raises(InputError, match=r"vae: no weights of variant 'fp16' \(diffusion.variant\); found "
