@@ -127,7 +127,7 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 def to_device(model: DenseNet, device: torch.device) -> DenseNet:
     """``model`` on ``device`` with channels-last weights: the same function, and its convolutions run
-    about 1.35x faster on the CPU (benchmarks/memory_format.py) and on CUDA's tensor cores."""
+    about 1.2x faster on the CPU (benchmarks/memory_format.py) and on CUDA's tensor cores."""
     return model.to(device, memory_format=torch.channels_last)
 
 

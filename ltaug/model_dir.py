@@ -189,7 +189,7 @@ def load_vae(path: str | Path, device: torch.device, variant: str = "") -> Autoe
         )  # fmt: skip
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{root}/vae: cannot load the VAE ({type(exc).__name__}: {exc}).") from exc
-    return vae.to(device, memory_format=torch.channels_last).eval()  # the same values; encoding ~1.7x faster on CPU
+    return vae.to(device, memory_format=torch.channels_last).eval()  # the same values; encoding ~1.4x faster on CPU
 
 
 def load_stable_diffusion(

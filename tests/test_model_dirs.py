@@ -63,7 +63,7 @@ def test_fp16_variant_is_read_and_upcast(tmp_path):
 
 
 def test_vae_loads_channels_last_and_encodes_and_decodes_as_a_contiguous_copy(tmp_path, one_thread):
-    """Channels-last weights (about 1.5x faster encoding on the CPU, benchmarks/memory_format.py) are a
+    """Channels-last weights (about 1.4x faster encoding on the CPU, benchmarks/memory_format.py) are a
     layout only: the same latents and images as the VAE with contiguous weights, to float rounding."""
     states = write_hub_layout(tmp_path / "model", "sd15")
     vae = load_vae(tmp_path / "model", CPU)
