@@ -1,4 +1,4 @@
-"""Time ``ltaug.bootstrap.bootstrap_diffusion`` with the default config on the demo manifest.
+"""Time ``ltaug.bootstrap.bootstrap_diffusion`` (bootstrap_vae, then bootstrap_unet) with the default config on the demo manifest.
 
     python benchmarks/bootstrap_diffusion.py [--manifest results/data/manifest.csv]
         [--out benchmarks/results/bootstrap_diffusion.json] [--keep DIR]
@@ -37,9 +37,10 @@ def main() -> None:
     cfg = BootstrapConfig()
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = bootstrap_diffusion(args.manifest, Path(tmp) / "model", Path(tmp) / "samples", cfg, device)
+        metrics = bootstrap_diffusion(args.manifest, tmp, cfg, device)  # both stages, one after the other
         if args.keep:
-            shutil.copytree(Path(tmp) / "samples", args.keep, dirs_exist_ok=True)
+            for part in ("vae_samples", "samples"):
+                shutil.copytree(Path(tmp) / part, args.keep, dirs_exist_ok=True)
     result = {
         "manifest": args.manifest,
         "device": str(device),

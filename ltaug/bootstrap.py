@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from PIL import Image, ImageOps
 from tqdm import tqdm
-from transformers import CLIPTextModel, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerFast
 
 from ltaug import bootstrap_models as nets  # the networks, tokenizer, prompts and saved directory
 from ltaug.config import THREADS, config_section
@@ -47,7 +48,7 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.images import open_image
 from ltaug.io import atomic_path
 from ltaug.latents import decode_latents
-from ltaug.model_dir import load_stable_diffusion
+from ltaug.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.sampling import balanced_indices
 
 
@@ -315,36 +316,55 @@ def _summary(losses: list[float], points: int = 20) -> list[list[float]]:
 # ---------------------------------------------------------------------------- stage
 
 
-def bootstrap_diffusion(
+class _Laps:
+    """Wall time per phase of a stage, printed as each phase ends."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage, self.wall = stage, {}
+        self.start = self.tick = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        self.wall[name] = round(time.perf_counter() - self.tick, 2)
+        self.tick = time.perf_counter()
+        print(f"{self.stage}: {name} done in {self.wall[name]:.1f} s", file=sys.stderr)
+
+    def total(self) -> dict:
+        return {**self.wall, "total": round(time.perf_counter() - self.start, 2)}
+
+
+def _train_split(manifest_csv: str | Path, splits: Sequence[str]) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """The manifest's classes and the rows of each split; an empty split is an InputError."""
+    manifest = read_manifest(manifest_csv)
+    classes = list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
+    frames = {split: manifest[manifest["split"] == split] for split in splits}
+    for split, frame in frames.items():
+        if len(frame) == 0:
+            raise InputError(f"{manifest_csv}: no {split} images; the bootstrap trains on train and reports on val.")
+    return classes, frames
+
+
+def bootstrap_vae(
     manifest_csv: str | Path,
-    outdir_model: str | Path,
+    outdir_vae: str | Path,
+    latents_file: str | Path,
     outdir_samples: str | Path,
     cfg: BootstrapConfig,
     device: torch.device,
 ) -> dict:
-    """Stage bootstrap_diffusion: train on the manifest's training split, write the model and sample grids.
+    """Stage bootstrap_vae: train the VAE on the training split; write what the UNet stage and the VAE-only stages read.
 
-    ``outdir_model`` gets the diffusers directory; ``outdir_samples`` one text-to-image grid per
-    class (``{class}.png``), ``reconstructions.png`` (val originals above their VAE
-    reconstructions) and ``metrics.json`` (val PSNR, losses, wall time per phase), which is
-    also returned.
+    ``outdir_vae`` gets the model directory's layout with the VAE's weights only
+    (:func:`ltaug.bootstrap_models.save_vae_stage`): encoding, iterated learning, CAMs,
+    fusion, ours@0 and SMOTE read it and run while the UNet trains, and it has the finished
+    model's fingerprint. ``latents_file`` gets the scaled posterior means of the training
+    images (N, 4, h, w), float32 in manifest order, which the UNet trains on;
+    ``outdir_samples`` ``reconstructions.png`` (val originals above their reconstructions by
+    the saved VAE) and ``metrics.json`` (val PSNR, losses, wall time per phase), also returned.
     """
     torch.set_num_threads(cfg.threads)
-    wall = {}
-    start = tick = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        wall[name] = round(time.perf_counter() - tick, 2)
-        tick = time.perf_counter()
-        print(f"bootstrap_diffusion: {name} done in {wall[name]:.1f} s", file=sys.stderr)
-
-    manifest = read_manifest(manifest_csv)
-    classes = list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
-    train, val = manifest[manifest["split"] == "train"], manifest[manifest["split"] == "val"]
-    for split, frame in (("train", train), ("val", val)):
-        if len(frame) == 0:
-            raise InputError(f"{manifest_csv}: no {split} images; the bootstrap trains on train and reports on val.")
+    lap = _Laps("bootstrap_vae")
+    classes, frames = _train_split(manifest_csv, ("train", "val"))
+    train, val = frames["train"], frames["val"]
     labels = train[classes].to_numpy()
     tokenizer = nets.build_tokenizer(classes, cfg.max_prompt_tokens)
     nets.check_prompt_lengths(tokenizer, labels, classes)
@@ -362,34 +382,27 @@ def bootstrap_diffusion(
     vae.register_to_config(scaling_factor=scaling_factor)
     lap("latents")
 
-    torch.manual_seed(cfg.seed)
-    text_encoder, unet, scheduler = nets.build_text_encoder(cfg, tokenizer), nets.build_unet(cfg), nets.build_scheduler()
-    unet_losses = train_unet(
-        unet, text_encoder, tokenizer, scheduler, latents * scaling_factor, labels, classes, cfg, device
-    )
-    lap("unet")
-
-    nets.save_model(outdir_model, vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer, scheduler)
+    # untrained: only their configs are written, the UNet stage builds them again from the same seed
+    text_encoder, unet = nets.build_text_encoder(cfg, tokenizer), nets.build_unet(cfg)
+    with atomic_path(latents_file) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, (latents * scaling_factor).numpy().astype(np.float32))
+    nets.save_vae_stage(outdir_vae, vae.cpu(), unet, text_encoder, tokenizer, nets.build_scheduler())
     lap("save")
 
-    sd = load_stable_diffusion(outdir_model, device)  # the grids show the model as saved
-    val_latents = encode_mean_latents(sd.vae, val_images, device) * scaling_factor
-    reconstructed = decode_latents(sd.vae, val_latents)  # (N, S, S, 3)
+    saved = load_vae(outdir_vae, device)  # the reconstructions show the VAE as saved
+    val_latents = encode_mean_latents(saved, val_images, device) * scaling_factor
+    reconstructed = decode_latents(saved, val_latents)  # (N, S, S, 3)
     originals = val_images[:, 0, :, :, None].expand(-1, -1, -1, 3).numpy()
     val_psnr = psnr(reconstructed, originals)
     with atomic_path(outdir_samples) as tmp:
         tmp.mkdir()
         k = min(cfg.reconstruction_images, len(val_images))
         _grid(np.concatenate([originals[:k], reconstructed[:k]]), cols=k).save(tmp / "reconstructions.png")
-        for i, name in enumerate(tqdm(classes, desc="grids", file=sys.stderr, mininterval=10)):
-            generator = torch.Generator(device).manual_seed(cfg.seed + 1000 + i)
-            z = sample_latents(sd, [name.lower()] * cfg.samples_per_class, cfg.sample_steps, cfg.guidance_scale, generator)
-            _grid(decode_latents(sd.vae, z), cols=min(cfg.samples_per_class, 8)).save(tmp / f"{name.replace(' ', '_')}.png")
-        lap("samples")
-        wall["total"] = round(time.perf_counter() - start, 2)
+        lap("reconstructions")
         metrics = {
-            "model": str(outdir_model),
-            "fingerprint": sd.fingerprint,
+            "vae": str(outdir_vae),
+            "fingerprint": fingerprint(outdir_vae),
             "device": str(device),
             "threads": cfg.threads,
             "n_train": len(train),
@@ -397,10 +410,85 @@ def bootstrap_diffusion(
             "scaling_factor": scaling_factor,
             "val_psnr_db": round(float(val_psnr.mean()), 3),
             "val_psnr_min_db": round(float(val_psnr.min()), 3),
-            "final_loss": {"vae": round(float(np.mean(vae_losses[-50:])), 5), "unet": round(float(np.mean(unet_losses[-50:])), 5)},
-            "losses": {"vae": _summary(vae_losses), "unet": _summary(unet_losses)},
-            "wall_s": wall,
+            "final_loss": {"vae": round(float(np.mean(vae_losses[-50:])), 5)},
+            "losses": {"vae": _summary(vae_losses)},
+            "wall_s": lap.total(),
             "config": asdict(cfg),
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def bootstrap_unet(
+    manifest_csv: str | Path,
+    vae_dir: str | Path,
+    latents_file: str | Path,
+    vae_samples: str | Path,
+    outdir_model: str | Path,
+    outdir_samples: str | Path,
+    cfg: BootstrapConfig,
+    device: torch.device,
+) -> dict:
+    """Stage bootstrap_unet: train UNet and text encoder on the VAE stage's latents; write the whole model.
+
+    ``outdir_model`` gets the diffusers directory: the VAE stage's directory with the UNet's and
+    text encoder's weights added, so its fingerprint is the VAE stage's (checked).
+    ``outdir_samples`` gets one text-to-image grid per class (``{class}.png``) and
+    ``metrics.json``: the VAE stage's metrics (``vae_samples/metrics.json``) with the UNet's
+    losses and wall times added, also returned.
+    """
+    torch.set_num_threads(cfg.threads)
+    lap = _Laps("bootstrap_unet")
+    classes, frames = _train_split(manifest_csv, ("train",))
+    labels = frames["train"][classes].to_numpy()
+    vae_metrics = json.loads((Path(vae_samples) / "metrics.json").read_text())
+    latents = torch.from_numpy(np.load(latents_file))  # (N, 4, h, w), scaled
+    if len(latents) != len(labels):
+        raise InputError(
+            f"{latents_file}: {len(latents)} latents, but {manifest_csv} has {len(labels)} training images; "
+            f"rerun bootstrap_vae on this manifest."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(vae_dir, subfolder="tokenizer", local_files_only=True)
+    scheduler = DDIMScheduler.from_pretrained(vae_dir, subfolder="scheduler", local_files_only=True)
+    lap("load")
+
+    torch.manual_seed(cfg.seed)
+    text_encoder, unet = nets.build_text_encoder(cfg, tokenizer), nets.build_unet(cfg)
+    unet_losses = train_unet(unet, text_encoder, tokenizer, scheduler, latents, labels, classes, cfg, device)
+    lap("unet")
+
+    nets.save_unet_stage(outdir_model, vae_dir, unet.cpu(), text_encoder.cpu())
+    lap("save")
+
+    sd = load_stable_diffusion(outdir_model, device)  # the grids show the model as saved
+    with atomic_path(outdir_samples) as tmp:
+        tmp.mkdir()
+        for i, name in enumerate(tqdm(classes, desc="grids", file=sys.stderr, mininterval=10)):
+            generator = torch.Generator(device).manual_seed(cfg.seed + 1000 + i)
+            z = sample_latents(sd, [name.lower()] * cfg.samples_per_class, cfg.sample_steps, cfg.guidance_scale, generator)
+            _grid(decode_latents(sd.vae, z), cols=min(cfg.samples_per_class, 8)).save(tmp / f"{name.replace(' ', '_')}.png")
+        lap("samples")
+        metrics = {
+            **vae_metrics,
+            "model": str(outdir_model),
+            "fingerprint": sd.fingerprint,
+            "threads": {"vae": vae_metrics["threads"], "unet": cfg.threads},
+            "final_loss": {**vae_metrics["final_loss"], "unet": round(float(np.mean(unet_losses[-50:])), 5)},
+            "losses": {**vae_metrics["losses"], "unet": _summary(unet_losses)},
+            "wall_s": {"vae_stage": vae_metrics["wall_s"], "unet_stage": lap.total()},
+            "config": asdict(cfg),
+        }
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def bootstrap_diffusion(
+    manifest_csv: str | Path, outdir: str | Path, cfg: BootstrapConfig, device: torch.device
+) -> dict:
+    """Both stages one after the other into ``outdir`` (as the workflow lays them out: ``vae/``,
+    ``train_latents.npy``, ``vae_samples/``, ``model/``, ``samples/``); returns the UNet stage's metrics."""
+    root = Path(outdir)
+    parts = {name: root / name for name in ("vae", "train_latents.npy", "vae_samples", "model", "samples")}
+    bootstrap_vae(manifest_csv, parts["vae"], parts["train_latents.npy"], parts["vae_samples"], cfg, device)
+    return bootstrap_unet(manifest_csv, parts["vae"], parts["train_latents.npy"], parts["vae_samples"],
+                          parts["model"], parts["samples"], cfg, device)  # fmt: skip

@@ -11,6 +11,7 @@ the tokenizer. Training is ltaug.bootstrap.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +24,9 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from ltaug.diffusion import prompt
-from ltaug.errors import ConfigError
+from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
+from ltaug.model_dir import fingerprint, weight_variant
 
 if TYPE_CHECKING:
     from ltaug.bootstrap import BootstrapConfig
@@ -127,8 +129,10 @@ def build_scheduler() -> DDIMScheduler:
     )
 
 
-def save_model(outdir: str | Path, vae, unet, text_encoder, tokenizer, scheduler) -> None:
-    """Write a diffusers Stable Diffusion directory atomically (temporary sibling, renamed when complete)."""
+def _write_model(root: Path, vae, unet, text_encoder, tokenizer, scheduler, weights: bool) -> None:
+    """A diffusers Stable Diffusion directory at ``root``; ``weights=False`` keeps the UNet's and text
+    encoder's configs only: what their save_pretrained writes, less the weight files (transformers
+    adds keys such as ``architectures`` to the config as it saves a model, not a config)."""
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,
@@ -141,14 +145,51 @@ def save_model(outdir: str | Path, vae, unet, text_encoder, tokenizer, scheduler
         "unet": ["diffusers", type(unet).__name__],
         "vae": ["diffusers", type(vae).__name__],
     }
+    root.mkdir()
+    vae.save_pretrained(root / "vae")
+    unet.save_pretrained(root / "unet")
+    text_encoder.save_pretrained(root / "text_encoder")
+    if not weights:
+        for file in [*(root / "unet").iterdir(), *(root / "text_encoder").iterdir()]:
+            if weight_variant(file.name) is not None:
+                file.unlink()
+    tokenizer.save_pretrained(root / "tokenizer")
+    scheduler.save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def save_model(outdir: str | Path, vae, unet, text_encoder, tokenizer, scheduler) -> None:
+    """Write a diffusers Stable Diffusion directory atomically (temporary sibling, renamed when complete)."""
     with atomic_path(outdir) as tmp:
-        tmp.mkdir()
-        vae.save_pretrained(tmp / "vae")
+        _write_model(tmp, vae, unet, text_encoder, tokenizer, scheduler, weights=True)
+
+
+def save_vae_stage(outdir: str | Path, vae, unet, text_encoder, tokenizer, scheduler) -> None:
+    """The VAE stage's directory, atomically: a diffusers Stable Diffusion directory whose UNet and text
+    encoder hold their configs but no weights.
+
+    Every config and the tokenizer are those of the finished model (:func:`save_unet_stage` adds
+    only weights), so the directory has the finished model's fingerprint
+    (:func:`ltaug.model_dir.fingerprint`) and the latents encoded with it match that model;
+    :func:`ltaug.model_dir.load_vae` reads it, and loading its UNet says the weights are missing.
+    """
+    with atomic_path(outdir) as tmp:
+        _write_model(tmp, vae, unet, text_encoder, tokenizer, scheduler, weights=False)
+
+
+def save_unet_stage(outdir: str | Path, vae_dir: str | Path, unet, text_encoder) -> None:
+    """The finished model, atomically: a copy of the VAE stage's directory with the trained UNet and text
+    encoder saved into it. Its fingerprint must be the VAE stage's (the latents of every VAE-only
+    stage were encoded under it); a difference is an error, and nothing is written."""
+    with atomic_path(outdir) as tmp:
+        shutil.copytree(vae_dir, tmp)
         unet.save_pretrained(tmp / "unet")
         text_encoder.save_pretrained(tmp / "text_encoder")
-        tokenizer.save_pretrained(tmp / "tokenizer")
-        scheduler.save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        if fingerprint(tmp) != fingerprint(vae_dir):
+            raise InputError(
+                f"{vae_dir}: the UNet or text encoder saved with other configs than this VAE stage's directory "
+                f"holds (diffusion.bootstrap changed between the two stages?); rerun bootstrap_vae and bootstrap_unet."
+            )
 
 
 # ---------------------------------------------------------------------------- prompts

@@ -1,7 +1,7 @@
 """The method's stages on the command line, data to synthetic images: ``python -m ltaug STAGE``.
 
 The data (demo_dataset, prepare_data, split_classes), the diffusion model and its latents
-(bootstrap_diffusion, encode_latents, gather_latents), the sparse latent space (train_il),
+(bootstrap_vae, bootstrap_unet, encode_latents, gather_latents), the sparse latent space (train_il),
 its CAM maps (cam_maps, gather_cams), pairing, fusion and generation (pair_neighbours, fuse,
 generate) and Fig. 2 (fig2_panels). Each stage's options are declared just above it.
 """
@@ -58,21 +58,39 @@ def _split_classes(args: argparse.Namespace) -> None:
         print(f"{group}: " + ", ".join(f"{c} ({split.prevalence[c]:.3f})" for c in names))
 
 
-def _bootstrap_diffusion_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="input manifest.csv (its training split)")
-    p.add_argument("--model", required=True, help="output diffusers directory")
-    p.add_argument("--samples", required=True, help="output directory of sample grids and metrics.json")
-    diffusion_argument(p, "device, dtype")
+def _bootstrap_vae_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="input manifest.csv (its training and val splits)")
+    p.add_argument("--vae", required=True, help="output: the model directory's layout with the VAE's weights only")
+    p.add_argument("--latents", required=True, help="output .npy: the scaled training latents the UNet trains on")
+    p.add_argument("--samples", required=True, help="output directory of reconstructions.png and metrics.json")
+    diffusion_argument(p, "device")
 
 
-@stage(
-    "bootstrap_diffusion", "train the small demo Stable Diffusion model", _bootstrap_diffusion_arguments, reads_images=True
-)
-def _bootstrap_diffusion(args: argparse.Namespace) -> None:
-    from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion
+@stage("bootstrap_vae", "train the VAE of the small demo Stable Diffusion model", _bootstrap_vae_arguments, reads_images=True)
+def _bootstrap_vae(args: argparse.Namespace) -> None:
+    from ltaug.bootstrap import BootstrapConfig, bootstrap_vae
 
     cfg = section_with_threads(BootstrapConfig, args, "diffusion.bootstrap")
-    bootstrap_diffusion(args.manifest, args.model, args.samples, cfg, runtime(args)[0])
+    bootstrap_vae(args.manifest, args.vae, args.latents, args.samples, cfg, runtime(args)[0])
+
+
+def _bootstrap_unet_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="input manifest.csv (its training split's labels)")
+    p.add_argument("--vae", required=True, help="input: bootstrap_vae's directory")
+    p.add_argument("--latents", required=True, help="input: bootstrap_vae's training latents (.npy)")
+    p.add_argument("--vae-samples", required=True, help="input: bootstrap_vae's samples directory (its metrics.json)")
+    p.add_argument("--model", required=True, help="output diffusers directory")
+    p.add_argument("--samples", required=True, help="output directory of sample grids and metrics.json")
+    diffusion_argument(p, "device")
+
+
+@stage("bootstrap_unet", "train the UNet and text encoder of the small demo model", _bootstrap_unet_arguments)
+def _bootstrap_unet(args: argparse.Namespace) -> None:
+    from ltaug.bootstrap import BootstrapConfig, bootstrap_unet
+
+    cfg = section_with_threads(BootstrapConfig, args, "diffusion.bootstrap")
+    bootstrap_unet(args.manifest, args.vae, args.latents, args.vae_samples, args.model, args.samples, cfg,
+                   runtime(args)[0])  # fmt: skip
 
 
 def _encode_latents_arguments(p: argparse.ArgumentParser) -> None:

@@ -132,7 +132,7 @@ def _scheduler_class(root: Path):
     return cls
 
 
-def _weight_variant(name: str) -> str | None:
+def weight_variant(name: str) -> str | None:
     """The variant of a weights file name ("" for the plain files), None if it is not a weights file.
 
     Names as diffusers and transformers write them: ``diffusion_pytorch_model.safetensors`` -> "",
@@ -156,7 +156,7 @@ def check_weights(root: Path, component: str, variant: str = "") -> None:
     .safetensors); the error says which were found and which setting reads them.
     """
     folder = root / component
-    found = {f.name: _weight_variant(f.name) for f in sorted(folder.iterdir()) if f.is_file()}
+    found = {f.name: weight_variant(f.name) for f in sorted(folder.iterdir()) if f.is_file()}
     found = {name: v for name, v in found.items() if v is not None}
     if variant in found.values():
         return

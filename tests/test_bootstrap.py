@@ -14,7 +14,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 
-from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, load_images, psnr, random_crops, train_vae, vae_loss
+from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, bootstrap_unet, load_images, psnr, random_crops, train_vae, vae_loss
 from ltaug.bootstrap_models import (
     NO_FINDING_PROMPT,
     build_scheduler,
@@ -28,7 +28,7 @@ from ltaug.bootstrap_models import (
 )
 from ltaug.diffusion import encode_prompts, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
-from ltaug.model_dir import COMPONENTS, load_stable_diffusion
+from ltaug.model_dir import COMPONENTS, fingerprint, load_stable_diffusion, load_vae
 from ltaug.sampling import balanced_indices
 
 CPU = torch.device("cpu")
@@ -65,11 +65,12 @@ def write_manifest(root, n_train: int = 16, n_val: int = 4) -> str:
 
 @pytest.fixture(scope="module")
 def boot(tmp_path_factory):
-    """One tiny bootstrap run: (manifest, model dir, samples dir, returned metrics)."""
+    """One tiny bootstrap run, both stages: (manifest, model dir, samples dir, returned metrics); the VAE
+    stage's outputs lie beside them (vae/, train_latents.npy, vae_samples/)."""
     root = tmp_path_factory.mktemp("boot")
-    manifest = write_manifest(root)
-    metrics = bootstrap_diffusion(manifest, root / "model", root / "samples", TINY, CPU)
-    return manifest, root / "model", root / "samples", metrics
+    manifest = write_manifest(root / "data")
+    metrics = bootstrap_diffusion(manifest, root / "out", TINY, CPU)
+    return manifest, root / "out" / "model", root / "out" / "samples", metrics
 
 
 def _pixels(paths) -> torch.Tensor:
@@ -91,13 +92,72 @@ def test_writes_loadable_model_and_samples(boot):
     assert sd.vae.config.block_out_channels == [8, 8, 8, 8] and sd.unet.config.sample_size == 4
     assert sd.scheduler.config.beta_schedule == "scaled_linear" and sd.scheduler.config.beta_end == 0.012
 
-    names = {f"{c.replace(' ', '_')}.png" for c in CLASSES} | {"reconstructions.png", "metrics.json"}
-    assert set(os.listdir(samples)) == names
+    assert set(os.listdir(samples)) == {f"{c.replace(' ', '_')}.png" for c in CLASSES} | {"metrics.json"}
+    assert set(os.listdir(samples.parent / "vae_samples")) == {"reconstructions.png", "metrics.json"}
     assert Image.open(samples / "Calcification_of_the_Aorta.png").size == (2 * 32 + 2, 32)  # 2 samples, 2 px gap
-    assert Image.open(samples / "reconstructions.png").size == (2 * 32 + 2, 2 * 32 + 2)  # originals over recons
+    recons = Image.open(samples.parent / "vae_samples" / "reconstructions.png")
+    assert recons.size == (2 * 32 + 2, 2 * 32 + 2)  # originals over recons
     assert json.loads((samples / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
-    assert set(metrics["wall_s"]) == {"load", "vae", "latents", "unet", "save", "samples", "total"}
+    assert set(metrics["wall_s"]) == {"vae_stage", "unet_stage"}
+    assert set(metrics["wall_s"]["vae_stage"]) == {"load", "vae", "latents", "save", "reconstructions", "total"}
+    assert set(metrics["wall_s"]["unet_stage"]) == {"load", "unet", "save", "samples", "total"}
     assert [s for s, _ in metrics["losses"]["vae"]] == [1, 2, 3, 4] and len(metrics["losses"]["unet"]) == 4
+    vae_metrics = json.loads((samples.parent / "vae_samples" / "metrics.json").read_text())
+    assert metrics["val_psnr_db"] == vae_metrics["val_psnr_db"] and metrics["losses"]["vae"] == vae_metrics["losses"]["vae"]
+
+
+def test_vae_stage_is_the_model_without_unet_weights(boot):
+    """What the VAE-only stages read while the UNet trains: the finished model's configs, tokenizer,
+    scheduler and VAE byte for byte, hence its fingerprint; no UNet or text encoder weights."""
+    _, model, _, _ = boot
+    vae_dir = model.parent / "vae"
+    assert fingerprint(vae_dir) == fingerprint(model)
+    for part in ("vae", "tokenizer", "scheduler"):
+        assert sorted(os.listdir(vae_dir / part)) == sorted(os.listdir(model / part))
+        for name in os.listdir(model / part):
+            assert (vae_dir / part / name).read_bytes() == (model / part / name).read_bytes(), (part, name)
+    for part in ("unet", "text_encoder"):
+        assert os.listdir(vae_dir / part) == ["config.json"]
+        assert (vae_dir / part / "config.json").read_bytes() == (model / part / "config.json").read_bytes()
+    with torch.no_grad():
+        x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        a, b = load_vae(vae_dir, CPU), load_vae(model, CPU)
+        assert torch.equal(a.encode(x).latent_dist.mean, b.encode(x).latent_dist.mean)
+    with pytest.raises(InputError, match=r"vae/unet: no plain weights file"):
+        load_stable_diffusion(vae_dir, CPU)
+
+
+def test_unet_trains_on_the_vae_stage_latents(boot):
+    """train_latents.npy: the training split's scaled posterior means, in manifest order, as the saved VAE
+    encodes them (so the UNet stage needs no VAE)."""
+    manifest, model, _, _ = boot
+    sd = load_stable_diffusion(model, CPU)
+    train = pd.read_csv(manifest).query("split == 'train'")
+    stored = np.load(model.parent / "train_latents.npy")
+    with torch.no_grad():
+        z = sd.vae.encode(_pixels(train["path"])).latent_dist.mode() * sd.vae.config.scaling_factor
+    assert stored.dtype == np.float32 and stored.shape == (len(train), 4, 4, 4)
+    np.testing.assert_allclose(stored, z.numpy(), atol=1e-5)
+
+
+def test_unet_stage_refuses_latents_of_another_manifest(boot, tmp_path):
+    manifest, model, _, _ = boot
+    out = model.parent
+    other = write_manifest(tmp_path / "other", n_train=7)
+    with pytest.raises(InputError, match=r"train_latents.npy: \d+ latents, but .* has 7 training images; rerun bootstrap_vae"):
+        bootstrap_unet(other, out / "vae", out / "train_latents.npy", out / "vae_samples", tmp_path / "m", tmp_path / "s", TINY, CPU)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()
+
+
+def test_unet_stage_refuses_a_vae_stage_of_other_configs(boot, tmp_path):
+    """A UNet architecture that differs from the one the VAE stage wrote would give latents and model
+    different fingerprints: an error, and no model directory."""
+    manifest, model, _, _ = boot
+    out = model.parent
+    other = BootstrapConfig(**{**vars(TINY), "text_layers": 2})
+    with pytest.raises(InputError, match="other configs than this VAE stage's directory holds.*rerun bootstrap_vae"):
+        bootstrap_unet(manifest, out / "vae", out / "train_latents.npy", out / "vae_samples", tmp_path / "m", tmp_path / "s", other, CPU)
+    assert not (tmp_path / "m").exists() and not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
 
 def test_val_psnr_is_that_of_the_saved_vae(boot):
@@ -123,11 +183,11 @@ def test_scaling_factor_is_inverse_latent_std(boot):
 
 def test_same_seed_same_model(tmp_path, boot):
     manifest, model, _, _ = boot
-    bootstrap_diffusion(manifest, tmp_path / "same", tmp_path / "s1", TINY, CPU)
-    bootstrap_diffusion(manifest, tmp_path / "other", tmp_path / "s2", BootstrapConfig(**{**vars(TINY), "seed": 1}), CPU)
+    bootstrap_diffusion(manifest, tmp_path / "same", TINY, CPU)
+    bootstrap_diffusion(manifest, tmp_path / "other", BootstrapConfig(**{**vars(TINY), "seed": 1}), CPU)
     for part in ("vae", "unet", "text_encoder"):
         file = next(p.name for p in (model / part).iterdir() if p.suffix == ".safetensors")
-        a, b, c = (load_file(d / part / file) for d in (model, tmp_path / "same", tmp_path / "other"))
+        a, b, c = (load_file(d / part / file) for d in (model, tmp_path / "same" / "model", tmp_path / "other" / "model"))
         assert all(torch.equal(a[k], b[k]) for k in a), part
         assert not all(torch.equal(a[k], c[k]) for k in a), part
 
@@ -135,8 +195,8 @@ def test_same_seed_same_model(tmp_path, boot):
 def test_no_val_split(tmp_path):
     manifest = write_manifest(tmp_path, n_val=0)
     with pytest.raises(InputError, match="no val images"):
-        bootstrap_diffusion(manifest, tmp_path / "m", tmp_path / "s", TINY, CPU)
-    assert not (tmp_path / "m").exists()
+        bootstrap_diffusion(manifest, tmp_path / "out", TINY, CPU)
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------- save -> load

@@ -16,7 +16,7 @@ from ltaug.config import from_dict
 from ltaug.diffusion import DiffusionConfig, check_prompt_template, prompt, sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.generate import GenerateConfig
-from ltaug.model_dir import _weight_variant, load_stable_diffusion, load_vae  # fmt: skip
+from ltaug.model_dir import weight_variant, load_stable_diffusion, load_vae  # fmt: skip
 
 CPU = torch.device("cpu")
 
@@ -97,7 +97,7 @@ def test_missing_variant_names_the_files_and_the_fix(tmp_path):
     ("model.safetensors.index.fp16.json", "fp16"), ("config.json", None), ("preprocessor_config.json", None),
 ])  # fmt: skip
 def test_weight_file_variants(name, variant):
-    assert _weight_variant(name) == variant
+    assert weight_variant(name) == variant
 
 
 def test_prompt_template():

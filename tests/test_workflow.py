@@ -124,7 +124,8 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert classes["head"][:2] == ["Cardiomegaly", "Pleural Effusion"]
     assert classes["tail"] == TAIL
     for stage, rule in (("data", "demo_dataset"), ("data", "prepare_data"), ("data", "split_classes"),
-                        ("diffusion", "bootstrap_diffusion"), ("latents", "encode_latents_train"), ("il", "train_il")):  # fmt: skip
+                        ("diffusion", "bootstrap_vae"), ("diffusion", "bootstrap_unet"), ("latents", "encode_latents_train"),
+                        ("il", "train_il")):  # fmt: skip
         assert (tiny_run / f"logs/{stage}/{rule}.log").is_file()
         assert (tiny_run / f"benchmarks/{stage}/{rule}.tsv").is_file()
 
@@ -146,6 +147,9 @@ def test_tiny_workflow_latents_follow_the_manifest(tiny_run):
         assert store.attrs["image_size"] == 32 and store.attrs["mode"] == "sample"
     samples = tiny_run / "results/diffusion/samples"
     assert (samples / "Nodule.png").is_file() and (samples / "metrics.json").is_file()
+    assert (tiny_run / "results/diffusion/vae_samples/reconstructions.png").is_file()
+    # encoded with bootstrap_vae's directory, which has the finished model's fingerprint
+    assert fingerprint(tiny_run / "results/diffusion/vae") == fingerprint(model)
 
 
 def test_nothing_to_do_on_a_second_run(tiny_run):
@@ -174,8 +178,12 @@ def evaluation(rows: int, baseline: bool = False) -> dict[str, int]:
                                                      **evaluation(6, baseline=True)}),
         # re-encodes the splits a stage reads (train, val; not test), keeps the model; of the baselines only SMOTE reads latents
         ("latents", "mode", "mean", {"encode_latents": 2, **IL_ON, "baseline_smote": 1, **evaluation(3)}),
-        ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_diffusion": 1, "encode_latents": 2, **IL_ON,
-                                                  "baseline_smote": 1, "baseline_roentgen": 1, **evaluation(4)}),
+        # a new VAE: everything from the latents on
+        ("diffusion.bootstrap", "vae_steps", 7, {"bootstrap_vae": 1, "bootstrap_unet": 1, "encode_latents": 2, **IL_ON,
+                                                 "baseline_smote": 1, "baseline_roentgen": 1, **evaluation(4)}),
+        # a new UNet: only what runs it (ours@s for s > 0, text-to-image, Fig. 2), not the latents, IL, ours@0 or SMOTE
+        ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_unet": 1, "generate": 1, "baseline_roentgen": 1,
+                                                  "fig2_panels": 1, **evaluation(2)}),
         ("il", "lam", 0.7, {**IL_ON, **evaluation(2)}),  # the two Ours rows only
         ("fusion", "decode", "residual", {"fuse": 1, "generate": 2, "fig2_panels": 1, **evaluation(2)}),
         # the prompt reaches the UNet passes only: ours@s for s > 0 and text-to-image, not ours@0
@@ -281,6 +289,6 @@ def test_padchest_as_downloaded_through_the_workflow(tmp_path):
     assert manifest["split"].value_counts().to_dict() == {"train": 8, "val": 2, "test": 2}  # carved by patient
     result = snakemake(tmp_path, "--printshellcmds", "results/latents/train.zarr")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "--window '[0, 4095]'" in result.stderr  # bootstrap_diffusion and encode_latents map pixels alike
+    assert "--window '[0, 4095]'" in result.stderr  # bootstrap_vae and encode_latents map pixels alike
     store = open_latents(tmp_path / "results/latents/train.zarr")
     assert [str(i) for i in store["ids"][:]] == manifest.loc[manifest["split"] == "train", "id"].tolist()

@@ -22,7 +22,7 @@ STEPS = TINY_GENERATE["steps"]
 # The stages of this file (the evaluation is left out: it is tested on its own); cam_maps of the
 # other splits differ only by the wildcard
 TARGETS = ["results/figures/fig2", "results/cam/val.zarr"]
-UPSTREAM = {"demo_dataset", "prepare_data", "split_classes", "bootstrap_diffusion", "encode_latents", "train_il",
+UPSTREAM = {"demo_dataset", "prepare_data", "split_classes", "bootstrap_vae", "bootstrap_unet", "encode_latents", "train_il",
             "cam_maps", "pair_neighbours"}  # fmt: skip
 
 

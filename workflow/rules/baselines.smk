@@ -6,7 +6,7 @@ rule baseline_smote:
     input:
         latents=f"{OUT}/latents/train.zarr",
         classes=rules.split_classes.output.classes,
-        model=diffusion_model(),
+        model=vae_model(),
     output:
         synthetic=directory(f"{OUT}/synthetic/smote"),
     params:

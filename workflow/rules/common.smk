@@ -68,9 +68,19 @@ def labels_files(wildcards=None):
     return files
 
 
-def bootstrap_params():
-    """The bootstrap's hyper-parameters, with the image size the latents will be encoded at."""
+# diffusion.bootstrap's UNet training settings (ltaug.bootstrap.BootstrapConfig): bootstrap_vae reads none of
+# them. The UNet's and text encoder's architecture keys stay in its params: it writes their configs.
+UNET_TRAINING_KEYS = ("unet_steps", "unet_batch_size", "unet_lr", "unet_snr_gamma", "unet_balance",
+                      "empty_prompt_share", "text_embedding_std", "sample_steps", "guidance_scale", "samples_per_class")  # fmt: skip
+
+
+def bootstrap_params(stage):
+    """The bootstrap's hyper-parameters for ``stage`` ("vae" or "unet"), with the image size the latents will
+    be encoded at. The VAE stage's leave out the UNet's training settings, so a change to those retrains
+    only the UNet and reruns only the stages that use it."""
     values = {**config["diffusion"]["bootstrap"], "image_size": config["latents"]["image_size"]}
+    if stage == "vae":
+        values = {k: v for k, v in values.items() if k not in UNET_TRAINING_KEYS}
     return json.dumps(values, sort_keys=True)
 
 
@@ -86,6 +96,14 @@ def diffusion_model():
             f"tokenizer/, scheduler/), or leave it empty to train the small demo model."
         )
     return pretrained
+
+
+def vae_model():
+    """The directory the stages that need only the VAE read: diffusion.pretrained, or bootstrap_vae's
+    (same layout and fingerprint as the bootstrapped model, VAE weights only)."""
+    if not config["diffusion"]["pretrained"]:
+        return f"{OUT}/diffusion/vae"
+    return diffusion_model()
 
 
 METHOD_PATTERN = r"baseline|resample|smote|roentgen@\d+|ours@\d+"  # evaluate_classifier's {method}
@@ -160,7 +178,7 @@ def funnel_inputs(wildcards):
         "cams": f"{OUT}/cam/train.zarr",
         "model": f"{OUT}/il/model.pt",
         "fused": f"{OUT}/fused/latents.zarr",
-        "diffusion_model": diffusion_model(),
+        "diffusion_model": vae_model(),
         "sets": [synthetic_set(m) for m in eval_methods() if m != "baseline"],
     }
     if config["demo"]["enabled"]:
@@ -179,7 +197,7 @@ def get_final_output():
     outputs += [f"{OUT}/pairs/pairs.csv", f"{OUT}/fused/latents.zarr"]
     outputs += [f"{OUT}/synthetic/ours@{s}" for s in config["generate"]["steps"]] + [f"{OUT}/figures/fig2"]
     if not config["diffusion"]["pretrained"]:
-        outputs.append(f"{OUT}/diffusion/samples")
+        outputs += [f"{OUT}/diffusion/vae_samples", f"{OUT}/diffusion/samples"]
     outputs += [f"{OUT}/report/table1.csv", f"{OUT}/report/table1.md"]  # Table 1: every evaluation before it
     if config["demo"]["enabled"]:  # ground-truth boxes exist: where each stage loses the tail finding
         outputs.append(f"{OUT}/eval/funnel.csv")

@@ -1,29 +1,60 @@
 # Diffusion backbone: a local Stable Diffusion directory (diffusion.pretrained), or,
-# when none is configured, a small model of the same format trained on the training images.
+# when none is configured, a small model of the same format trained on the training images
+# in two stages: the VAE, then the UNet and text encoder on its latents. The stages that need
+# only the VAE (encoding, iterated learning, CAMs, fusion, ours@0, SMOTE) read bootstrap_vae's
+# directory, which has the finished model's fingerprint, so they run while the UNet trains.
 
 
 if not config["diffusion"]["pretrained"]:
 
-    rule bootstrap_diffusion:
+    rule bootstrap_vae:
         input:
             manifest=rules.prepare_data.output.manifest,
         output:
-            model=directory(f"{OUT}/diffusion/model"),
-            samples=directory(f"{OUT}/diffusion/samples"),
+            vae=directory(f"{OUT}/diffusion/vae"),
+            latents=f"{OUT}/diffusion/train_latents.npy",
+            samples=directory(f"{OUT}/diffusion/vae_samples"),
         params:
             window=WINDOW,
-            cfg=bootstrap_params(),
-            diffusion=section_json("diffusion", keep=("device", "dtype")),
+            cfg=bootstrap_params(stage="vae"),
+            diffusion=section_json("diffusion", keep=("device",)),
         log:
-            "logs/diffusion/bootstrap_diffusion.log",
+            "logs/diffusion/bootstrap_vae.log",
         benchmark:
-            "benchmarks/diffusion/bootstrap_diffusion.tsv"
+            "benchmarks/diffusion/bootstrap_vae.tsv"
         threads: 2
         resources:
             gpu=1,
         conda:
             ENV
         shell:
-            "python -m ltaug bootstrap_diffusion --manifest {input.manifest:q} --model {output.model:q}"
+            "python -m ltaug bootstrap_vae --manifest {input.manifest:q} --vae {output.vae:q}"
+            " --latents {output.latents:q} --samples {output.samples:q} --params {params.cfg:q}"
+            " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+
+    rule bootstrap_unet:
+        input:
+            manifest=rules.prepare_data.output.manifest,
+            vae=rules.bootstrap_vae.output.vae,
+            latents=rules.bootstrap_vae.output.latents,
+            vae_samples=rules.bootstrap_vae.output.samples,
+        output:
+            model=directory(f"{OUT}/diffusion/model"),
+            samples=directory(f"{OUT}/diffusion/samples"),
+        params:
+            cfg=bootstrap_params(stage="unet"),
+            diffusion=section_json("diffusion", keep=("device",)),
+        log:
+            "logs/diffusion/bootstrap_unet.log",
+        benchmark:
+            "benchmarks/diffusion/bootstrap_unet.tsv"
+        threads: 2
+        resources:
+            gpu=1,
+        conda:
+            ENV
+        shell:
+            "python -m ltaug bootstrap_unet --manifest {input.manifest:q} --vae {input.vae:q}"
+            " --latents {input.latents:q} --vae-samples {input.vae_samples:q} --model {output.model:q}"
             " --samples {output.samples:q} --params {params.cfg:q} --diffusion {params.diffusion:q}"
-            " --threads {threads} --window {params.window:q} > {log} 2>&1"
+            " --threads {threads} > {log} 2>&1"

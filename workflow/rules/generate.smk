@@ -6,7 +6,7 @@
 rule generate:
     input:
         fused=rules.fuse.output.store,
-        model=diffusion_model(),
+        model=lambda wildcards: vae_model() if wildcards.steps == "0" else diffusion_model(),  # s = 0: the VAE only
     output:
         synthetic=directory(f"{OUT}/synthetic/ours@{{steps}}"),
     wildcard_constraints:

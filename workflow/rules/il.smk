@@ -6,7 +6,7 @@ rule train_il:
         train=f"{OUT}/latents/train.zarr",
         val=f"{OUT}/latents/val.zarr",
         classes=rules.split_classes.output.classes,
-        model=diffusion_model(),
+        model=vae_model(),
     output:
         model=f"{OUT}/il/model.pt",
         history=f"{OUT}/il/history.csv",

@@ -11,7 +11,7 @@ if SHARDS == 1:
     rule encode_latents:
         input:
             manifest=rules.prepare_data.output.manifest,
-            model=diffusion_model(),
+            model=vae_model(),
         output:
             store=directory(f"{OUT}/latents/{{split}}.zarr"),
         wildcard_constraints:
@@ -39,7 +39,7 @@ else:
     rule encode_latents:
         input:
             manifest=rules.prepare_data.output.manifest,
-            model=diffusion_model(),
+            model=vae_model(),
         output:
             store=temp(directory(f"{OUT}/latents/shards/{{split}}/{{shard}}-of-{SHARDS}.zarr")),
         wildcard_constraints:
@@ -71,7 +71,7 @@ else:
     rule gather_latents:
         input:
             manifest=rules.prepare_data.output.manifest,
-            model=diffusion_model(),
+            model=vae_model(),
             shards=expand(
                 f"{OUT}/latents/shards/{{split}}/{{shard}}-of-{SHARDS}.zarr",
                 shard=range(1, SHARDS + 1),
