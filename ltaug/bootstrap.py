@@ -1,4 +1,4 @@
-"""Stage bootstrap_diffusion: train a small Stable Diffusion-format model on the training images.
+"""Stages bootstrap_vae and bootstrap_unet: train a small Stable Diffusion-format model on the training images.
 
 Elberg, Parra, Petrache (arXiv 2405.01705) build on RoentGen, a Stable Diffusion model
 fine-tuned on chest X-rays: its VAE gives the latent space in which iterated learning and
@@ -15,6 +15,10 @@ same loading code (:func:`ltaug.model_dir.load_stable_diffusion`) as real runs:
    class-name prompt (:func:`ltaug.diffusion.prompt`), read by a word-level tokenizer over
    the class names; a share of empty prompts makes classifier-free guidance possible;
 3. SD 1.x's ``DDIMScheduler``.
+
+Phase 1 is rule bootstrap_vae, phases 2-3 rule bootstrap_unet; the VAE stage's directory has the
+finished model's configs and fingerprint, so the stages that need only the VAE run while the UNet
+trains (:func:`bootstrap_diffusion` runs both, one after the other).
 
 Tail classes have a few dozen training images, so both phases draw batches class-balanced
 (:func:`balanced_indices`); the VAE loss weighs pixels by local contrast so that the small,

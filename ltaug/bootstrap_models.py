@@ -2,8 +2,8 @@
 
 An ``AutoencoderKL`` with Stable Diffusion's geometry (4 blocks, 3 downsamples = 8x, 4 latent
 channels), a ``UNet2DConditionModel`` conditioned through a small ``CLIPTextModel`` read by a
-word-level tokenizer over the class names, and SD 1.x's ``DDIMScheduler``; :func:`save_model`
-writes them in the layout :func:`ltaug.model_dir.load_stable_diffusion` reads (the hub's).
+word-level tokenizer over the class names, and SD 1.x's ``DDIMScheduler``; :func:`save_model` (or :func:`save_vae_stage`, then
+:func:`save_unet_stage`) writes them in the layout :func:`ltaug.model_dir.load_stable_diffusion` reads (the hub's).
 Also the class-name prompts the text encoder is trained on, and the check that they fit
 the tokenizer. Training is ltaug.bootstrap.
 """
