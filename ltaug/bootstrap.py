@@ -336,8 +336,8 @@ class _Laps:
         return {**self.wall, "total": round(time.perf_counter() - self.start, 2)}
 
 
-def _train_split(manifest_csv: str | Path, splits: Sequence[str]) -> tuple[list[str], dict[str, pd.DataFrame]]:
-    """The manifest's classes and the rows of each split; an empty split is an InputError."""
+def _split_rows(manifest_csv: str | Path, splits: Sequence[str]) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """The manifest's classes and its rows of each of ``splits``; an empty split is an InputError."""
     manifest = read_manifest(manifest_csv)
     classes = list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
     frames = {split: manifest[manifest["split"] == split] for split in splits}
@@ -367,7 +367,7 @@ def bootstrap_vae(
     """
     torch.set_num_threads(cfg.threads)
     lap = _Laps("bootstrap_vae")
-    classes, frames = _train_split(manifest_csv, ("train", "val"))
+    classes, frames = _split_rows(manifest_csv, ("train", "val"))
     train, val = frames["train"], frames["val"]
     labels = train[classes].to_numpy()
     tokenizer = nets.build_tokenizer(classes, cfg.max_prompt_tokens)
@@ -443,7 +443,7 @@ def bootstrap_unet(
     """
     torch.set_num_threads(cfg.threads)
     lap = _Laps("bootstrap_unet")
-    classes, frames = _train_split(manifest_csv, ("train",))
+    classes, frames = _split_rows(manifest_csv, ("train",))
     labels = frames["train"][classes].to_numpy()
     vae_metrics = json.loads((Path(vae_samples) / "metrics.json").read_text())
     latents = torch.from_numpy(np.load(latents_file))  # (N, 4, h, w), scaled
