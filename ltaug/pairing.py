@@ -11,10 +11,13 @@ sparse``, the default) or between the flattened CAM maps (``space: cam``, as the
 code does; with a class-specific CAM, the tail sample's map for t against the candidates'
 maps for the head class).
 
-One row per synthetic sample: sample j of tail class t (j = 0 .. n_per_class - 1) pairs the
-tail sample j mod n_t (store order) with a **fresh draw** among its k nearest, as the
-authors' code draws a new neighbour per synthetic sample; a tail class with 30 images and
-100 samples thus gets up to 100 different pairs, not 30 pairs cycled. Head candidates never
+One row per synthetic sample: sample j of tail class t (j = 0 .. n_per_class - 1) pairs a tail
+sample with a **fresh draw** among its k nearest, as the authors' code draws a new neighbour per
+synthetic sample; a tail class with 30 images and 100 samples thus gets up to 100 different
+pairs, not 30 pairs cycled. Which tail sample is a seeded draw over the whole class
+(:func:`tail_draw`): every one of its n_t samples in a random order, cycled, when n_t <=
+n_per_class; n_per_class distinct ones drawn at random when it has more, so neither store order
+nor the class's size decides which images are used. Head candidates never
 carry t itself and, with ``exclude_tail`` (default), no tail class at all: a neighbour with
 another tail finding would put that finding into the fused sample and its label into the
 union.
@@ -24,8 +27,7 @@ j, tail_id, tail_class, head_class, head_id, distance, head_probability (the con
 probability of head_class for the tail sample).
 
 The search is exact and streams: the queries are the tail samples that synthetic samples use
-(the first min(n_per_class, n_t) of each tail class: at most n_per_class per class, however
-many the class has), and the candidates of every head class that some query is confused with
+(at most n_per_class per class, however many the class has), and the candidates of every head class that some query is confused with
 are read ``chunk_size`` rows at a time (z^s computed for those rows only, or their maps read),
 each chunk updating a running k-best list per query (ties go to the earlier row). Memory is
 O(chunk_size x C'hw + tail classes x n_per_class x C'hw) whatever the size of the training
@@ -105,10 +107,23 @@ class RunningNearest:
         self.row = np.take_along_axis(row, keep, axis=1)
 
 
-def used_with(head_col: np.ndarray, h_col: int, n_per_class: int) -> np.ndarray:
-    """Indices i < n_per_class of a tail class's samples (store order) whose confused head column is ``h_col``:
-    the queries of that head class's search (synthetic sample j uses tail sample j mod n_t, so no other)."""
-    return np.flatnonzero(head_col[:n_per_class] == h_col)
+def tail_draw(n_t: int, n_per_class: int, seed: int, t_index: int) -> np.ndarray:
+    """(n_per_class,) indices into a tail class's n_t samples, the tail sample of each synthetic sample j.
+
+    n_t <= n_per_class: every sample, in a seeded random order, cycled (each used floor(n / n_t) or one more
+    times); n_t > n_per_class: n_per_class distinct samples drawn without replacement. The stream is seeded
+    by (seed, t_index), apart from the neighbour draws."""
+    rng = np.random.default_rng([seed, 1, t_index])
+    if n_t >= n_per_class:
+        return rng.choice(n_t, n_per_class, replace=False)
+    return rng.permutation(n_t)[np.arange(n_per_class) % n_t]
+
+
+def used_with(head_col: np.ndarray, h_col: int, sample: np.ndarray) -> np.ndarray:
+    """Sorted indices of a tail class's samples that synthetic samples use (``sample``, from :func:`tail_draw`)
+    and whose confused head column is ``h_col``: the queries of that head class's search."""
+    used = np.unique(sample)
+    return used[head_col[used] == h_col]
 
 
 def pair_samples(
@@ -138,8 +153,8 @@ def pair_samples(
         raise InputError(f"{source}: classes.json lists no head class; pairing needs at least one (long_tail.*).")
     head_columns = np.array([classes.index(h) for h in split.head])
     any_tail = labels[:, [classes.index(t) for t in split.tail]].any(axis=1)
-    plan = {}  # tail class -> (its rows, the confused head column of each)
-    for t in split.tail:
+    plan = {}  # tail class -> (its rows, the confused head column of each, the tail sample of each synthetic sample)
+    for t_index, t in enumerate(split.tail):
         t_col = classes.index(t)
         rows = np.flatnonzero(labels[:, t_col])  # the tail samples of t, store order
         if len(rows) == 0:
@@ -148,8 +163,9 @@ def pair_samples(
                 f"long_tail.tail_classes or lower long_tail.tail_max_prevalence, or add samples of it."
             )
         head_col = confused_head(probs[rows], head_columns)  # (n_t,)
+        sample = tail_draw(len(rows), n_per_class, seed, t_index)  # (n_per_class,) tail sample of each j
         for h_col in head_columns:
-            chosen = len(used_with(head_col, h_col, n_per_class))  # only the tail samples synthetic samples use
+            chosen = len(used_with(head_col, h_col, sample))  # only the tail samples synthetic samples use
             if chosen and not (labels[:, h_col] & ~(any_tail if exclude_tail else labels[:, t_col])).any():
                 raise InputError(
                     f"{source}: head class {classes[h_col]!r} has no training sample without "
@@ -157,10 +173,10 @@ def pair_samples(
                     f"{chosen} sample(s) of {t!r}; check the labels, set pairing.exclude_tail: false, or list the "
                     f"head classes explicitly in long_tail.head_classes."
                 )
-        plan[t] = (rows, head_col)
+        plan[t] = (rows, head_col, sample)
     searches = {}  # (tail class, head column) -> the k nearest of the used tail samples confused with that class
     for h_col in head_columns:
-        waiting = {t: used_with(head_col, h_col, n_per_class) for t, (_, head_col) in plan.items()}
+        waiting = {t: used_with(head_col, h_col, sample) for t, (_, head_col, sample) in plan.items()}
         waiting = {t: chosen for t, chosen in waiting.items() if len(chosen)}
         for t, chosen in waiting.items():
             searches[t, h_col] = RunningNearest(features(plan[t][0][chosen], t), k)
@@ -175,11 +191,10 @@ def pair_samples(
                 searches[t, h_col].update(chunk[allowed], rows[allowed])
     rng = np.random.default_rng(seed)
     frames = []
-    for t, (rows, head_col) in plan.items():
-        sample = np.arange(n_per_class) % len(rows)  # tail sample of each synthetic sample j
+    for t, (rows, head_col, sample) in plan.items():
         head_row, distance = np.zeros(n_per_class, dtype=np.int64), np.zeros(n_per_class)
         for h_col in head_columns:  # head classes in classes.json order: a fixed order of draws
-            chosen = used_with(head_col, h_col, n_per_class)  # used tail samples confused with this head class
+            chosen = used_with(head_col, h_col, sample)  # used tail samples confused with this head class
             if len(chosen) == 0:
                 continue
             found = searches[t, h_col]

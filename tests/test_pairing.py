@@ -14,7 +14,7 @@ from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.iterated_stage import load_il_model
 from ltaug.latents import open_latents
-from ltaug.pairing import COLUMNS, PairingConfig, confused_head, pair_neighbours, pair_samples
+from ltaug.pairing import COLUMNS, PairingConfig, confused_head, pair_neighbours, pair_samples, tail_draw
 
 # columns: Cardiomegaly, Pleural Effusion (head), Nodule, Fracture (tail), No Finding
 HEAD_COLUMNS = np.array([0, 1])
@@ -58,8 +58,8 @@ def test_k1_pairs_each_tail_sample_with_its_nearest_head_sample():
     ids, labels, probs, features = toy()
     pairs = pair(ids, labels, probs, features)
     assert list(pairs.columns) == COLUMNS
-    nodule = pairs[pairs["tail_class"] == "Nodule"]
-    assert nodule["tail_id"].tolist() == ["s0", "s1", "s2"]
+    nodule = pairs[pairs["tail_class"] == "Nodule"].set_index("tail_id").sort_index()
+    assert nodule.index.tolist() == ["s0", "s1", "s2"]  # n_per_class = n_t: every tail sample once, in a drawn order
     assert nodule["head_class"].tolist() == ["Cardiomegaly", "Pleural Effusion", "Cardiomegaly"]
     # s0 at (0, 0): Cardiomegaly candidates s4 (1, 0), s5, s6 (s2 carries Nodule) -> s4 at distance 1
     # s1 at (10, 0): Pleural Effusion candidates s7 (11, 0), s8, s9 -> s7 at 1; s2 at (0.5, 0.1) -> s4
@@ -84,7 +84,7 @@ def test_the_neighbour_is_drawn_among_the_k_nearest_with_a_seed():
     drawn = set()
     for seed in range(12):
         pairs = pair(ids, labels, probs, features, k=2, seed=seed)
-        s0 = pairs.iloc[0]
+        s0 = pairs[pairs["tail_id"] == "s0"].iloc[0]
         assert s0["head_id"] in {"s4", "s5"}  # the 2 nearest Cardiomegaly candidates of s0
         drawn.add(s0["head_id"])
         again = pair(ids, labels, probs, features, k=2, seed=seed)
@@ -100,14 +100,15 @@ def test_every_synthetic_sample_draws_a_fresh_neighbour():
     # s3 at (5, 5) is confused with Cardiomegaly: candidates s4 (1, 0), s5 (3, 0), s6 (9, 0), all 3 within k = 3
     counts = fracture["head_id"].value_counts()
     assert set(counts.index) == {"s4", "s5", "s6"} and counts.min() >= 10  # not one neighbour cycled 60 times
-    nodule = pairs[pairs["tail_class"] == "Nodule"]
-    assert nodule["tail_id"].tolist() == ["s0", "s1", "s2"] * 20  # tail samples cycled in store order
+    nodule = pairs[pairs["tail_class"] == "Nodule"]["tail_id"].tolist()
+    assert sorted(nodule[:3]) == ["s0", "s1", "s2"] and nodule == nodule[:3] * 20  # a drawn order of all 3, cycled
 
 
 def test_head_neighbours_with_any_tail_class_are_skipped():
     ids, labels, probs, features = toy()
     labels[4, 3] = 1  # s4, the nearest Cardiomegaly sample of s0, also carries Fracture (another tail class)
-    with_tail = {pair(ids, labels, probs, features, seed=s, exclude_tail=False).iloc[0]["head_id"] for s in range(3)}
+    with_tail = {pair(ids, labels, probs, features, seed=s, exclude_tail=False).query("tail_id == 's0'")["head_id"].iloc[0]
+                 for s in range(3)}  # fmt: skip
     assert with_tail == {"s4"}  # allowed when exclude_tail is off: it is not a Nodule sample
     pairs = pair(ids, labels, probs, features, n=30, k=2, seed=0)
     assert "s4" not in set(pairs["head_id"])
@@ -132,13 +133,13 @@ def in_memory_pairs(ids, labels, probs, features, k, seed, n, exclude_tail):
     head_columns = np.array([classes.index(h) for h in SPLIT.head])
     any_tail = labels[:, [classes.index(t) for t in SPLIT.tail]].any(axis=1)
     rng, frames = np.random.default_rng(seed), []
-    for t in SPLIT.tail:
+    for t_index, t in enumerate(SPLIT.tail):
         rows = np.flatnonzero(labels[:, classes.index(t)])
         head_col = confused_head(probs[rows], head_columns)
-        sample = np.arange(n) % len(rows)
+        sample = tail_draw(len(rows), n, seed, t_index)
         head_row, distance = np.zeros(n, dtype=np.int64), np.zeros(n)
         for h in head_columns:
-            chosen = np.flatnonzero(head_col == h)
+            chosen = np.intersect1d(np.flatnonzero(head_col == h), sample)  # used tail samples confused with h
             if not len(chosen):
                 continue
             excluded = any_tail if exclude_tail else labels[:, classes.index(t)]
@@ -220,10 +221,12 @@ def test_stage_pairs_every_tail_sample(inputs, tmp_path, space):
     store, maps = open_latents(latents), open_cams(cams)
     ids, labels, probs = store["ids"][:].tolist(), store["labels"][:], maps["probs"][:]
     row = {s: i for i, s in enumerate(ids)}
-    for t in SPLIT.tail:
+    for t_index, t in enumerate(SPLIT.tail):
         own = pairs[pairs["tail_class"] == t]
         mine = [ids[i] for i in np.flatnonzero(labels[:, CLASSES.index(t)])]
-        assert own["tail_id"].tolist() == [mine[j % len(mine)] for j in range(n)]
+        assert own["tail_id"].tolist() == [mine[i] for i in tail_draw(len(mine), n, 0, t_index)]
+        if len(mine) <= n:  # every tail sample is used
+            assert set(own["tail_id"]) == set(mine)
         for tail_id, head_class in zip(own["tail_id"], own["head_class"]):
             assert head_class == SPLIT.head[int(np.argmax(probs[row[tail_id], :2]))]
     if space == "sparse":  # the distance is that between flattened z^s
@@ -247,21 +250,35 @@ def test_stage_refuses_a_cam_store_of_another_il_model(inputs, tmp_path):
 
 
 def test_only_the_tail_samples_that_synthetic_samples_use_are_queries():
-    """n_per_class = 2 of a class with 3 samples: sample j uses tail sample j mod n_t, so the third is never a
-    query, and a head class that only unused samples are confused with is never read (memory O(n_per_class))."""
+    """n_per_class = 2 of a class with 3 samples: a seeded draw of 2 distinct ones; the third is never a query, and
+    a head class that only the unused sample is confused with is never read (memory O(n_per_class))."""
     ids, labels, probs, table = toy()
     probs[2, 0], probs[2, 1] = 0.1, 0.9  # Nodule's third sample is now confused with Pleural Effusion only
     probs[1, 1], probs[1, 0] = 0.0, 0.7  # and its second with Cardiomegaly
+    seed = next(s for s in range(50) if 2 not in tail_draw(3, 2, s, 0))  # a draw that leaves s2 out
     asked = []
 
     def read(rows, name):
         asked.append((name, list(map(int, rows))))
         return table(rows, name)
 
-    pairs = pair(ids, labels, probs, read, n=2)
-    assert pairs["tail_id"].tolist() == ["s0", "s1", "s3", "s3"]
+    pairs = pair(ids, labels, probs, read, n=2, seed=seed)
+    assert sorted(pairs["tail_id"].tolist()[:2]) == ["s0", "s1"] and pairs["tail_id"].tolist()[2:] == ["s3", "s3"]
     queries = [rows for name, rows in asked if name in ("Nodule", "Fracture")]
-    assert queries == [[0, 1], [3]]  # Nodule's first two samples, Fracture's only one; never s2
+    assert queries == [[0, 1], [3]]  # the drawn Nodule samples, Fracture's only one; never s2
     assert {name for name, _ in asked} == {"Nodule", "Fracture", "Cardiomegaly"}  # Pleural Effusion is not searched
-    full = in_memory_pairs(ids, labels, probs, table(np.arange(10), ""), 1, 0, 2, True)
+    full = in_memory_pairs(ids, labels, probs, table(np.arange(10), ""), 1, seed, 2, True)
     pd.testing.assert_frame_equal(pairs, full, check_exact=False, rtol=1e-6)
+
+
+def test_tail_samples_are_a_seeded_draw_over_the_whole_class():
+    # n_t <= n_per_class: every sample, floor(n / n_t) or one more times, in an order that depends on the seed
+    few = tail_draw(7, 30, seed=0, t_index=0)
+    assert sorted(np.bincount(few, minlength=7)) == [4, 4, 4, 4, 4, 5, 5]
+    assert few.tolist() == few[:7].tolist() * 4 + few[:2].tolist()
+    assert np.array_equal(few, tail_draw(7, 30, seed=0, t_index=0))  # the same for the same seed and class
+    assert not np.array_equal(few, tail_draw(7, 30, seed=0, t_index=1))  # classes draw apart
+    # n_t > n_per_class: n distinct samples from anywhere in the class, not the first n in store order
+    many = [tail_draw(1000, 100, seed=s, t_index=0) for s in range(3)]
+    assert all(len(set(m)) == 100 for m in many)
+    assert all(m.max() > 500 for m in many) and len({tuple(sorted(m)) for m in many}) == 3
