@@ -47,6 +47,7 @@ Store ``results/fused/latents.zarr`` (Zarr v3, chunked along axis 0), readable w
 :func:`ltaug.latents.open_latents`:
     z       (N, C, h, w) float32   z_F, scaled latents as in the latent stores
     labels  (N, K) uint8           by the label policy
+    tail_labels (N, K) uint8       the tail sample's own labels (the UNet's prompt by default)
     ids     (N,) str               fused-<tail class>-<j>
     probs   (N, K) float32         sigmoid(C(z_F^s))
     tail_id, head_id, tail_class, head_class  (N,) str   provenance
@@ -269,6 +270,7 @@ def _create(root: zarr.Group, n: int, latent: tuple, k: int, chunk: int) -> None
 
     array("z", latent, "float32")
     array("labels", (k,), "uint8")
+    array("tail_labels", (k,), "uint8")
     array("probs", (k,), "float32")
     for name in ("ids", *PROVENANCE):
         array(name, (), str)
@@ -331,7 +333,7 @@ def fuse_latents(
             z_in = latents["z"].oindex[needed]  # (U, C, h, w)
             maps_in = cams["maps"].oindex[needed]  # (U, h, w), or (U, M, h, w) class-specific
             y_in = latents["labels"].oindex[needed]  # (U, K)
-            out = {name: [] for name in ("z", "labels", "probs", "from_tail", *SHARES)}
+            out = {name: [] for name in ("z", "labels", "tail_labels", "probs", "from_tail", *SHARES)}
             for b in range(0, len(part), cfg.batch_size):
                 ti, hi = where[0, b : b + cfg.batch_size], where[1, b : b + cfg.batch_size]
                 z_t, z_h = torch.from_numpy(z_in[ti]), torch.from_numpy(z_in[hi])  # (B, C, h, w)
@@ -352,6 +354,7 @@ def fuse_latents(
                 out["probs"].append(probs)
                 out["from_tail"].append(masks.from_tail.numpy().astype(np.uint8))  # (B, h, w)
                 tail_column = np.array([classes.index(t) for t in rows["tail_class"]])  # (B,)
+                out["tail_labels"].append(y_in[ti])
                 out["labels"].append(fused_labels(cfg.label_policy, y_in[ti], y_in[hi], probs, cfg.label_threshold,
                                                   tail_column, exclusive))  # fmt: skip
                 for name, values in shares(masks).items():

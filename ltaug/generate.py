@@ -3,7 +3,10 @@
 Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation and
 Iterated Learning* (arXiv 2405.01705), Sec. 3.3: the decoded fused vector z_F = D(z_F^s) may lie
 off the VAE's manifold; a few steps of the Stable Diffusion UNet, conditioned on the sample's
-class names with classifier-free guidance, pull it back before the VAE decodes it. With the
+class names with classifier-free guidance, pull it back before the VAE decodes it. The names are
+those of the tail image (the paper: "the class names associated with the tail class image";
+``generate.prompt_labels: tail``) or the fused sample's labels (``fused``: with union labels,
+the head neighbour's findings too). With the
 scheduler set to N steps, only the last s = N/d of them are run (Table 1 reports s = 0, 1, 5
 of N = 75), img2img style: z_F is first noised to the first of those timesteps. The authors'
 code denoises z_F without adding noise; ``generate.add_noise: false`` does that.
@@ -13,9 +16,9 @@ Every image comes out of :func:`ltaug.latents.decode_latents` and every denoisin
 noise of fused sample i is drawn from its own generator seeded by (generate.seed, i), so a
 set does not depend on the batch size.
 
-Output ``results/synthetic/ours@{s}/``, in the layout every synthetic set shares, written by
+Output ``results/synthetic/<variant>@{s}/``, in the layout every synthetic set shares, written by
 :class:`ltaug.synthetic.SyntheticSetWriter`:
-    manifest.csv  dicom_id (ours@{s}-<tail class>-<i>), the provenance columns tail_class,
+    manifest.csv  dicom_id (<variant>@{s}-<tail class>-<i>), the provenance columns tail_class,
                   tail_id, head_id, head_class, tail_share (share of positions from the tail
                   vector), steps, fused_id (the row of results/fused/latents.zarr), then path
                   (images/<id>.png) and one 0/1 column per class in classes.json order
@@ -54,6 +57,7 @@ class GenerateConfig:
     seed: int = 0  # seed of the per-sample noise (sample i draws from its own generator)
     batch_size: int = 32  # latents per UNet and VAE pass
     prompt_template: str = "{classes}"  # the UNet's prompt; {classes} = the sample's class names ("nodule, fracture")
+    prompt_labels: str = "tail"  # whose classes the prompt names: tail (the tail image's, the paper) | fused (the sample's labels)
 
     def __post_init__(self) -> None:  # types and ranges: the schema (ltaug.config.config_section)
         check_prompt_template(self.prompt_template)
@@ -79,8 +83,10 @@ def generate_set(
     device: torch.device,
     dtype: str = "float32",
     variant: str = "",
+    method: str | None = None,
 ) -> pd.DataFrame:
-    """Stage generate: the synthetic set ours@{steps} of the fused latents, written atomically; returns its manifest.
+    """Stage generate: the synthetic set ``method`` (<variant>@<steps>, default ours@<steps>) of the fused latents,
+    written atomically; returns its manifest.
 
     ``dtype`` and ``variant`` are diffusion.dtype and diffusion.variant (which weight files to read)."""
     if not isinstance(steps, int) or not 0 <= steps <= cfg.num_steps:
@@ -108,8 +114,12 @@ def generate_set(
             "model_fingerprint": attrs.get("model_fingerprint"), "fused_store": str(fused_store)}  # fmt: skip
     if steps:
         info |= {"num_steps": cfg.num_steps, "guidance_scale": cfg.guidance_scale, "add_noise": cfg.add_noise,
-                 "seed": cfg.seed, "prompt_template": cfg.prompt_template}  # fmt: skip
-    method = f"ours@{steps}"
+                 "seed": cfg.seed, "prompt_template": cfg.prompt_template, "prompt_labels": cfg.prompt_labels}  # fmt: skip
+    method = method or f"ours@{steps}"
+    prompt_source = "tail_labels" if cfg.prompt_labels == "tail" else "labels"
+    if steps and prompt_source not in group:
+        raise InputError(f"{fused_store}: no {prompt_source} array, which generate.prompt_labels: {cfg.prompt_labels} "
+                         f"reads; rerun fuse.")  # fmt: skip
     with SyntheticSetWriter(outdir, method, classes, tail, n_per_class, info) as writer:
         bar = tqdm(total=n, desc=f"generate {method}", unit="img", file=sys.stderr, mininterval=5.0)
         for a in range(0, n, cfg.batch_size):
@@ -118,7 +128,7 @@ def generate_set(
             labels = group["labels"][a:b]  # (B, K)
             if sd is not None:
                 generators = [torch.Generator(sd.device).manual_seed(sample_seed(cfg.seed, i)) for i in range(a, b)]
-                prompts = [prompt(row, classes, cfg.prompt_template) for row in labels]
+                prompts = [prompt(row, classes, cfg.prompt_template) for row in group[prompt_source][a:b]]
                 z = sample_latents(sd, prompts, cfg.num_steps, cfg.guidance_scale, generators,
                                    z_start=z, last_steps=steps, add_noise=cfg.add_noise)  # fmt: skip
             images = decode_latents(vae, z, batch_size=cfg.batch_size)  # (B, H, W, 3) uint8

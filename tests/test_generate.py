@@ -88,7 +88,7 @@ def test_steps_s_runs_the_last_s_steps_of_the_shared_sampler(fused, tmp_path, ad
     generate_set(store, model, tmp_path / "ours@2", 2, cfg, CPU)
     group = open_latents(store)
     sd = load_stable_diffusion(model, CPU)
-    labels = group["labels"][:]
+    labels = group["tail_labels"][:]  # the prompt names the tail image's classes (generate.prompt_labels: tail)
     generators = [torch.Generator().manual_seed(sample_seed(7, i)) for i in range(len(labels))]
     z = sample_latents(sd, [prompt(row, CLASSES) for row in labels], 4, 2.0, generators,
                        z_start=torch.from_numpy(group["z"][:]), last_steps=2, add_noise=add_noise)  # fmt: skip
@@ -202,7 +202,26 @@ def test_prompt_template_is_what_the_unet_reads(fused, tmp_path, monkeypatch):
     monkeypatch.setattr(ltaug.generate, "sample_latents", lambda sd, prompts, *a, **k: (seen.extend(prompts), real(sd, prompts, *a, **k))[1])
     cfg = GenerateConfig(steps=[1], num_steps=4, batch_size=8, prompt_template="chest x-ray showing {classes}")
     generate_set(store, model, tmp_path / "ours@1", 1, cfg, CPU)
-    labels = open_latents(store)["labels"][:]
+    labels = open_latents(store)["tail_labels"][:]
     assert seen == [prompt(row, CLASSES, "chest x-ray showing {classes}") for row in labels]
     assert all(p.startswith("chest x-ray showing ") for p in seen)
     assert json.loads((tmp_path / "ours@1" / "set.json").read_text())["prompt_template"] == "chest x-ray showing {classes}"
+
+
+@pytest.mark.parametrize("whose", ["tail", "fused"])
+def test_the_prompt_names_the_tail_image_s_classes_unless_asked_for_the_fused_label(fused, tmp_path, monkeypatch, whose):
+    import ltaug.generate
+
+    root, model, store = fused
+    seen = []
+    real = ltaug.generate.sample_latents
+    monkeypatch.setattr(ltaug.generate, "sample_latents", lambda sd, prompts, *a, **k: (seen.extend(prompts), real(sd, prompts, *a, **k))[1])
+    generate_set(store, model, tmp_path / "ours@1", 1, GenerateConfig(steps=[1], num_steps=4, prompt_labels=whose), CPU)
+    group = open_latents(store)
+    tail_ids = group["tail_id"][:]
+    manifest = dict(zip(open_latents(root / "train.zarr")["ids"][:], open_latents(root / "train.zarr")["labels"][:]))
+    own = [prompt(manifest[i], CLASSES) for i in tail_ids]  # the tail image's own labels, from the latent store
+    union = [prompt(row, CLASSES) for row in group["labels"][:]]  # the fused sample's (union) labels
+    assert own != union  # some head neighbour adds a class the tail image does not show
+    assert seen == (own if whose == "tail" else union)
+    assert json.loads((tmp_path / "ours@1" / "set.json").read_text())["prompt_labels"] == whose
