@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +199,7 @@ class IntervalsConfig:
     level: float = 0.95  # coverage of every interval
     seed: int = 0  # seed of the resamples: the same for every method, so differences are paired
     block: int = 100  # replicates computed at once; memory O(block x test images)
+    references: list[str] = field(default_factory=lambda: ["baseline", "resample"])  # rows every difference is taken to
 
 
 def read_scores(paths: Mapping[str, str | Path]) -> tuple[np.ndarray, np.ndarray, list[str], list[int], dict[str, np.ndarray]]:
@@ -229,16 +230,18 @@ def read_scores(paths: Mapping[str, str | Path]) -> tuple[np.ndarray, np.ndarray
     return data["ids"], data["labels"], [str(c) for c in data["classes"]], [int(s) for s in data["seeds"]], out
 
 
-def compare_methods(
-    paths: Mapping[str, str | Path], split: ClassSplit, cfg: IntervalsConfig, reference: str = "baseline"
-) -> dict:
-    """Stage compare_methods: every method's metrics with bootstrap intervals and, when ``reference`` is among the
-    methods, its paired difference to it with interval, p-value and Holm-adjusted p-value (per metric, over the
-    methods)."""
+def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: IntervalsConfig) -> dict:
+    """Stage compare_methods: every method's metrics with bootstrap intervals and its paired difference to each
+    reference of ``cfg.references`` (Baseline, Resample) with interval, p-value and Holm-adjusted p-value (per
+    reference and metric, over the methods). A reference must be one of the methods."""
     ids, labels, classes, seeds, scores = read_scores(paths)
     if list(classes) != list(split.classes):
         raise InputError(f"the test scores' classes {classes} are not those of classes.json {split.classes}; rerun "
                          f"evaluate_classifier.")  # fmt: skip
+    absent = [r for r in cfg.references if r not in scores]
+    if absent:
+        raise InputError(f"eval.intervals.references: {absent} are not among the methods scored ({list(scores)}); add "
+                         f"them to eval.methods or remove them from the references.")  # fmt: skip
     head = [classes.index(c) for c in split.head]
     tail = [classes.index(c) for c in split.tail]
     point, reps = bootstrap(labels, scores, head, tail, cfg.resamples, cfg.seed, cfg.block)
@@ -252,20 +255,16 @@ def compare_methods(
             lo, hi = interval(reps[m][key], cfg.level)
             entry[key] = {c: {"estimate": float(point[m][key][k]), "lo": float(lo[k]), "hi": float(hi[k])}
                           for k, c in enumerate(classes)}  # fmt: skip
-        if reference in scores and m != reference:
-            entry["delta"] = {}
-            for key in GROUPS:
-                d = reps[m][key] - reps[reference][key]
-                lo, hi = interval(d, cfg.level)
-                entry["delta"][key] = {"estimate": float(point[m][key] - point[reference][key]), "lo": float(lo),
-                                       "hi": float(hi), "p": float(p_value(d))}  # fmt: skip
+        entry["delta"] = {ref: paired_difference(point[m], point[ref], reps[m], reps[ref], cfg.level)
+                          for ref in cfg.references if ref != m}  # fmt: skip
         methods[m] = entry
-    for key in GROUPS:
-        adjusted = holm({m: e["delta"][key]["p"] for m, e in methods.items() if "delta" in e})
-        for m, p in adjusted.items():
-            methods[m]["delta"][key]["p_holm"] = p
+    for ref in cfg.references:
+        for key in GROUPS:
+            adjusted = holm({m: e["delta"][ref][key]["p"] for m, e in methods.items() if ref in e["delta"]})
+            for m, p in adjusted.items():
+                methods[m]["delta"][ref][key]["p_holm"] = p
     return {
-        "reference": reference if reference in scores else None,
+        "references": list(cfg.references),
         "resamples": cfg.resamples,
         "level": cfg.level,
         "seed": cfg.seed,
@@ -274,6 +273,19 @@ def compare_methods(
         "test_positives": {c: int(v) for c, v in zip(classes, labels.sum(axis=0))},
         "how": "percentile intervals over bootstrap replicates that resample the test images (the same resamples "
         "for every method) and, with several classifier seeds, the seeds (the same seed draw for every method); "
-        "p: two-sided bootstrap p-value of a zero paired difference; p_holm: Holm-adjusted over the methods",
+        "delta: the paired difference to each reference; p: two-sided bootstrap p-value of a zero paired difference; "
+        "p_holm: Holm-adjusted over the methods, per reference",
         "methods": methods,
     }
+
+
+def paired_difference(point: Mapping, point_ref: Mapping, reps: Mapping, reps_ref: Mapping, level: float) -> dict:
+    """Per group metric: the difference of the point estimates, and the interval and p-value of the replicate-wise
+    differences (the same resamples for both, so it is paired: a method against itself gives exactly 0, p = 1)."""
+    out = {}
+    for key in GROUPS:
+        d = reps[key] - reps_ref[key]
+        lo, hi = interval(d, level)
+        out[key] = {"estimate": float(point[key] - point_ref[key]), "lo": float(lo), "hi": float(hi),
+                    "p": float(p_value(d))}  # fmt: skip
+    return out

@@ -132,13 +132,35 @@ def scores_file(path, labels, scores, ids=None):
 def test_compare_methods_gives_intervals_and_paired_differences(tmp_path):
     labels, good, poor = hand_made(n=200)
     paths = {"baseline": scores_file(tmp_path / "b.npz", labels, poor), "ours@0": scores_file(tmp_path / "o.npz", labels, good)}
-    out = compare_methods(paths, SPLIT, IntervalsConfig(resamples=200))
+    out = compare_methods(paths, SPLIT, IntervalsConfig(resamples=200, references=["baseline"]))
     base, ours = out["methods"]["baseline"], out["methods"]["ours@0"]
-    assert "delta" not in base and out["n_test"] == 200 and out["reference"] == "baseline"
-    d = ours["delta"]["map_tail"]
+    assert base["delta"] == {} and out["n_test"] == 200 and out["references"] == ["baseline"]
+    d = ours["delta"]["baseline"]["map_tail"]
     assert d["estimate"] == pytest.approx(ours["map_tail"]["estimate"] - base["map_tail"]["estimate"])
     assert 0 < d["lo"] < d["estimate"] < d["hi"] and d["p"] < 0.05 and d["p_holm"] == d["p"]
     assert set(ours["ap"]) == set(SPLIT.classes) and ours["ap"]["C"]["lo"] <= ours["ap"]["C"]["estimate"] <= ours["ap"]["C"]["hi"]
+
+
+def test_every_method_is_compared_with_every_reference_and_a_method_with_itself_differs_by_exactly_zero(tmp_path):
+    labels, good, poor = hand_made(n=200)
+    paths = {"baseline": scores_file(tmp_path / "b.npz", labels, poor), "resample": scores_file(tmp_path / "r.npz", labels, good),
+             "copy": scores_file(tmp_path / "c.npz", labels, good), "ours@0": scores_file(tmp_path / "o.npz", labels, poor)}  # fmt: skip
+    out = compare_methods(paths, SPLIT, IntervalsConfig(resamples=300, references=["baseline", "resample"]))
+    methods = out["methods"]
+    assert set(methods["baseline"]["delta"]) == {"resample"} and set(methods["resample"]["delta"]) == {"baseline"}
+    assert set(methods["ours@0"]["delta"]) == {"baseline", "resample"}
+    for key in ("map_tail", "map_head", "map_all", "auroc_macro"):  # the same scores as the reference: exactly 0
+        same = methods["copy"]["delta"]["resample"][key]
+        assert (same["estimate"], same["lo"], same["hi"], same["p"]) == (0.0, 0.0, 0.0, 1.0)
+        same = methods["ours@0"]["delta"]["baseline"][key]
+        assert (same["estimate"], same["lo"], same["hi"], same["p"]) == (0.0, 0.0, 0.0, 1.0)
+    # the differences to the two references are paired on the same resamples: they differ by the references' gap
+    gap = methods["resample"]["delta"]["baseline"]["map_tail"]["estimate"]
+    to_base, to_resample = (methods["ours@0"]["delta"][r]["map_tail"]["estimate"] for r in ("baseline", "resample"))
+    assert to_base - to_resample == pytest.approx(gap) and to_resample < 0
+    assert methods["ours@0"]["delta"]["resample"]["map_tail"]["hi"] < 0  # worse than Resample, and it says so
+    with pytest.raises(InputError, match=r"eval.intervals.references: \['smote'\] are not among the methods scored"):
+        compare_methods(paths, SPLIT, IntervalsConfig(resamples=10, references=["smote"]))
 
 
 def test_methods_scored_on_other_test_images_are_refused(tmp_path):
