@@ -11,9 +11,12 @@ sample made for class t shows class t. Two measures of that:
 * on the demo data, detector fidelity: the share whose image shows the class's drawn pattern,
   by a small hand-made detector (:class:`Detector`): a linear filter matched to the pattern
   (isolated bright disk, bright line or ridge under 5 px wide, dark valley below the diaphragm), its maximum inside the
-  region where training images have that finding (the union of their ground-truth boxes),
-  and a threshold fitted on training images. Its sensitivity, specificity and localisation
-  on the real test images, against their ground-truth boxes, are written with it.
+  region where validation images have that finding (the union of their ground-truth boxes),
+  and a threshold fitted on validation images: nothing of the training images, which the
+  synthetic samples are made from, enters the judge. Its sensitivity, specificity and
+  localisation on the real test images, against their ground-truth boxes, are written with it,
+  and evaluate_fid reports its false-positive rate on synthetic negatives too (the samples
+  made for the other tail classes).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ FILTERS: dict[str, tuple[str, tuple[float, ...]]] = {
     "Pneumothorax": ("dark_blob", (2.0, 6.0)),  # texture-free dark rim
 }
 MARGIN = 2  # px the union of training boxes is grown by
-NEGATIVES = 300  # training images without the finding the threshold is fitted on
+NEGATIVES = 300  # validation images without the finding the threshold is fitted on (a seeded subset)
 
 
 def label_fidelity(scores: np.ndarray, threshold: float) -> float:
@@ -94,6 +97,34 @@ def _isolated_blob(x: np.ndarray, radius: float, inner: float, outer: float, sec
     return out - brightest
 
 
+def rate_intervals(
+    hits: dict[str, np.ndarray], resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Per class and for the mean over classes: the hit rate of (n_c,) bool arrays with a percentile bootstrap
+    interval (each replicate resamples every class's samples with replacement, seeded); a class without samples
+    is NaN and left out of the mean."""
+    rng = np.random.default_rng(seed)
+    alpha = (1 - level) / 2
+    reps = {}
+    for name, h in hits.items():
+        h = np.asarray(h, dtype=np.float64)
+        reps[name] = h[rng.integers(0, len(h), (resamples, len(h)))].mean(axis=1) if len(h) else np.full(resamples, np.nan)
+    out = {}
+    for name, h in hits.items():
+        rate = float(np.mean(h)) if len(h) else float("nan")
+        lo, hi = (np.quantile(reps[name], [alpha, 1 - alpha]) if len(h) else (np.nan, np.nan))
+        out[name] = {"rate": rate, "lo": float(lo), "hi": float(hi), "n": int(len(h))}
+    defined = [n for n in hits if len(hits[n])]
+    if defined:
+        mean = np.mean([reps[n] for n in defined], axis=0)
+        lo, hi = np.quantile(mean, [alpha, 1 - alpha])
+        out["mean"] = {"rate": float(np.mean([out[n]["rate"] for n in defined])), "lo": float(lo), "hi": float(hi),
+                       "n": int(sum(out[n]["n"] for n in defined))}  # fmt: skip
+    else:
+        out["mean"] = {"rate": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    return out
+
+
 def youden_threshold(positive: np.ndarray, negative: np.ndarray) -> tuple[float, float]:
     """(threshold, J): the score threshold maximising sensitivity + specificity - 1."""
     best = (-1.0, 0.0)
@@ -127,13 +158,17 @@ class Detector:
         y, x = np.unravel_index(int(np.argmax(r)), r.shape)
         return float(r[y, x]), (int(x), int(y))
 
+    def hits(self, name: str, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(n,) bool: whether the detector finds ``name`` in each of ``images``."""
+        mask = self._mask(name)
+        threshold = self.classes[name]["threshold"]
+        return np.array([self.score(name, im, mask)[0] >= threshold for im in images], dtype=bool)
+
     def rate(self, name: str, images: Sequence[np.ndarray]) -> float | None:
         """Share of ``images`` in which the detector finds ``name`` (None: no detector for it)."""
         if name not in self.classes:
             return None
-        mask = self._mask(name)
-        threshold = self.classes[name]["threshold"]
-        return float(np.mean([self.score(name, im, mask)[0] >= threshold for im in images]))
+        return float(np.mean(self.hits(name, images)))
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
@@ -151,11 +186,19 @@ def _gray(path: str) -> np.ndarray:
     return np.asarray(open_image(path).convert("L"))
 
 
-def fit_detector(manifest: pd.DataFrame, boxes: pd.DataFrame, classes: Sequence[str], image_size: int, seed: int = 0) -> Detector:
-    """Fit thresholds on the training split and measure on the test split, for each of ``classes`` with a filter.
+def fit_detector(
+    manifest: pd.DataFrame, boxes: pd.DataFrame, classes: Sequence[str], image_size: int, seed: int = 0,
+    fit: str = "val",
+) -> Detector:  # fmt: skip
+    """Fit the region and threshold on the ``fit`` split (validation) and measure on the test split, for each of
+    ``classes`` with a filter.
 
-    ``manifest``: id, path, split and label columns; ``boxes``: the demo's boxes.csv (dicom_id,
-    split, class, x0, y0, x1, y1) in pixels of ``image_size`` x ``image_size`` images.
+    The training images are the ones synthetic samples are made from, so nothing of them enters
+    the judge: its search region is the union of the ``fit`` split's boxes of the class (grown by
+    ``MARGIN``), its threshold the Youden point of that split's positives and (up to ``NEGATIVES``,
+    a seeded subset) negatives. ``manifest``: id, path, split and label columns; ``boxes``: the
+    demo's boxes.csv (dicom_id, split, class, x0, y0, x1, y1) in pixels of ``image_size`` x
+    ``image_size`` images.
     """
     rng = np.random.default_rng(seed)
     detector = Detector(image_size, {})
@@ -172,24 +215,25 @@ def fit_detector(manifest: pd.DataFrame, boxes: pd.DataFrame, classes: Sequence[
             continue
         kind, params = FILTERS[name]
         mine = boxes[boxes["class"] == name]
-        train_boxes = mine[mine["split"] == "train"][["x0", "y0", "x1", "y1"]].to_numpy().tolist()
-        if not train_boxes:
+        region = mine[mine["split"] == fit][["x0", "y0", "x1", "y1"]].to_numpy().tolist()
+        if not region:
             continue
-        detector.classes[name] = {"filter": kind, "params": list(params), "boxes": train_boxes, "threshold": 0.0}
+        detector.classes[name] = {"filter": kind, "params": list(params), "boxes": region, "threshold": 0.0,
+                                  "fitted_on": fit}  # fmt: skip
         mask = detector._mask(name)
         found = {}
-        for split in ("train", "test"):
+        for split in (fit, "test"):
             rows = manifest["split"].to_numpy() == split
             pos = np.flatnonzero(rows & (manifest[name].to_numpy() == 1))
             neg = np.flatnonzero(rows & (manifest[name].to_numpy() == 0))
-            if split == "train" and len(neg) > NEGATIVES:
+            if split == fit and len(neg) > NEGATIVES:
                 neg = np.sort(rng.choice(neg, NEGATIVES, replace=False))
             found[split] = (pos, [detector.score(name, image(i), mask) for i in pos],
                             [detector.score(name, image(i), mask)[0] for i in neg])  # fmt: skip
-        pos, scored, negative = found["train"]
+        pos, scored, negative = found[fit]
         threshold, j = youden_threshold(np.array([s for s, _ in scored]), np.array(negative))
         detector.classes[name]["threshold"] = threshold
-        detector.classes[name]["train"] = {"youden_j": j, "positives": len(pos), "negatives": len(negative)}
+        detector.classes[name][fit] = {"youden_j": j, "positives": len(pos), "negatives": len(negative)}
         pos, scored, negative = found["test"]
         where = mine[mine["split"] == "test"].set_index("dicom_id")
         hits = [(i, xy) for i, (s, xy) in zip(pos, scored) if s >= threshold]
