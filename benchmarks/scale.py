@@ -203,7 +203,7 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
         from ltaug.fid import real_features
 
         real_features(read_manifest(root / "manifest.csv"), root / "baseline.pt", fid_config(), 224, cpu,
-                      root / "real_features.npz")  # fmt: skip
+                      root / "real_features.npz", root / "train_pixels.zarr")  # fmt: skip
     elif stage == "evaluate_fid":
         from ltaug.baselines import BaselinesConfig, make_resample
         from ltaug.data import read_manifest
@@ -216,7 +216,8 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
                           source="benchmark manifest")
         start = time.perf_counter()  # the synthetic set is the input, not the stage
         synthetic = read_synthetic_set(root / "resample", split.classes, split.tail, N_PER_CLASS)
-        evaluate_set(synthetic, manifest, split, root / "baseline.pt", fid_config(), 224, cpu, root / "real_features.npz")
+        evaluate_set(synthetic, manifest, split, root / "baseline.pt", fid_config(), 224, cpu, root / "real_features.npz",
+                     pixels_path=root / "train_pixels.zarr")  # fmt: skip
     else:
         raise SystemExit(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
     return {"seconds": round(time.perf_counter() - start, 2), "rss_before_mib": before, "peak_rss_mib": _rss_mib(),

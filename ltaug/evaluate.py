@@ -19,6 +19,7 @@ evaluate_fid as feature extractor (FD-DenseNet) and as judge of label fidelity.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -41,6 +42,7 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.image_source import ImageSource, cache_decision
 from ltaug.io import atomic_path
 from ltaug.metrics import mean_over, per_class_ap, per_class_auroc
+from ltaug.sampling import balanced_indices
 from ltaug.synthetic import SyntheticSet
 
 DENSENET121 = {"growth_rate": 32, "block_config": [6, 12, 24, 16], "num_init_features": 64}
@@ -88,6 +90,13 @@ class ClassifierConfig:
             return "DenseNet121"
         blocks = "-".join(map(str, self.block_config))
         return f"DenseNet(k={self.growth_rate}, blocks {blocks}, stem {self.num_init_features})"
+
+
+@config_section("eval.judge")
+@dataclass(frozen=True)
+class JudgeConfig:
+    balance: float = 1.0  # class balancing of the judge's batches: 0 = image frequency, 1 = every class equally often
+    seed: int = 0  # seed of its weights and batches
 
 
 # ---------------------------------------------------------------------------- model
@@ -228,14 +237,15 @@ def _lr_factor(step: int, steps: int) -> float:
 
 def train_classifier(
     train: ImageSource, train_labels: np.ndarray, val: ImageSource, val_labels: np.ndarray,
-    classes: Sequence[str], cfg: ClassifierConfig, seed: int, device: torch.device,
+    classes: Sequence[str], cfg: ClassifierConfig, seed: int, device: torch.device, balance: float = 0.0,
 ) -> tuple[DenseNet, dict]:  # fmt: skip
     """Train a DenseNet for ``cfg.steps`` steps on ``train``; return the model of the step with the best
     validation mAP (over the classes with a validation positive) and {best_step, val_map, history}.
 
-    Batches run through shuffled passes over the training rows (a new permutation per pass),
-    drawn from a generator seeded by ``seed``, as are the weights: the same seed gives the
-    same model for the same data on the same device and threads.
+    Batches run through shuffled passes over the training rows (a new permutation per pass) or,
+    with ``balance`` > 0, are drawn class-balanced (:func:`ltaug.sampling.balanced_indices`: the
+    judge of the synthetic sets), from a generator seeded by ``seed``, as are the weights: the
+    same seed gives the same model for the same data on the same device and threads.
     """
     torch.manual_seed(seed)
     model = to_device(build_densenet(cfg, len(classes)), device)
@@ -249,10 +259,13 @@ def train_classifier(
     losses = []
     start = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        if position + cfg.batch_size > len(order):
-            order, position = torch.randperm(len(train), generator=generator), 0
-        rows = order[position : position + cfg.batch_size]
-        position += cfg.batch_size
+        if balance > 0:
+            rows = balanced_indices(train_labels, cfg.batch_size, balance, generator)
+        else:
+            if position + cfg.batch_size > len(order):
+                order, position = torch.randperm(len(train), generator=generator), 0
+            rows = order[position : position + cfg.batch_size]
+            position += cfg.batch_size
         model.train()
         x = normalise(train.batch(rows.numpy()).to(device))
         loss = F.binary_cross_entropy_with_logits(model(x), targets[rows].to(device))
@@ -299,7 +312,7 @@ def _table(frame: pd.DataFrame, where: str) -> list[str]:
 
 def evaluate_method(
     method: str, manifest: pd.DataFrame, split: ClassSplit, synthetic: SyntheticSet | None,
-    cfg: ClassifierConfig, device: torch.device, source: str = "the manifest",
+    cfg: ClassifierConfig, device: torch.device, source: str = "the manifest", balance: float = 0.0,
 ) -> tuple[dict, DenseNet, dict]:  # fmt: skip
     """Train on real train rows (+ ``synthetic``), select on val, score on test, for every seed.
 
@@ -337,7 +350,7 @@ def evaluate_method(
 
     runs, first, test_scores = [], None, []
     for seed in cfg.seeds:
-        model, info = train_classifier(train, pool_labels, val, val_labels, classes, cfg, seed, device)
+        model, info = train_classifier(train, pool_labels, val, val_labels, classes, cfg, seed, device, balance)
         scores = predict(model, test, device)
         test_scores.append(scores)
         run = {"seed": seed, **score_metrics(test_labels, scores, classes, split.head, split.tail), **info}
@@ -352,6 +365,7 @@ def evaluate_method(
     mean, std = mean_std(runs)
     results = {
         "method": method,
+        "balance": balance,
         "classifier": cfg.name(),
         "config": asdict(cfg),
         "seeds": list(cfg.seeds),
@@ -370,6 +384,20 @@ def evaluate_method(
     scores = {"ids": np.asarray(parts["test"]["id"].astype(str).tolist(), dtype=str), "labels": test_labels, "classes": np.asarray(classes),
               "seeds": np.asarray(cfg.seeds), "scores": np.stack(test_scores)}  # fmt: skip
     return results, first[0], first[1], scores
+
+
+def train_judge(
+    manifest: pd.DataFrame, split: ClassSplit, cfg: ClassifierConfig, judge: JudgeConfig, device: torch.device,
+    model_path: str | Path, results_path: str | Path, source: str = "the manifest",
+) -> dict:  # fmt: skip
+    """Stage train_judge: the classifier every synthetic set is judged by, a DenseNet of ``cfg`` trained on the real
+    training images alone with class-balanced batches (``judge.balance``), one seed; saved as evaluate_classifier
+    saves a model (its validation thresholds included), with its test metrics beside it."""
+    cfg = dataclasses.replace(cfg, seeds=[judge.seed])
+    results, model, meta, _ = evaluate_method("judge", manifest, split, None, cfg, device, source, judge.balance)
+    save_classifier(model_path, model, {**meta, "balance": judge.balance})
+    write_results(results_path, results)
+    return results
 
 
 def write_scores(path: str | Path, scores: dict) -> None:

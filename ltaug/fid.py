@@ -8,13 +8,19 @@ images of each tail class and that class's real images, averaged over the tail c
 
 FID uses InceptionV3 pool features; they come from torchmetrics (torch-fidelity's
 InceptionV3) and only from a local weights file (``eval.fid.inception_weights``): nothing is
-downloaded. Without one, the features are the penultimate layer of the DenseNet trained on
-real data only (the baseline of evaluate_classifier), and the column is called FD-DenseNet,
-so that nobody mistakes it for Inception FID. KID (Binkowski et al. 2018: unbiased MMD^2
+downloaded. Without one, the features are the penultimate layer of the judge (rule
+train_judge: the DenseNet of Table 1 trained on real data only, with class-balanced batches so
+that its features see the tail findings; Baseline's, trained on image frequencies, barely
+does), and the column is called FD-DenseNet, so that nobody mistakes it for Inception FID. KID (Binkowski et al. 2018: unbiased MMD^2
 with the cubic polynomial kernel, torchmetrics' ``poly_mmd``, averaged over random subsets)
 is given beside it, since it suits the small sets of tail classes.
 
-Label fidelity (:mod:`ltaug.fidelity`) comes from the same forward pass of that classifier.
+Label fidelity (:mod:`ltaug.fidelity`) comes from the same forward pass of the judge; on the
+demo, the finding detector's hit rate on the samples made for each class and its false-positive
+rate on the samples made for the other tail classes, with bootstrap intervals over the samples.
+Novelty (:mod:`ltaug.novelty`): how far each sample is from the real training images of its
+class, in grayscale pixels at the judge's input size (rule real_features stores them) and in the
+judge's features, and whether its nearest training image is the one it was made from.
 
 In the same features: precision, recall, density and coverage (Naeem et al. 2020, the
 ``prdc`` package: k-nearest-neighbour balls around real and generated samples), and
@@ -28,7 +34,7 @@ does not copy scores about the percentile itself (5 % by default), one that copi
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -159,14 +165,16 @@ def memorisation_threshold(reference_distances: np.ndarray, percentile: float) -
 
 
 class DenseNetFeatures:
-    """Penultimate features and class scores of the real-data classifier, images at its input size."""
+    """Penultimate features and class scores of a classifier trained on real data (the judge), images at its input
+    size."""
 
     def __init__(self, model_path: str | Path, device: torch.device):
         self.model, self.meta = load_classifier(model_path, device)
         self.size = self.meta["config"]["image_size"]
         self.device = device
         cfg = ClassifierConfig(**{**self.meta["config"], "weights": ""})
-        self.name = f"{cfg.name()} trained on real data only ({self.meta['method']})"
+        balanced = ", class-balanced" if self.meta.get("balance") else ""
+        self.name = f"{cfg.name()} trained on real data only{balanced} ({self.meta['method']})"
 
     def images(self, paths: Sequence[str], where: Sequence[str]) -> torch.Tensor:
         return torch.from_numpy(np.stack([load_image(p, self.size, w) for p, w in zip(paths, where)])[:, None])
@@ -207,7 +215,7 @@ class InceptionFeatures:
 
 class FeatureSpace:
     """The features every distance of a run is measured in: InceptionV3 pool features with local weights, else the
-    real-data DenseNet's penultimate layer; the DenseNet's class scores always come with them. Images are read
+    judge's penultimate layer; the judge's class scores always come with them. Images are read
     ``batch_size`` at a time, so memory is O(batch) plus the (N, D) features."""
 
     def __init__(self, model_path: str | Path, cfg: FidConfig, image_size: int, device: torch.device):
@@ -216,12 +224,18 @@ class FeatureSpace:
         self.batch_size, self.image_size, self.metric = cfg.batch_size, image_size, cfg.metric
         self.name = "InceptionV3 pool3, torchmetrics" if self.inception is not None else f"{self.judge.name}, penultimate layer"
 
-    def __call__(self, paths: Sequence[str], where: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, D) float32 features and (N, K) float64 class scores of the images at ``paths``."""
+    def __call__(
+        self, paths: Sequence[str], where: Sequence[str], pixels: Callable[[int, np.ndarray], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) float32 features and (N, K) float64 class scores of the images at ``paths``; ``pixels(start,
+        batch)`` receives every batch's (B, S, S) uint8 grayscale images at the judge's input size."""
         feats, scores = [], []
         for start in range(0, len(paths), self.batch_size):
             p, w = list(paths[start : start + self.batch_size]), list(where[start : start + self.batch_size])
-            f, c = self.judge(self.judge.images(p, w), self.batch_size)
+            images = self.judge.images(p, w)  # (B, 1, S, S) uint8
+            if pixels is not None:
+                pixels(start, images[:, 0].numpy())
+            f, c = self.judge(images, self.batch_size)
             if self.inception is not None:
                 f = self.inception(_rgb(p, self.image_size, w), self.batch_size)
             feats.append(f.astype(np.float32))
@@ -242,12 +256,17 @@ def _rgb(paths: Sequence[str], size: int, where: Sequence[str]) -> torch.Tensor:
 
 def real_features(
     manifest: pd.DataFrame, model_path: str | Path, cfg: FidConfig, image_size: int, device: torch.device,
-    path: str | Path, source: str = "the manifest",
+    path: str | Path, pixels_path: str | Path, source: str = "the manifest",
 ) -> None:  # fmt: skip
     """Stage real_features: features of every training image, and of a seeded subset of
     ``cfg.memorisation_reference`` test images their nearest training image and its distance
-    (the reference distribution of memorisation), as .npz at ``path``."""
+    (the reference distribution of memorisation), as .npz at ``path``; the training images' grayscale
+    pixels at the judge's input size (novelty's pixel space) as a Zarr store at ``pixels_path``
+    (``pixels`` (N, S, S) uint8 and ``ids``, written batch by batch: memory O(batch))."""
+    import zarr
+
     from ltaug.io import atomic_path
+    from ltaug.latents import COMPRESSOR
 
     space = FeatureSpace(model_path, cfg, image_size, device)
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)
@@ -258,7 +277,18 @@ def real_features(
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.choice(len(test), min(cfg.memorisation_reference, len(test)), replace=False))
     test = test.iloc[pick].reset_index(drop=True)
-    train_feats, _ = space(train["path"].tolist(), [f"{source}, id {i!r}" for i in train["id"]])
+    size = space.judge.size
+    with atomic_path(pixels_path) as tmp:
+        store = zarr.open_group(tmp, mode="w", zarr_format=3)
+        array = store.create_array("pixels", shape=(len(train), size, size), chunks=(cfg.batch_size, size, size),
+                                   dtype="uint8", compressors=COMPRESSOR)  # fmt: skip
+        store.create_array("ids", shape=(len(train),), chunks=(max(len(train), 1),), dtype=str)[:] = train["id"].astype(str).to_numpy(dtype=str)
+
+        def keep(start: int, batch: np.ndarray) -> None:
+            array[start : start + len(batch)] = batch
+
+        train_feats, _ = space(train["path"].tolist(), [f"{source}, id {i!r}" for i in train["id"]], keep)
+        store.attrs.update({"image_size": size, "judge": space.judge.name, "complete": True})
     test_feats, _ = space(test["path"].tolist(), [f"{source}, id {i!r}" for i in test["id"]])
     distance, which = nearest(train_feats, test_feats)
     print(f"{len(train)} training and {len(test)} reference test images in {space.name}; test-to-train distance "
@@ -287,20 +317,32 @@ def _load_real_features(path: str | Path, space: FeatureSpace) -> dict:
 def evaluate_set(
     synthetic: SyntheticSet, manifest: pd.DataFrame, split: ClassSplit, model_path: str | Path, cfg: FidConfig,
     image_size: int, device: torch.device, real_features_path: str | Path, detector: Detector | None = None,
-    source: str = "the manifest",
+    source: str = "the manifest", pixels_path: str | Path | None = None,
 ) -> dict:  # fmt: skip
     """FD (or FID), KID and PRDC per tail class between the set's samples of that class and the real images
     of the class in ``cfg.real_splits``; memorisation against the training images of ``real_features_path``;
-    label fidelity (and, with a ``detector``, detector fidelity)."""
+    novelty (:mod:`ltaug.novelty`, against the training pixels of ``pixels_path`` and the training features);
+    label fidelity by the judge and, with a ``detector``, detector fidelity on the samples made for each class
+    and its false-positive rate on the samples made for the other tail classes, with bootstrap intervals."""
+    import zarr
+
+    from ltaug.fidelity import rate_intervals
+    from ltaug.novelty import SOURCE_COLUMNS, gray_vectors, set_novelty
+
     classes, tail = split.classes, split.tail
     space = FeatureSpace(model_path, cfg, image_size, device)
     judge = space.judge
     train = _load_real_features(real_features_path, space)
     threshold = memorisation_threshold(train["reference_distances"], cfg.memorisation_percentile)
     real_rows = manifest[manifest["split"].isin(cfg.real_splits)].reset_index(drop=True)
+    train_rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    if train_rows["id"].astype(str).tolist() != [str(i) for i in train["train_ids"]]:
+        raise InputError(f"{real_features_path}: its training images are not those of {source}; rerun real_features.")
     fake_rows = synthetic.frame
     fake_paths = synthetic.paths()
-    per_class, closest = {}, []
+    columns = [c for c in SOURCE_COLUMNS if c in fake_rows.columns]
+    per_class, closest, pixels, features, sources = {}, [], {}, {}, {}
+    hits, false_hits = {}, {}
     for t, name in enumerate(tail):
         real = real_rows[real_rows[name] == 1]
         fake_idx = np.flatnonzero(fake_rows["tail_class"].to_numpy() == name)
@@ -312,7 +354,10 @@ def evaluate_set(
             )
         real_where = [f"{source}, id {i!r}" for i in real["id"]]
         fake_where = [f"{synthetic.root / 'manifest.csv'}, id {fake_rows['dicom_id'].iloc[i]!r}" for i in fake_idx]
-        fake_feats, fake_scores = space([fake_paths[i] for i in fake_idx], fake_where)
+        batches = []
+        fake_feats, fake_scores = space([fake_paths[i] for i in fake_idx], fake_where, lambda _, b: batches.append(b))
+        pixels[name], features[name] = gray_vectors(np.concatenate(batches) if batches else []), fake_feats
+        sources[name] = {c: fake_rows[c].iloc[fake_idx].astype(str).tolist() for c in columns}
         real_feats, real_scores = space(real["path"].tolist(), real_where)
         kid, kid_std = kernel_distance(real_feats, fake_feats, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed + t)
         if min(len(real_feats), len(fake_feats)) >= 3:
@@ -341,18 +386,48 @@ def evaluate_set(
             closest.append({"tail_class": name, "synthetic_id": str(fake_rows["dicom_id"].iloc[fake_idx[j]]),
                             "synthetic_path": fake_paths[fake_idx[j]], "train_id": str(train["train_ids"][which[j]]),
                             "train_path": str(train["train_paths"][which[j]]), "distance": float(distance[j])})  # fmt: skip
-        if detector is not None:
-            entry["detector_fidelity"] = detector.rate(name, [_gray(fake_paths[i]) for i in fake_idx])
-            entry["detector_rate_real"] = detector.rate(name, [_gray(p) for p in real["path"]])
+        if detector is not None and name in detector.classes:
+            negative = np.flatnonzero((fake_rows["tail_class"].to_numpy() != name) & (fake_rows[name].to_numpy() == 0))
+            hits[name] = detector.hits(name, [_gray(fake_paths[i]) for i in fake_idx])
+            false_hits[name] = detector.hits(name, [_gray(fake_paths[i]) for i in negative])
+            entry["detector_rate_real"] = float(np.mean(detector.hits(name, [_gray(p) for p in real["path"]])))
         per_class[name] = entry
         print(f"{synthetic.method}: {name}: {cfg.metric} {entry['fd']:.2f}, KID {kid:.4f}, precision "
               f"{entry['precision']:.3f}, recall {entry['recall']:.3f}, memorised {entry['memorised']:.3f}, label "
               f"fidelity {entry['label_fidelity']:.3f} ({len(fake_idx)} generated, {len(real)} real)", file=sys.stderr)  # fmt: skip
+    if pixels_path is not None:
+        store = zarr.open_group(pixels_path, mode="r")
+        if not store.attrs.get("complete") or store["pixels"].shape[0] != len(train_rows):
+            raise InputError(f"{pixels_path}: not a complete store of the {len(train_rows)} training images' pixels; "
+                             f"rerun real_features.")  # fmt: skip
+        class_rows = {name: np.flatnonzero(train_rows[name].to_numpy() == 1) for name in tail}
+        found = set_novelty(pixels, features, sources, class_rows, train["train_features"], store["pixels"],
+                            train["train_ids"])  # fmt: skip
+        for name, novelty in found.items():
+            if "example" in novelty:
+                i = np.flatnonzero(fake_rows["tail_class"].to_numpy() == name)[novelty["example"]["index"]]
+                novelty["example"] |= {"synthetic_path": fake_paths[i],
+                                       "nearest_path": str(train["train_paths"][list(train["train_ids"]).index(novelty["example"]["nearest_id"])])}  # fmt: skip
+            per_class[name]["novelty"] = novelty
+            print(f"{synthetic.method}: {name}: new {novelty['pixels']['new']:.2f} (pixels) / "
+                  f"{novelty['features']['new']:.2f} (features), median ratio {novelty['pixels']['median_ratio']:.2f}, "
+                  f"nearest training image its own source {novelty.get('own_source', float('nan')):.2f}", file=sys.stderr)  # fmt: skip
+    detector_summary = None
+    if hits:
+        fidelity = rate_intervals(hits, seed=cfg.seed)
+        fpr = rate_intervals(false_hits, seed=cfg.seed + 1)
+        for name in hits:
+            per_class[name]["detector_fidelity"] = fidelity[name]["rate"]
+            per_class[name]["detector_fidelity_interval"] = [fidelity[name]["lo"], fidelity[name]["hi"]]
+            per_class[name]["detector_fpr_synthetic"] = fpr[name]["rate"]
+            per_class[name]["detector_negatives_synthetic"] = int(len(false_hits[name]))
+        detector_summary = {"fidelity": fidelity["mean"], "fpr_synthetic": fpr["mean"]}
 
-    def avg(key: str) -> float | None:
-        values = [v[key] for v in per_class.values() if key in v and not np.isnan(v[key])]
-        return float(np.mean(values)) if values else None
+    def avg(values) -> float | None:
+        defined = [float(x) for x in values if x is not None and not np.isnan(x)]
+        return float(np.mean(defined)) if defined else None
 
+    novelty = [v["novelty"] for v in per_class.values() if "novelty" in v]
     return {
         "method": synthetic.method,
         "metric": cfg.metric,
@@ -364,10 +439,15 @@ def evaluate_set(
                          "reference": int(len(train["reference_distances"])), "train": int(len(train["train_ids"])),
                          "closest": sorted(closest, key=lambda c: c["distance"])[: cfg.memorisation_pairs]},  # fmt: skip
         "per_class": per_class,
-        **{f"avg_tail_{key}": avg(key) for key in ("fd", "kid", "precision", "recall", "density", "coverage")},
-        "avg_memorised": avg("memorised"),
-        "avg_label_fidelity": avg("label_fidelity"),
-        "avg_detector_fidelity": avg("detector_fidelity"),
+        **{f"avg_tail_{key}": avg(v[key] for v in per_class.values())
+           for key in ("fd", "kid", "precision", "recall", "density", "coverage")},  # fmt: skip
+        "avg_memorised": avg(v["memorised"] for v in per_class.values()),
+        "avg_label_fidelity": avg(v["label_fidelity"] for v in per_class.values()),
+        "avg_detector_fidelity": avg(v.get("detector_fidelity") for v in per_class.values()),
+        "detector": detector_summary,
+        "novelty": ({f"{space}_{key}": avg(n[space][key] for n in novelty) for space in ("pixels", "features")
+                     for key in ("new", "median_ratio")} | {"own_source": avg(n.get("own_source") for n in novelty)}
+                    if novelty else None),  # fmt: skip
     }
 
 

@@ -64,7 +64,7 @@ def test_only_the_test_split_is_scored_and_never_trained_on(data, monkeypatch):
     labels_of.update({p: row for p, row in zip(synthetic.paths(), synthetic.labels(split.classes))})
     seen = {}
 
-    def fake_train(train, train_labels, val, val_labels, classes, cfg, seed, device):
+    def fake_train(train, train_labels, val, val_labels, classes, cfg, seed, device, balance=0.0):
         seen["train"], seen["val"] = list(train.paths), list(val.paths)
         assert (train_labels == np.stack([labels_of[p] for p in train.paths])).all()
         return torch.nn.Linear(1, 1), {"best_step": 1, "val_map": 1.0, "history": []}
