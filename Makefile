@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 # CAMs, fusion and the baselines' classifiers, which read only the VAE or the images. The VAE, which a
 # second thread speeds up 1.4-1.8x and which nothing can run beside, keeps both.
 ONE_CORE_RULES := bootstrap_unet=1 encode_latents=1 train_il=1 cam_maps=1 pair_neighbours=1 fuse=1 \
-	generate=1 baseline_smote=1 baseline_roentgen=1 evaluate_classifier=1 evaluate_fid=1 real_features=1 \
+	generate=1 baseline_smote=1 baseline_roentgen=1 evaluate_classifier=1 evaluate_fid=1 real_features=1 train_judge=1 \
 	fidelity_funnel=1
 
 demo: $(STAMP)

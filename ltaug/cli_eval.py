@@ -132,6 +132,37 @@ def _evaluate_classifier(args: argparse.Namespace) -> None:
     write_results(args.results, results)
 
 
+def _train_judge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="manifest.csv")
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--judge", default="{}", help="the eval.judge section as JSON (balance, seed)")
+    p.add_argument("--model-out", required=True, help="output results/eval/judge/judge.pt")
+    p.add_argument("--results", required=True, help="output results/eval/judge/judge.json (its test metrics)")
+    diffusion_argument(p)
+
+
+@stage(
+    "train_judge", "train the class-balanced real-data classifier that judges the synthetic sets", _train_judge_arguments,
+    reads_images=True,
+)
+def _train_judge(args: argparse.Namespace) -> None:
+    import torch
+
+    from ltaug.config import from_dict, from_json
+    from ltaug.data import read_classes, read_manifest
+    from ltaug.evaluate import ClassifierConfig, JudgeConfig, train_judge
+
+    params = {"threads": args.threads, **json.loads(args.params)}  # the rule leaves out eval.classifier.seeds
+    cfg = from_dict(ClassifierConfig, params, "eval.classifier")
+    torch.set_num_threads(cfg.threads)
+    results = train_judge(read_manifest(args.manifest), read_classes(args.classes), cfg,
+                          from_json(JudgeConfig, args.judge, "eval.judge"), runtime(args)[0], args.model_out,
+                          args.results, source=args.manifest)  # fmt: skip
+    mean = results["mean"]
+    print(f"judge: test head mAP {mean['map_head']:.3f}, tail mAP {mean['map_tail']:.3f}, macro AUROC "
+          f"{mean['auroc_macro']:.3f}")  # fmt: skip
+
+
 def _compare_methods_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", required=True, help="classes.json")
     p.add_argument("--methods", required=True, help="JSON list of the methods, in the order of --scores")
@@ -139,7 +170,7 @@ def _compare_methods_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", required=True, help="output results/eval/intervals.json")
 
 
-@stage("compare_methods", "bootstrap intervals and paired differences to the baseline", _compare_methods_arguments)
+@stage("compare_methods", "bootstrap intervals and paired differences to the reference rows", _compare_methods_arguments)
 def _compare_methods(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
     from ltaug.data import read_classes
@@ -155,9 +186,9 @@ def _compare_methods(args: argparse.Namespace) -> None:
     for method, entry in results["methods"].items():
         tail = entry["map_tail"]
         line = f"{method}: tail mAP {tail['estimate']:.3f} [{tail['lo']:.3f}, {tail['hi']:.3f}]"
-        if "delta" in entry:
-            d = entry["delta"]["map_tail"]
-            line += f", delta {d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], p {d['p']:.4f}"
+        for ref, delta in entry["delta"].items():
+            d = delta["map_tail"]
+            line += f"; vs {ref} {d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], p {d['p']:.4f}"
         print(line)
 
 
@@ -190,10 +221,11 @@ def _evaluate_fid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", required=True, help="classes.json")
     p.add_argument("--synthetic", required=True, help="the synthetic set directory")
     p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the set")
-    p.add_argument("--classifier", required=True, help="the real-data classifier (results/eval/classifier/baseline.pt)")
+    p.add_argument("--classifier", required=True, help="the judge (results/eval/judge/judge.pt)")
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
     p.add_argument("--real-features", required=True, help="results/eval/real_features.npz (rule real_features)")
+    p.add_argument("--pixels", default="", help="results/eval/train_pixels.zarr (rule real_features): novelty")
     p.add_argument("--results", required=True, help="output results/eval/fid/{method}.json")
     diffusion_argument(p)
 
@@ -214,15 +246,16 @@ def _evaluate_fid(args: argparse.Namespace) -> None:
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n)
     detector = Detector.load(args.detector) if args.detector else None
     results = evaluate_set(synthetic, read_manifest(args.manifest), split, args.classifier, cfg, args.image_size,
-                           device, args.real_features, detector, source=args.manifest)  # fmt: skip
+                           device, args.real_features, detector, source=args.manifest, pixels_path=args.pixels or None)  # fmt: skip
     write_results(args.results, results)
 
 
 def _real_features_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classifier", required=True, help="the real-data classifier (results/eval/classifier/baseline.pt)")
+    p.add_argument("--classifier", required=True, help="the judge (results/eval/judge/judge.pt)")
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
     p.add_argument("--features", required=True, help="output results/eval/real_features.npz")
+    p.add_argument("--pixels", required=True, help="output results/eval/train_pixels.zarr (novelty's pixel space)")
     diffusion_argument(p)
 
 
@@ -235,7 +268,7 @@ def _real_features(args: argparse.Namespace) -> None:
 
     cfg = torch_section(FidConfig, args, "eval.fid")
     real_features(read_manifest(args.manifest), args.classifier, cfg, args.image_size, runtime(args)[0], args.features,
-                  source=args.manifest)  # fmt: skip
+                  args.pixels, source=args.manifest)  # fmt: skip
 
 
 def _fidelity_funnel_arguments(p: argparse.ArgumentParser) -> None:
@@ -249,7 +282,7 @@ def _fidelity_funnel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau-h", type=float, required=True, help="fusion.tau_h: M^S = map > tau_h")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' = judge with --classifier)")
     p.add_argument("--boxes", default="", help="the demo's boxes.csv (with --detector)")
-    p.add_argument("--classifier", default="", help="the real-data classifier (without boxes)")
+    p.add_argument("--classifier", default="", help="the judge classifier (without boxes)")
     p.add_argument("--funnel", required=True, help="output funnel.csv")
     p.add_argument("--markdown", required=True, help="output funnel.md")
     p.add_argument("--figure", required=True, help="output funnel.png")
@@ -306,10 +339,13 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-dir", required=True, help="results/synthetic")
     p.add_argument("--intervals", required=True, help="results/eval/intervals.json (rule compare_methods)")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
+    p.add_argument("--variants", default="{}", help='JSON {variant: the line its notes print}')
+    p.add_argument("--judge", default="", help="results/eval/judge/judge.json (rule train_judge)")
+    p.add_argument("--funnels", nargs="*", default=[], help="results/eval/funnel/<variant>.csv of every listed variant")
     p.add_argument("--outdir", required=True, help="output results/report")
 
 
-@stage("report", "Table 1, per-class AP plot and sample panels", _report_arguments, reads_images=True)
+@stage("report", "Table 1, what each synthetic set is, the figures and panels", _report_arguments, reads_images=True)
 def _report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -321,7 +357,9 @@ def _report(args: argparse.Namespace) -> None:
     methods = json.loads(args.methods)
     sets = {m: read_synthetic_set(Path(args.synthetic_dir) / m, split.classes, split.tail) for m in methods if m != "baseline"}
     detector = json.loads(Path(args.detector).read_text()) if args.detector else None
+    funnels = {Path(f).stem: f for f in args.funnels}
     table = write_report(args.outdir, methods, args.classifier_dir, args.fid_dir, split, sets,
-                         read_manifest(args.manifest), args.intervals, detector)  # fmt: skip
+                         read_manifest(args.manifest), args.intervals, detector, json.loads(args.variants),
+                         args.judge or None, funnels)  # fmt: skip
     print(Path(args.outdir, "table1.md").read_text())
     print(f"{len(table)} rows")

@@ -58,6 +58,19 @@ def _split_classes(args: argparse.Namespace) -> None:
         print(f"{group}: " + ", ".join(f"{c} ({split.prevalence[c]:.3f})" for c in names))
 
 
+def _check_class_names_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classes", required=True, help="classes.json")
+    p.add_argument("--keys", required=True, help='JSON {"config key": "class name"} of every key that names a class')
+    p.add_argument("--out", required=True, help="output: the keys, checked")
+
+
+@stage("check_class_names", "check that every config key naming a class names one of classes.json", _check_class_names_arguments)
+def _check_class_names(args: argparse.Namespace) -> None:
+    from ltaug.data import check_class_names, read_classes
+
+    check_class_names(json.loads(args.keys), read_classes(args.classes), args.out, source=args.classes)
+
+
 def _bootstrap_vae_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="input manifest.csv (its training and val splits)")
     p.add_argument("--vae", required=True, help="output: the model directory's layout with the VAE's weights only")
@@ -260,7 +273,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fused", required=True, help="fused latent store (.zarr)")
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
     p.add_argument("--steps", type=int, required=True, help="s: the last s of generate.num_steps steps (0: decode only)")
-    p.add_argument("--outdir", required=True, help="output set directory (results/synthetic/ours@{s})")
+    p.add_argument("--method", default="", help="the set's name, <variant>@<s> (default ours@<s>)")
+    p.add_argument("--outdir", required=True, help="output set directory (results/synthetic/<variant>@{s})")
     diffusion_argument(p, "device, dtype")
 
 
@@ -274,7 +288,8 @@ def _generate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     device, dtype, variant = runtime(args)
     cfg = from_dict(GenerateConfig, {**json.loads(args.params), "steps": [args.steps]}, "generate")
-    manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, device, dtype, variant)
+    manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, device, dtype, variant,
+                            args.method or None)  # fmt: skip
     print(f"{args.outdir}: {len(manifest)} images")
 
 
@@ -283,7 +298,7 @@ def _fig2_panels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", required=True, help="classes.json")
     training_stores_arguments(p)
     p.add_argument("--fused", required=True, help="fused latent store (.zarr)")
-    p.add_argument("--sets", nargs="+", required=True, help="synthetic set directories ours@{s}")
+    p.add_argument("--sets", nargs="+", required=True, help="the variant's synthetic set directories <variant>@{s}")
     p.add_argument("--outdir", required=True, help="output directory, one PNG per tail class")
 
 

@@ -396,6 +396,21 @@ def write_classes(
     return split
 
 
+def check_class_names(keys: dict[str, str], split: ClassSplit, out: str | Path | None = None, source: str = "") -> None:
+    """ConfigError unless every config key of ``keys`` ({"fusion.exclusive_class": "No Finding", ...}) names a class
+    of ``split`` ("" names none and passes); written to ``out`` as checked (rule check_class_names, so that a key
+    copied from another data set fails as soon as the classes are split, not at the stage that reads it)."""
+    wrong = {key: name for key, name in keys.items() if name and name not in split.classes}
+    if wrong:
+        raise ConfigError("\n".join(
+            f"{key}: {name!r} is not a class of {source or 'classes.json'} ({', '.join(split.classes)}); name one of "
+            f"them, or set it to \"\" if the data has no such class." for key, name in wrong.items()
+        ))  # fmt: skip
+    if out is not None:
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
+
+
 def read_classes(path: str | Path) -> ClassSplit:
     """classes.json as written by :func:`write_classes`."""
     return ClassSplit(**json.loads(Path(path).read_text()))

@@ -8,10 +8,13 @@ training samples that fusion starts from are followed through
     real          the real images                              hit rate of the judge
     vae           decode(encode(x)): the VAE round trip         hit rate
     il            decode(D(S(z))): the IL round trip            hit rate
-    cam:<method>  the stored CAM map for t                      peak in the finding's box; share of
-                  (and cam:eigencam, the paper's, beside it)    the box inside M^S = map > tau_h
+    cam:<method>  the variant's CAM map for t                   peak in the finding's box; share of
+                                                                the box inside M^S = map > tau_h
     fusion        F, the positions z_F^s takes from the tail    share of the box taken from the tail
-    ours@s, ...   every synthetic set, baselines included       hit rate on its samples made for t
+    <variant>@s   the variant's synthetic sets                  hit rate on its samples made for t
+
+One funnel per variant (rule fidelity_funnel), so that each configuration, the paper's among
+them, shows at which stage it loses the tail finding; the report puts them side by side.
 
 The judge is the demo's finding detector (:class:`ltaug.fidelity.Detector`, its false-positive
 rate on real negative test images in column ``fpr``). Without boxes (real data) the image
@@ -36,13 +39,11 @@ import torch
 from PIL import Image
 
 from ltaug.cam import open_training_stores, select_maps
-from ltaug.cam_methods import build_cam, target_module
 from ltaug.data import ClassSplit
 from ltaug.fid import DenseNetFeatures
 from ltaug.fidelity import Detector
 from ltaug.image_source import load_image
 from ltaug.latents import decode_latents, open_latents
-from ltaug.models import LatentClassifier
 from ltaug.synthetic import SyntheticSet
 
 COLUMNS = ["stage", "measure", "class", "n", "value", "fpr"]
@@ -154,57 +155,43 @@ def fidelity_funnel(
         value = float(np.mean(values)) if not np.isscalar(values) else float(values)
         rows.append({"stage": stage, "measure": measure, "class": name, "n": n, "value": value, "fpr": rate})
 
-    eigen = None
-    if boxes is not None and method != "eigencam":  # the paper's EigenCAM beside the configured method
-        model = LatentClassifier(il.model.student, il.model.classifier).eval()
-        eigen = build_cam("eigencam", model, target_module(il.model.classifier, cams.attrs["target_layer"]))
     fused = open_latents(fused_store) if fused_store is not None else None
-    try:
-        for name in split.tail:
-            rows_t = np.flatnonzero(latents["labels"][:, classes.index(name)])  # the tail samples fusion starts from
-            tail_ids = ids[rows_t]
-            rate = fpr(name)
-            real = [load_image(path_of[i], vae_size(vae, h)) for i in tail_ids]
-            add("real", HIT, name, judge(name, real), len(real), rate)
-            z = torch.from_numpy(latents["z"].oindex[rows_t])  # (n_t, C, h, w)
-            add("vae", HIT, name, judge(name, gray(decode_latents(vae, z, batch_size))), len(z), rate)
-            with torch.no_grad():
-                z_il = torch.cat([il.model.decoder(il.model.student(z[a : a + batch_size]))
-                                  for a in range(0, len(z), batch_size)])  # fmt: skip
-            add("il", HIT, name, judge(name, gray(decode_latents(vae, z_il, batch_size))), len(z), rate)
-            if boxes is not None:
-                mine = boxes[(boxes["class"] == name) & (boxes["split"] == "train")].set_index("dicom_id")
-                factor = vae_size(vae, h) // h
-                scale = vae_size(vae, h) / box_size  # boxes are in pixels of the demo's images
-                box_of = {i: np.rint(mine.loc[i, ["x0", "y0", "x1", "y1"]].to_numpy(float) * scale).astype(int)
-                          for i in tail_ids}  # fmt: skip
-                stored = select_maps(cams["maps"].oindex[rows_t], map_classes, [name] * len(rows_t), str(cam_store))
-                maps = {f"cam:{method}": stored}
-                if eigen is not None:
-                    maps["cam:eigencam"] = np.concatenate([
-                        eigen(input_tensor=z[a : a + batch_size], targets=None) for a in range(0, len(z), batch_size)
-                    ])  # fmt: skip
-                for stage, m in maps.items():
-                    add(stage, PEAK, name, [peak_in_box(mi, box_of[i], factor) for mi, i in zip(m, tail_ids)], len(m), None)
-                    add(stage, COVER, name, [box_share(mi > tau_h, box_of[i], factor) for mi, i in zip(m, tail_ids)],
-                        len(m), None)  # fmt: skip
-                if fused is not None:
-                    mine_f = np.flatnonzero(fused["tail_class"][:] == name)
-                    from_tail = fused["from_tail"].oindex[mine_f]  # (n, h, w)
-                    source = fused["tail_id"].oindex[mine_f]
-                    add("fusion", FROM_TAIL, name, [box_share(f, box_of[i], factor) for f, i in zip(from_tail, source)],
-                        len(mine_f), None)  # fmt: skip
-            ordered = sorted(sets.items(), key=lambda item: not item[0].startswith("ours@"))  # the pipeline first
-            for method_name, synthetic in ordered:
-                idx = np.flatnonzero(synthetic.frame["tail_class"].to_numpy() == name)
-                paths = synthetic.paths()  # once per set, not once per image
-                images = [np.asarray(Image.open(paths[i]).convert("L")) for i in idx]
-                add(method_name, HIT, name, judge(name, images), len(idx), rate)
-            print(f"fidelity_funnel: {name}: " + ", ".join(f"{r['stage']} {r['measure']} {r['value']:.2f}"
-                  for r in rows if r["class"] == name), file=sys.stderr)  # fmt: skip
-    finally:
-        if eigen is not None:
-            eigen.__exit__(None, None, None)
+    for name in split.tail:
+        rows_t = np.flatnonzero(latents["labels"][:, classes.index(name)])  # the tail samples fusion starts from
+        tail_ids = ids[rows_t]
+        rate = fpr(name)
+        real = [load_image(path_of[i], vae_size(vae, h)) for i in tail_ids]
+        add("real", HIT, name, judge(name, real), len(real), rate)
+        z = torch.from_numpy(latents["z"].oindex[rows_t])  # (n_t, C, h, w)
+        add("vae", HIT, name, judge(name, gray(decode_latents(vae, z, batch_size))), len(z), rate)
+        with torch.no_grad():
+            z_il = torch.cat([il.model.decoder(il.model.student(z[a : a + batch_size]))
+                              for a in range(0, len(z), batch_size)])  # fmt: skip
+        add("il", HIT, name, judge(name, gray(decode_latents(vae, z_il, batch_size))), len(z), rate)
+        if boxes is not None:
+            mine = boxes[(boxes["class"] == name) & (boxes["split"] == "train")].set_index("dicom_id")
+            factor = vae_size(vae, h) // h
+            scale = vae_size(vae, h) / box_size  # boxes are in pixels of the demo's images
+            box_of = {i: np.rint(mine.loc[i, ["x0", "y0", "x1", "y1"]].to_numpy(float) * scale).astype(int)
+                      for i in tail_ids}  # fmt: skip
+            stored = select_maps(cams["maps"].oindex[rows_t], map_classes, [name] * len(rows_t), str(cam_store))
+            stage = f"cam:{method}"
+            add(stage, PEAK, name, [peak_in_box(m, box_of[i], factor) for m, i in zip(stored, tail_ids)], len(stored), None)
+            add(stage, COVER, name, [box_share(m > tau_h, box_of[i], factor) for m, i in zip(stored, tail_ids)],
+                len(stored), None)  # fmt: skip
+            if fused is not None:
+                mine_f = np.flatnonzero(fused["tail_class"][:] == name)
+                from_tail = fused["from_tail"].oindex[mine_f]  # (n, h, w)
+                source = fused["tail_id"].oindex[mine_f]
+                add("fusion", FROM_TAIL, name, [box_share(f, box_of[i], factor) for f, i in zip(from_tail, source)],
+                    len(mine_f), None)  # fmt: skip
+        for method_name, synthetic in sets.items():
+            idx = np.flatnonzero(synthetic.frame["tail_class"].to_numpy() == name)
+            paths = synthetic.paths()  # once per set, not once per image
+            images = [np.asarray(Image.open(paths[i]).convert("L")) for i in idx]
+            add(method_name, HIT, name, judge(name, images), len(idx), rate)
+        print(f"fidelity_funnel: {name}: " + ", ".join(f"{r['stage']} {r['measure']} {r['value']:.2f}"
+              for r in rows if r["class"] == name), file=sys.stderr)  # fmt: skip
     table = pd.DataFrame(rows, columns=COLUMNS)
     means = table.groupby(["stage", "measure"], sort=False).agg(n=("n", "sum"), value=("value", "mean"), fpr=("fpr", "mean"))
     means = means.reset_index().assign(**{"class": "mean"})[COLUMNS]

@@ -1,22 +1,27 @@
-"""Stage report: the paper's Table 1 from the evaluation files, a per-class AP plot and Fig. 2-style panels.
+"""Stage report: the paper's Table 1 from the evaluation files, what each synthetic set is, and the figures.
 
 Elberg, Parra, Petrache (arXiv 2405.01705), Table 1: one row per method (Baseline, SMOTE,
 RoentGEN@75, Ours@0, Ours@1, Ours@5), columns Avg Tail FID, Head mAP, Tail mAP. Here also
-Resample, KID, macro AUROC and tail label fidelity (and, on the demo, detector fidelity);
-the distance column is named after its features (FID or FD-DenseNet). Every mAP carries its
-95 % bootstrap interval and every method its paired difference to Baseline
-(:mod:`ltaug.stats`, rule compare_methods), drawn as a forest plot; a second table holds
-precision / recall / density / coverage and memorisation, with a panel of the synthetic
-samples closest to a training image. Fig. 2 shows tail samples, their head
-neighbours and the fused results; the panels here put, per tail class, the real tail image
-and head neighbour a fused sample came from next to one sample of every method.
+Resample, KID and macro AUROC; every mAP carries its 95 % bootstrap interval and every method
+its paired difference to each reference row (Baseline and Resample, :mod:`ltaug.stats`, rule
+compare_methods) with a verdict, drawn as a forest plot. Every configuration of the method is a
+variant with rows of its own (:mod:`ltaug.variants`: the paper's settings are Ours-paper), and
+the notes say what each does.
+
+A second table says what each synthetic set is, the three things a good synthetic tail sample
+must be at once: **new** (:mod:`ltaug.novelty`: the share of samples at least as far from every
+real training image of their class as those are from each other, in pixels and in the judge's
+features; the share whose nearest training image is the one they were made from; memorisation),
+**faithful** (label fidelity by the judge and, on the demo, the finding detector's hit rate
+with its interval and its false-positive rate on the samples made for the other tail classes)
+and, from Table 1, **useful**. On the demo the fidelity funnels of the variants stand side by
+side: at which stage each loses the tail finding. Figures: :mod:`ltaug.report_figures`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,19 +30,14 @@ import pandas as pd
 
 from ltaug.data import ClassSplit
 from ltaug.errors import InputError
-from ltaug.images import open_image
 from ltaug.io import atomic_path
+from ltaug.report_figures import forest_plot, memorisation_panel, novelty_panel, panels, per_class_ap_plot
 from ltaug.synthetic import SyntheticSet
+from ltaug.variants import display_name, variant_of
 
-NAMES = {"baseline": "Baseline", "resample": "Resample", "smote": "SMOTE", "roentgen": "RoentGen", "ours": "Ours"}
-
-
-def display_name(method: str) -> str:
-    """baseline -> Baseline, roentgen@75 -> RoentGen@75, ours@5 -> Ours@5."""
-    family, _, steps = method.partition("@")
-    if family not in NAMES:
-        raise ValueError(f"unknown method {method!r}; methods are {', '.join(NAMES)} (with @N where they take one)")
-    return NAMES[family] + (f"@{steps}" if steps else "")
+QUALITY = ("avg_tail_kid", "avg_tail_fd", "avg_tail_precision", "avg_tail_recall", "avg_tail_density",
+           "avg_tail_coverage", "avg_memorised")  # fmt: skip
+NOVELTY = ("pixels_new", "features_new", "pixels_median_ratio", "features_median_ratio", "own_source")
 
 
 def _read(path: Path, what: str) -> dict:
@@ -59,11 +59,12 @@ def _fmt(mean: float | None, std: float | None = None, digits: int = 3) -> str:
 
 def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[str, dict], intervals: dict) -> pd.DataFrame:
     """One row per method: numbers from evaluate_classifier ({method}.json), compare_methods (intervals.json)
-    and evaluate_fid.
+    and evaluate_fid; one group of Δ columns per reference row (delta_tail_map_<reference>, ...).
 
     A method other than the baseline without a synthetic sample, or without its distance
     results or intervals, is an error: an empty set must not look like a row of zeros.
     """
+    references = intervals.get("references", [])
     rows = []
     for method in methods:
         c = classifier[method]
@@ -80,21 +81,28 @@ def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[s
             raise InputError(f"evaluation of {method!r}: not in intervals.json; rerun compare_methods.")
         std = c["std"]
         many = len(c["seeds"]) > 1
-        row = {"method": method, "row": display_name(method), "metric": f["metric"] if f else None}
-        for key in ("avg_tail_kid", "avg_tail_fd", "avg_tail_precision", "avg_tail_recall", "avg_tail_density",
-                    "avg_tail_coverage", "avg_memorised"):  # fmt: skip
+        row = {"method": method, "row": display_name(method), "variant": variant_of(method),
+               "metric": f["metric"] if f else None}  # fmt: skip
+        for key in QUALITY:
             row[key] = f.get(key) if f else None
         for key, name in (("map_head", "head_map"), ("map_tail", "tail_map"), ("auroc_macro", "auroc_macro")):
             row[name] = i[key]["estimate"]
             row[f"{name}_lo"], row[f"{name}_hi"] = i[key]["lo"], i[key]["hi"]
             row[f"{name}_std"] = std[key] if many else None
-        for key, name in (("map_tail", "delta_tail_map"), ("map_head", "delta_head_map")):
-            d = i.get("delta", {}).get(key)
-            for part in ("estimate", "lo", "hi", "p", "p_holm"):
-                row[name if part == "estimate" else f"{name}_{part}"] = d[part] if d else None
+        for ref in references:
+            for key, name in (("map_tail", "delta_tail_map"), ("map_head", "delta_head_map")):
+                d = i.get("delta", {}).get(ref, {}).get(key)
+                for part in ("estimate", "lo", "hi", "p", "p_holm"):
+                    row[f"{name}_{ref}" if part == "estimate" else f"{name}_{ref}_{part}"] = d[part] if d else None
+        novelty = (f or {}).get("novelty") or {}
+        detector = (f or {}).get("detector") or {}
         row |= {
+            **{f"novelty_{key}": novelty.get(key) for key in NOVELTY},
             "tail_label_fidelity": f["avg_label_fidelity"] if f else None,
             "tail_detector_fidelity": f.get("avg_detector_fidelity") if f else None,
+            "tail_detector_fidelity_lo": detector.get("fidelity", {}).get("lo"),
+            "tail_detector_fidelity_hi": detector.get("fidelity", {}).get("hi"),
+            "detector_fpr_synthetic": detector.get("fpr_synthetic", {}).get("rate"),
             "n_synthetic": c["n"]["synthetic"],
             "seeds": len(c["seeds"]),
         }
@@ -106,6 +114,8 @@ def _ci(estimate, lo, hi, digits: int = 3, sign: bool = False) -> str:
     if _missing(estimate):
         return "–"
     f = f"+.{digits}f" if sign else f".{digits}f"
+    if _missing(lo) or _missing(hi):
+        return f"{estimate:{f}}"
     return f"{estimate:{f}} [{lo:{f}}, {hi:{f}}]"
 
 
@@ -118,69 +128,119 @@ def _p(p, resamples: int | None = None) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def verdicts(table: pd.DataFrame, level: float, resamples: int | None = None) -> list[str]:
-    """One line per method: is its tail and head mAP difference to Baseline distinguishable from zero?"""
+def verdicts(table: pd.DataFrame, references: Sequence[str], level: float, resamples: int | None = None) -> list[str]:
+    """One line per method: is its tail and head mAP difference to each reference distinguishable from zero?"""
     lines = []
-    for r in table.itertuples():
-        if _missing(r.delta_tail_map):
-            continue
+    for r in table.to_dict("records"):
         parts = []
-        for what, d, lo, hi, p, holm in (("tail", r.delta_tail_map, r.delta_tail_map_lo, r.delta_tail_map_hi,
-                                          r.delta_tail_map_p, r.delta_tail_map_p_holm),
-                                         ("head", r.delta_head_map, r.delta_head_map_lo, r.delta_head_map_hi,
-                                          r.delta_head_map_p, r.delta_head_map_p_holm)):  # fmt: skip
-            if _missing(d):
-                continue
-            real = lo > 0 or hi < 0
-            word = ("higher" if d > 0 else "lower") if real else "not distinguishable from Baseline"
-            parts.append(f"{what} mAP {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (p {_p(p, resamples)}, Holm {_p(holm, resamples)}): "
-                         + (f"{word} than Baseline" if real else word))  # fmt: skip
-        lines.append(f"**{r.row}**: " + "; ".join(parts) + ".")
+        for ref in references:
+            name = display_name(ref)
+            for what in ("tail", "head"):
+                key = f"delta_{what}_map_{ref}"
+                d = r.get(key)
+                if _missing(d):
+                    continue
+                lo, hi, p, holm = (r[f"{key}_{part}"] for part in ("lo", "hi", "p", "p_holm"))
+                real = lo > 0 or hi < 0
+                word = (f"{'higher' if d > 0 else 'lower'} than {name}") if real else f"not distinguishable from {name}"
+                parts.append(f"{what} mAP {d:+.3f} [{lo:+.3f}, {hi:+.3f}] vs {name} (p {_p(p, resamples)}, Holm "
+                             f"{_p(holm, resamples)}): {word}")  # fmt: skip
+        if parts:
+            lines.append(f"**{r['row']}**: " + "; ".join(parts) + ".")
     if lines:
-        lines.insert(0, f"Differences to Baseline ({level:.0%} paired bootstrap interval; distinguishable when it "
+        names = " and to ".join(display_name(r) for r in references)
+        lines.insert(0, f"Differences to {names} ({level:.0%} paired bootstrap interval; distinguishable when it "
                         f"excludes 0):")  # fmt: skip
     return lines
 
 
-def markdown(table: pd.DataFrame, notes: Sequence[str], level: float = 0.95, resamples: int | None = None) -> str:
-    """Table 1 and the sample-quality table as GitHub markdown, the verdicts on the differences, then notes."""
+def _line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown(
+    table: pd.DataFrame, notes: Sequence[str], level: float = 0.95, resamples: int | None = None,
+    references: Sequence[str] = (), funnel: str = "",
+) -> str:  # fmt: skip
+    """Table 1, the table of what the synthetic samples are (new, faithful), the verdicts on the differences, the
+    funnels side by side (demo), then the notes, as GitHub markdown."""
     metric = next((m for m in table["metric"] if isinstance(m, str)), "FID")
-    demo = table["tail_detector_fidelity"].notna().any()
     ci = f"[{level:.0%} CI]"
-    head = ["Method", "Avg Tail KID ↓", f"Avg Tail {metric} ↓", f"Head mAP ↑ {ci}", f"Tail mAP ↑ {ci}",
-            f"Δ Tail mAP vs Baseline {ci}", "p", f"Macro AUROC ↑ {ci}", "Tail label fidelity ↑"]  # fmt: skip
-    head += ["Tail detector fidelity ↑"] if demo else []
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table.itertuples():
-        cells = [r.row, _fmt(r.avg_tail_kid, digits=4), _fmt(r.avg_tail_fd, digits=2),
-                 _ci(r.head_map, r.head_map_lo, r.head_map_hi), _ci(r.tail_map, r.tail_map_lo, r.tail_map_hi),
-                 _ci(r.delta_tail_map, r.delta_tail_map_lo, r.delta_tail_map_hi, sign=True), _p(r.delta_tail_map_p, resamples),
-                 _ci(r.auroc_macro, r.auroc_macro_lo, r.auroc_macro_hi), _fmt(r.tail_label_fidelity)]  # fmt: skip
-        if demo:
-            cells.append(_fmt(r.tail_detector_fidelity))
-        lines.append("| " + " | ".join(cells) + " |")
-    quality = table[table["avg_tail_kid"].notna()]
+    head = ["Method", "Avg Tail KID ↓", f"Avg Tail {metric} ↓", f"Head mAP ↑ {ci}", f"Tail mAP ↑ {ci}"]
+    head += [f"Δ Tail mAP vs {display_name(ref)} {ci}" for ref in references] + [f"Macro AUROC ↑ {ci}"]
+    lines = [_line(head), "|" + "---|" * len(head)]
+    for r in table.to_dict("records"):
+        cells = [r["row"], _fmt(r["avg_tail_kid"], digits=4), _fmt(r["avg_tail_fd"], digits=2),
+                 _ci(r["head_map"], r["head_map_lo"], r["head_map_hi"]), _ci(r["tail_map"], r["tail_map_lo"], r["tail_map_hi"])]  # fmt: skip
+        for ref in references:
+            key = f"delta_tail_map_{ref}"
+            cells.append(_ci(r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi"), sign=True))
+        cells.append(_ci(r["auroc_macro"], r["auroc_macro_lo"], r["auroc_macro_hi"]))
+        lines.append(_line(cells))
+    quality = table[table["method"] != "baseline"]
     if len(quality):
-        lines += ["", "Sample quality per tail class, averaged (same features as the distances):", "",
-                  "| Method | Precision ↑ | Recall ↑ | Density ↑ | Coverage ↑ | Memorised ↓ |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in quality.itertuples():
-            cells = [r.row] + [_fmt(v) for v in (r.avg_tail_precision, r.avg_tail_recall, r.avg_tail_density,
-                                                 r.avg_tail_coverage, r.avg_memorised)]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
-    verdict = verdicts(table, level, resamples)
+        demo = quality["tail_detector_fidelity"].notna().any()
+        head = ["Method", "New ↑ (pixels / judge)", "d / d_real (pixels)", "Nearest is its source ↓", "Memorised ↓",
+                "Label fidelity ↑"]  # fmt: skip
+        head += [f"Detector fidelity ↑ {ci}", "Detector FPR, synthetic ↓"] if demo else []
+        head += ["Precision ↑", "Recall ↑", "Coverage ↑"]
+        lines += ["", "What the synthetic samples are, per tail class, averaged: new (and not copied), faithful:", "",
+                  _line(head), "|" + "---|" * len(head)]  # fmt: skip
+        for r in quality.to_dict("records"):
+            new = "–" if _missing(r["novelty_pixels_new"]) else f"{r['novelty_pixels_new']:.2f} / {_fmt(r['novelty_features_new'], digits=2)}"
+            cells = [r["row"], new, _fmt(r["novelty_pixels_median_ratio"], digits=2), _fmt(r["novelty_own_source"], digits=2),
+                     _fmt(r["avg_memorised"]), _fmt(r["tail_label_fidelity"])]  # fmt: skip
+            if demo:
+                cells += [_ci(r["tail_detector_fidelity"], r["tail_detector_fidelity_lo"], r["tail_detector_fidelity_hi"]),
+                          _fmt(r["detector_fpr_synthetic"])]  # fmt: skip
+            cells += [_fmt(r[k]) for k in ("avg_tail_precision", "avg_tail_recall", "avg_tail_coverage")]
+            lines.append(_line(cells))
+    verdict = verdicts(table, references, level, resamples)
     text = "\n".join(lines) + "\n\n"
     if verdict:
         text += verdict[0] + "\n\n" + "\n".join(f"- {v}" for v in verdict[1:]) + "\n\n"
+    if funnel:
+        text += funnel + "\n"
     return text + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
+def funnel_table(funnels: dict[str, pd.DataFrame]) -> str:
+    """Every variant's fidelity funnel (mean over tail classes) side by side: one column per variant, one row per
+    stage and measure; a variant's CAM row is its own method's, its sets' rows are named @s."""
+    if not funnels:
+        return ""
+    columns, order = {}, []
+    for variant, frame in funnels.items():
+        mean = frame[frame["class"] == "mean"]
+        values = {}
+        for r in mean.itertuples():
+            stage = "cam" if r.stage.startswith("cam:") else r.stage.replace(f"{variant}@", "@") if "@" in r.stage else r.stage
+            key = f"{stage} {r.measure}"
+            values[key] = r.value
+            order.append(key)
+        columns[variant] = values
+    rows = list(dict.fromkeys(order))
+    fpr = next(iter(funnels.values()))
+    fpr = fpr[(fpr["class"] == "mean") & (fpr["stage"] == "real")]["fpr"]
+    lines = ["Fidelity funnel of every variant, mean over tail classes (funnel/<variant>.md per class; the judge's "
+             + (f"false-positive rate on real negatives {fpr.iloc[0]:.3f}" if len(fpr) and pd.notna(fpr.iloc[0]) else "rate")
+             + "): where each configuration loses the tail finding.", "",
+             _line(["stage", *(display_name(v + "@0")[:-2] for v in funnels)]), "|---|" + "---|" * len(funnels)]  # fmt: skip
+    for key in rows:
+        lines.append(_line([key] + [_fmt(columns[v].get(key)) for v in funnels]))
+    return "\n".join(lines) + "\n"
+
+
 def notes_for(
-    split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dict], detector: dict | None, intervals: dict
-) -> list[str]:
-    """The facts a reader needs beside the numbers: classifier, seeds, test split, what each column means."""
+    split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dict], detector: dict | None, intervals: dict,
+    variants: dict[str, str] | None = None, judge: dict | None = None,
+) -> list[str]:  # fmt: skip
+    """The facts a reader needs beside the numbers: what each variant does, classifier, seeds, test split, the
+    judge, what each column means."""
     base = classifier["baseline"] if "baseline" in classifier else next(iter(classifier.values()))
     seeds = len(intervals["seeds"])
-    notes = [
+    notes = [f"Variant {line}." for line in (variants or {}).values()]
+    notes += [
         f"Intervals: {intervals['level']:.0%} percentile bootstrap over {intervals['resamples']} resamples of the "
         f"{intervals['n_test']} test images, the same resamples for every method, so each Δ is a paired difference "
         + (f"(the {seeds} classifier seeds are resampled too, the same draw for every method: the interval holds the "
@@ -203,6 +263,13 @@ def notes_for(
     if policy.get("ignore_labels"):
         notes.append(f"Labels: names dropped as no class (data.ignore_labels): {', '.join(policy['ignore_labels'])}.")
     any_fid = next(iter(fid.values()), None)
+    if judge:
+        notes.append(
+            f"Judge: {any_fid['judge'] if any_fid else 'a DenseNet'}, trained on the real training images only with "
+            f"class-balanced batches (eval.judge.balance {judge.get('balance', 1.0):g}), so that its features see the "
+            f"tail; test tail mAP {judge['mean']['map_tail']:.3f}, head mAP {judge['mean']['map_head']:.3f}. Distances, "
+            "precision / recall, memorisation and novelty are measured in its features, label fidelity by its scores."
+        )
     if any_fid:
         notes.append(
             f"Avg Tail {any_fid['metric']}: Frechet distance per tail class between its generated samples and its real "
@@ -212,11 +279,19 @@ def notes_for(
             + " With a few dozen real images per tail class the Frechet distance is dominated by its small-sample bias;"
             " KID is unbiased and is the headline."
         )
+        notes.append(
+            "New: share of a set's samples that are at least as far from every real training image of their tail class "
+            "as the real images of that class are from their nearest other (the median of those distances, d_real), in "
+            "grayscale pixels at the classifier's input size / in the judge's features; d / d_real: the median ratio (0: "
+            "a copy). Nearest is its source: share of samples whose nearest training image (of any class) is one they "
+            "were made from (tail_id, head_id, source_id, neighbour_id): a near-copy of its source (novelty.png shows "
+            "each set's median sample beside its nearest real image)."
+        )
         ks = sorted({v["prdc_k"] for v in any_fid["per_class"].values() if v["prdc_k"]})
         k = f"k = {', '.join(map(str, ks))}" if ks else "undefined: fewer than 3 real images per tail class"
         mem = any_fid["memorisation"]
         notes.append(
-            f"Precision / recall / density / coverage (Naeem et al. 2020, {k}) of each tail class's "
+            f"Precision / recall / coverage (Naeem et al. 2020, {k}; density in table1.csv) of each tail class's "
             f"samples against its real images, averaged. Memorised: share of samples whose nearest training image "
             f"({mem['train']} images) is closer than the {mem['percentile']:g}th percentile ({mem['threshold']:.3f}) of "
             f"{mem['reference']} real test images' nearest-training-image distances; a generator that does not copy "
@@ -225,8 +300,8 @@ def notes_for(
         )
         real = [v["label_rate_real"] for v in any_fid["per_class"].values()]
         notes.append(
-            "Tail label fidelity: share of the samples made for a tail class that the real-data classifier scores "
-            f"positive for that class (threshold: best F1 on validation); on real images of those classes: {np.mean(real):.3f}."
+            "Label fidelity: share of the samples made for a tail class that the judge scores positive for that class "
+            f"(threshold: best F1 on validation); on real held-out images of those classes: {np.mean(real):.3f}."
         )
         if detector:
             parts = []
@@ -235,164 +310,48 @@ def notes_for(
                 if test:
                     parts.append(f"{name} sensitivity {_fmt(test['sensitivity'], digits=2)}, specificity "
                                  f"{_fmt(test['specificity'], digits=2)}")  # fmt: skip
-            notes.append("Tail detector fidelity: share of the samples in which the demo's pattern detector finds the "
-                         "finding; the detector on real test images: " + "; ".join(parts) + ".")  # fmt: skip
+            fitted = next(iter(detector["classes"].values()), {}).get("fitted_on", "val")
+            notes.append(
+                "Detector fidelity: share of the samples made for a tail class in which the demo's pattern detector finds "
+                f"its finding, mean over tail classes with a bootstrap interval over the samples; the detector's region "
+                f"and threshold are fitted on the {fitted} split only (no training image, which the samples are made "
+                "from). Detector FPR, synthetic: its rate on the samples made for the other tail classes, negative for "
+                "the class; a fidelity near it means the finding is not there. On real test images: "
+                + "; ".join(parts) + "."
+            )
     return notes
-
-
-def per_class_ap_plot(path: Path, methods: Sequence[str], intervals: dict, split: ClassSplit) -> None:
-    """Grouped bars: test AP per class (head, medium, tail in that order), one bar per method, with its interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = split.head + split.medium + split.tail
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(order) + 2), 4.5))
-    width = 0.8 / len(methods)
-    x = np.arange(len(order))
-    for m, method in enumerate(methods):
-        ap = intervals["methods"][method]["ap"]
-        values = np.array([[np.nan if ap[c][k] is None else ap[c][k] for k in ("estimate", "lo", "hi")] for c in order])
-        error = np.abs(values[:, 1:].T - values[:, 0])
-        ax.bar(x + (m - (len(methods) - 1) / 2) * width, values[:, 0], width, label=display_name(method),
-               yerr=error, error_kw={"elinewidth": 0.6, "capsize": 1.2, "ecolor": "0.25"})  # fmt: skip
-    first_tail = len(order) - len(split.tail)
-    ax.axvspan(first_tail - 0.5, len(order) - 0.5, color="0.9", zorder=0)
-    ax.text(first_tail - 0.4, 1.0, "tail classes", fontsize=9, va="top")
-    ax.set_xticks(x, [re.sub(r"(.{12}\S*) ", r"\1\n", c) for c in order], fontsize=8)
-    ax.set_ylabel("test AP")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, ncol=len(methods), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def forest_plot(path: Path, table: pd.DataFrame, level: float) -> None:
-    """Δ tail mAP and Δ head mAP of every method against Baseline with their paired intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = table[table["delta_tail_map"].notna()].reset_index(drop=True)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * max(len(rows), 1) + 1.4), sharey=True)
-    y = np.arange(len(rows))[::-1]
-    for ax, (name, title) in zip(axes, (("delta_tail_map", "Δ tail mAP"), ("delta_head_map", "Δ head mAP"))):
-        estimate = rows[name].to_numpy(dtype=float)
-        lo, hi = rows[f"{name}_lo"].to_numpy(dtype=float), rows[f"{name}_hi"].to_numpy(dtype=float)
-        real = (lo > 0) | (hi < 0)
-        ax.axvline(0, color="0.5", lw=0.8, ls="--")
-        ax.errorbar(estimate, y, xerr=[estimate - lo, hi - estimate], fmt="none", ecolor="0.3", capsize=3)
-        ax.scatter(estimate, y, c=np.where(real, "tab:red", "0.4"), zorder=3, s=22)
-        ax.set_title(f"{title} vs Baseline ({level:.0%} paired interval)", fontsize=9)
-        ax.grid(axis="x", color="0.9")
-    axes[0].set_yticks(y, rows["row"].tolist(), fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def memorisation_panel(path: Path, fid: dict[str, dict], pairs: int = 4) -> None:
-    """Per method (rows), its ``pairs`` synthetic samples closest to a training image, each next to that image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(fid)
-    fig, axes = plt.subplots(max(len(methods), 1), 2 * pairs, figsize=(1.25 * 2 * pairs, 1.45 * max(len(methods), 1)),
-                             squeeze=False)  # fmt: skip
-    for r, method in enumerate(methods):
-        closest = fid[method]["memorisation"]["closest"][:pairs]
-        for c in range(2 * pairs):
-            ax = axes[r, c]
-            ax.set_xticks([]), ax.set_yticks([])
-            if c // 2 >= len(closest):
-                ax.axis("off")
-                continue
-            pair = closest[c // 2]
-            image = pair["synthetic_path"] if c % 2 == 0 else pair["train_path"]
-            ax.imshow(np.asarray(open_image(image).convert("L")), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(f"d {pair['distance']:.2f}" if c % 2 == 0 else "nearest train", fontsize=6)
-            if c == 0:
-                ax.set_ylabel(display_name(method), fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def panels(path: Path, sets: dict[str, SyntheticSet], manifest: pd.DataFrame, split: ClassSplit) -> None:
-    """Fig. 2-style grid: per tail class, the real tail image and head neighbour of a fused sample (when the
-    sets record tail_id / head_id), then one sample of every method for that class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = dict(zip(manifest["id"].astype(str), manifest["path"]))
-    ours = [m for m in sets if m.startswith("ours@")]
-    columns = ["real tail"] + (["head neighbour"] if ours else []) + [display_name(m) for m in sets]
-    fig, axes = plt.subplots(len(split.tail), len(columns), figsize=(1.6 * len(columns), 1.75 * len(split.tail)), squeeze=False)
-    for r, name in enumerate(split.tail):
-        anchor = None
-        if ours:
-            first = sets[ours[0]].frame
-            first = first[first["tail_class"] == name].iloc[0]
-            anchor = {k: first[k] for k in ("tail_id", "head_id") if k in first.index}
-        cells = [paths.get(str(anchor.get("tail_id")))] if anchor else [None]
-        if ours:
-            cells.append(paths.get(str(anchor.get("head_id"))))
-        if cells[0] is None:  # no fused set (or it records no tail_id): a real training image of the class
-            real = manifest[(manifest["split"] == "train") & (manifest[name] == 1)]
-            cells[0] = real["path"].iloc[0] if len(real) else None
-        for method, s in sets.items():
-            rows = s.frame[s.frame["tail_class"] == name]
-            if anchor and all(k in rows.columns for k in anchor):
-                same = rows[np.logical_and.reduce([rows[k].astype(str) == str(v) for k, v in anchor.items()])]
-                rows = same if len(same) else rows
-            cells.append(str(s.root / rows["path"].iloc[0]))
-        for c, cell in enumerate(cells):
-            ax = axes[r, c]
-            ax.set_xticks([]), ax.set_yticks([])
-            if cell is not None:
-                ax.imshow(np.asarray(open_image(cell).convert("L")), cmap="gray", vmin=0, vmax=255)
-            if r == 0:
-                ax.set_title(columns[c], fontsize=8)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def write_report(
     outdir: str | Path, methods: Sequence[str], classifier_dir: str | Path, fid_dir: str | Path, split: ClassSplit,
     sets: dict[str, SyntheticSet], manifest: pd.DataFrame, intervals_path: str | Path, detector: dict | None = None,
+    variants: dict[str, str] | None = None, judge_path: str | Path | None = None,
+    funnels: dict[str, str | Path] | None = None,
 ) -> pd.DataFrame:  # fmt: skip
-    """Stage report: table1.csv, table1.md, per_class_ap.png, forest.png, memorisation.png and samples.png
-    under ``outdir``."""
+    """Stage report: table1.csv, table1.md, per_class_ap.png, forest.png, memorisation.png, novelty.png and
+    samples.png under ``outdir``. ``variants``: the line each variant's notes print; ``funnels``: the fidelity
+    funnel of each variant (demo)."""
     if not methods:
         raise InputError("eval.methods is empty; list the methods to evaluate, e.g. [baseline, resample, smote, roentgen, ours].")
     classifier = {m: _read(Path(classifier_dir) / f"{m}.json", f"classifier results of {m!r}") for m in methods}
     fid = {m: _read(Path(fid_dir) / f"{m}.json", f"distance results of {m!r}") for m in methods if m != "baseline"}
     intervals = _read(Path(intervals_path), "bootstrap intervals (rule compare_methods)")
+    judge = _read(Path(judge_path), "judge results (rule train_judge)") if judge_path else None
+    references = intervals.get("references", [])
     table = build_table(methods, classifier, fid, intervals)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(outdir / "table1.csv") as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
-    text = "# Table 1\n\n" + markdown(table, notes_for(split, classifier, fid, detector, intervals), intervals["level"],
-                                         intervals["resamples"])
+    frames = {v: pd.read_csv(path) for v, path in (funnels or {}).items()}
+    notes = notes_for(split, classifier, fid, detector, intervals, variants, judge)
+    text = "# Table 1\n\n" + markdown(table, notes, intervals["level"], intervals["resamples"], references,
+                                         funnel_table(frames))  # fmt: skip
     with atomic_path(outdir / "table1.md") as tmp:
         Path(tmp).write_text(text)
     per_class_ap_plot(outdir / "per_class_ap.png", methods, intervals, split)
-    forest_plot(outdir / "forest.png", table, intervals["level"])
+    forest_plot(outdir / "forest.png", table, references, intervals["level"])
     memorisation_panel(outdir / "memorisation.png", fid)
+    novelty_panel(outdir / "novelty.png", fid, split)
     panels(outdir / "samples.png", sets, manifest, split)
     return table

@@ -60,13 +60,17 @@ TINY_IL = {
 
 
 TINY_EVAL = {
-    "methods": ["baseline", "resample", "smote", "roentgen", "ours"],  # roentgen@{generate.num_steps} = roentgen@4
+    "methods": ["baseline", "resample", "smote", "roentgen", "ours", "ours-paper"],  # roentgen@{generate.num_steps} = roentgen@4
     "classifier": {"image_size": 32, "growth_rate": 4, "block_config": [1, 1], "num_init_features": 8, "steps": 4,
                    "batch_size": 8, "eval_every": 2, "seeds": [0, 1]},
     "fid": {"kid_subsets": 5},
 }  # fmt: skip
 TINY_FUSION = {"n_per_class": 3, "tau_h": 0.4, "tau_l": 0.6}
 TINY_GENERATE = {"steps": [0, 1], "num_steps": 4, "batch_size": 8}
+# the project's variant (the sections above) and the paper's, whose decoded set alone keeps the run short
+TINY_VARIANTS = {"ours": {}, "ours-paper": {"cam": {"method": "eigencam"}, "fusion": {"tau_h": 0.4, "tau_l": 0.4, "decode": "d"},
+                                            "generate": {"steps": [0]}}}  # fmt: skip
+ROWS = ["Baseline", "Resample", "SMOTE", "RoentGen@4", "Ours@0", "Ours@1", "Ours-paper@0"]
 
 
 def write_config(workdir: Path, **sections) -> dict:
@@ -81,6 +85,7 @@ def write_config(workdir: Path, **sections) -> dict:
         "pairing": {"k": 2},
         "fusion": TINY_FUSION,
         "generate": TINY_GENERATE,
+        "variants": TINY_VARIANTS,
         "baselines": {"batch_size": 8},
         "eval": TINY_EVAL,
     }
@@ -137,7 +142,7 @@ def test_tiny_workflow_latents_follow_the_manifest(tiny_run):
     manifest = pd.read_csv(tiny_run / "results/data/manifest.csv")
     model = tiny_run / "results/diffusion/model"
     # no stage reads the test split's latents or CAMs (cam.splits: [train, val]): neither is made
-    assert not (tiny_run / "results/latents/test.zarr").exists() and not (tiny_run / "results/cam/test.zarr").exists()
+    assert not (tiny_run / "results/latents/test.zarr").exists() and not (tiny_run / "results/cam/layercam/test.zarr").exists()
     for split, n in (("train", 60), ("val", 12)):
         store = open_latents(tiny_run / f"results/latents/{split}.zarr", expect={"model_fingerprint": fingerprint(model)})
         rows = manifest[manifest["split"] == split]
@@ -157,38 +162,49 @@ def test_nothing_to_do_on_a_second_run(tiny_run):
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
-IL_ON = {"train_il": 1, "cam_maps": 2, "pair_neighbours": 1, "fuse": 1, "generate": 2, "fig2_panels": 1}
+# the IL model and each variant's chain after it: maps of train and val by LayerCAM (ours) and EigenCAM (ours-paper),
+# pairs, fused store, sets ours@0, ours@1 and ours-paper@0, and Fig. 2 of both
+IL_ON = {"train_il": 1, "cam_maps": 4, "pair_neighbours": 2, "fuse": 2, "generate": 3, "fig2_panels": 2}
 BASELINES = {"baseline_resample": 1, "baseline_smote": 1, "baseline_roentgen": 1}
 
 
-def evaluation(rows: int, baseline: bool = False) -> dict[str, int]:
-    """Jobs that recompute ``rows`` rows of Table 1 (the Baseline row has no evaluate_fid job, but a new baseline
-    classifier means new training-image features), their intervals, and the fidelity funnel, which reads every
-    synthetic set (and, on the demo, the detector)."""
+def evaluation(rows: int, funnels: int, baseline: bool = False) -> dict[str, int]:
+    """Jobs that recompute ``rows`` rows of Table 1 (the Baseline row has no evaluate_fid job, but a new class split
+    means a new judge and new training-image features), their intervals, and the fidelity funnels of ``funnels``
+    variants (each reads its variant's sets and, on the demo, the detector)."""
     jobs = {"evaluate_classifier": rows, "evaluate_fid": rows - baseline, "compare_methods": 1, "report": 1,
-            "fidelity_funnel": 1}  # fmt: skip
-    return jobs | ({"real_features": 1} if baseline else {})
+            "fidelity_funnel": funnels}  # fmt: skip
+    return jobs | ({"real_features": 1, "train_judge": 1} if baseline else {})
 
 
 @pytest.mark.parametrize(
     "section,key,value,jobs",
     [
         # everything after the class split, not the data, the model or the latents
-        ("long_tail", "tail_max_prevalence", 0.05, {"split_classes": 1, **IL_ON, **BASELINES, "fit_detector": 1,
-                                                     **evaluation(6, baseline=True)}),
+        ("long_tail", "tail_max_prevalence", 0.05, {"split_classes": 1, "check_class_names": 2, **IL_ON, **BASELINES,
+                                                     "fit_detector": 1, **evaluation(7, 2, baseline=True)}),
         # re-encodes the splits a stage reads (train, val; not test), keeps the model; of the baselines only SMOTE reads latents
-        ("latents", "mode", "mean", {"encode_latents": 2, **IL_ON, "baseline_smote": 1, **evaluation(3)}),
+        ("latents", "mode", "mean", {"encode_latents": 2, **IL_ON, "baseline_smote": 1, **evaluation(4, 2)}),
         # a new VAE: everything from the latents on
         ("diffusion.bootstrap", "vae_steps", 7, {"bootstrap_vae": 1, "bootstrap_unet": 1, "encode_latents": 2, **IL_ON,
-                                                 "baseline_smote": 1, "baseline_roentgen": 1, **evaluation(4)}),
+                                                 "baseline_smote": 1, "baseline_roentgen": 1, **evaluation(5, 2)}),
         # a new UNet: only what runs it (ours@s for s > 0, text-to-image, Fig. 2), not the latents, IL, ours@0 or SMOTE
         ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_unet": 1, "generate": 1, "baseline_roentgen": 1,
-                                                  "fig2_panels": 1, **evaluation(2)}),
-        ("il", "lam", 0.7, {**IL_ON, **evaluation(2)}),  # the two Ours rows only
-        ("fusion", "decode", "residual", {"fuse": 1, "generate": 2, "fig2_panels": 1, **evaluation(2)}),
+                                                  "fig2_panels": 1, **evaluation(2, 1)}),
+        ("il", "lam", 0.7, {**IL_ON, **evaluation(3, 2)}),  # the three rows of the variants only
+        # a key ours-paper sets itself: the ours variant alone follows the section
+        ("fusion", "decode", "residual", {"fuse": 1, "generate": 2, "fig2_panels": 1, **evaluation(2, 1)}),
+        # one variant's own key: that variant's chain and nothing else
+        ("variants.ours-paper.fusion", "tau_h", 0.6, {"fuse": 1, "generate": 1, "fig2_panels": 1, **evaluation(1, 1)}),
+        # a variant's CAM method: its own maps (train and val, cam.splits), then its chain
+        ("variants.ours-paper.cam", "method", "gradcam", {"cam_maps": 2, "pair_neighbours": 1, "fuse": 1, "generate": 1,
+                                                          "fig2_panels": 1, **evaluation(1, 1)}),
         # the prompt reaches the UNet passes only: ours@s for s > 0 and text-to-image, not ours@0
         ("generate", "prompt_template", "chest x-ray showing {classes}",
-         {"generate": 1, "baseline_roentgen": 1, "fig2_panels": 1, **evaluation(2)}),
+         {"generate": 1, "baseline_roentgen": 1, "fig2_panels": 1, **evaluation(2, 1)}),
+        # a class-naming key is checked again, and the fusions that read it rerun
+        ("fusion", "exclusive_class", "Pneumothorax", {"check_class_names": 2, "fuse": 2, "generate": 3, "fig2_panels": 2,
+                                                        **evaluation(3, 2)}),
     ],
 )
 def test_a_config_change_reruns_exactly_the_stages_that_depend_on_it(tiny_run, section, key, value, jobs):
@@ -203,6 +219,15 @@ def test_a_config_change_reruns_exactly_the_stages_that_depend_on_it(tiny_run, s
         assert planned_jobs(result) == {**jobs, "all": 1}, result.stdout
     finally:
         write_config(tiny_run)
+
+
+def test_a_key_naming_no_class_fails_as_soon_as_the_classes_are_split(tmp_path):
+    write_config(tmp_path, fusion={"exclusive_class": "Normal"})
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert ("fusion.exclusive_class: 'Normal' is not a class of results/data/classes.json (Cardiomegaly, "
+            in result.stdout + result.stderr)  # fmt: skip
+    assert not (tmp_path / "results/fused").exists() and not (tmp_path / "results/il/model.pt").exists()
 
 
 def test_unknown_config_key_fails_before_any_job(tmp_path):

@@ -1,10 +1,12 @@
-# Stage 2: CAM maps (cam.method) of the IL classifier over z^s for every sample of a split, stored
-# threshold-free, so that changing fusion.tau_h / tau_l never reruns this stage.
-# cam.shards = 1: one cam_maps job per split writes results/cam/{split}.zarr.
+# Stage 2: CAM maps of the IL classifier over z^s for every sample of a split, stored threshold-free,
+# so that changing fusion.tau_h / tau_l never reruns this stage; one store per CAM method
+# (results/cam/{cam}/{split}.zarr), shared by every variant that reads maps of that method.
+# cam.shards = 1: one cam_maps job per split writes it.
 # cam.shards = S > 1: S cam_maps jobs per split (one GPU each) write temporary shard stores,
-# and gather_cams joins them into the same results/cam/{split}.zarr.
+# and gather_cams joins them into the same store.
 
 CAM_SHARDS = config["cam"]["shards"]
+
 
 
 if CAM_SHARDS == 1:
@@ -14,16 +16,17 @@ if CAM_SHARDS == 1:
             latents=f"{OUT}/latents/{{split}}.zarr",
             model=rules.train_il.output.model,
         output:
-            store=directory(f"{OUT}/cam/{{split}}.zarr"),
+            store=directory(f"{OUT}/cam/{{cam}}/{{split}}.zarr"),
         wildcard_constraints:
             split="|".join(SPLITS),
+            cam=CAM_METHODS,
         params:
-            cfg=section_json("cam", drop=("splits", "shards")),
+            cfg=cam_json,
             diffusion=section_json("diffusion", keep=("device",)),
         log:
-            "logs/cam/cam_maps_{split}.log",
+            "logs/cam/cam_maps_{cam}_{split}.log",
         benchmark:
-            "benchmarks/cam/cam_maps_{split}.tsv"
+            "benchmarks/cam/cam_maps_{cam}_{split}.tsv"
         threads: 2
         resources:
             gpu=1,
@@ -40,18 +43,19 @@ else:
             latents=f"{OUT}/latents/{{split}}.zarr",
             model=rules.train_il.output.model,
         output:
-            store=temp(directory(f"{OUT}/cam/shards/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr")),
+            store=temp(directory(f"{OUT}/cam/shards/{{cam}}/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr")),
         wildcard_constraints:
             split="|".join(SPLITS),
+            cam=CAM_METHODS,
             shard=r"[0-9]+",
         params:
-            cfg=section_json("cam", drop=("splits", "shards")),
+            cfg=cam_json,
             diffusion=section_json("diffusion", keep=("device",)),
             shards=CAM_SHARDS,
         log:
-            f"logs/cam/cam_maps_{{split}}_{{shard}}-of-{CAM_SHARDS}.log",
+            f"logs/cam/cam_maps_{{cam}}_{{split}}_{{shard}}-of-{CAM_SHARDS}.log",
         benchmark:
-            f"benchmarks/cam/cam_maps_{{split}}_{{shard}}-of-{CAM_SHARDS}.tsv"
+            f"benchmarks/cam/cam_maps_{{cam}}_{{split}}_{{shard}}-of-{CAM_SHARDS}.tsv"
         threads: 2
         resources:
             gpu=1,
@@ -69,20 +73,21 @@ else:
             latents=f"{OUT}/latents/{{split}}.zarr",
             model=rules.train_il.output.model,
             shards=expand(
-                f"{OUT}/cam/shards/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr",
+                f"{OUT}/cam/shards/{{cam}}/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr",
                 shard=range(1, CAM_SHARDS + 1),
                 allow_missing=True,
             ),
         output:
-            store=directory(f"{OUT}/cam/{{split}}.zarr"),
+            store=directory(f"{OUT}/cam/{{cam}}/{{split}}.zarr"),
         wildcard_constraints:
             split="|".join(SPLITS),
+            cam=CAM_METHODS,
         params:
-            cfg=section_json("cam", drop=("splits", "shards")),  # unused by the command: reruns it with the shards
+            cfg=cam_json,  # unused by the command: reruns it with the shards
         log:
-            "logs/cam/gather_cams_{split}.log",
+            "logs/cam/gather_cams_{cam}_{split}.log",
         benchmark:
-            "benchmarks/cam/gather_cams_{split}.tsv"
+            "benchmarks/cam/gather_cams_{cam}_{split}.tsv"
         conda:
             ENV
         shell:

@@ -1,10 +1,12 @@
 # Config validation (once, at the edge) and input functions. No other logic lives in rules.
 
 import json
+import re
 
-from ltaug.config import validate_config
+from ltaug.config import section_schema, validate_config
 from ltaug.data import SPLITS, DataConfig, LongTailConfig
 from ltaug.errors import ConfigError
+from ltaug.variants import describe, expand_methods, resolve
 
 
 def _validated(config):
@@ -19,12 +21,21 @@ def _validated(config):
         )
         DataConfig(**values["data"])  # cross-key checks of each section, before any job runs
         LongTailConfig(**values["long_tail"])
+        variants = resolve(values)
+        rows = expand_methods(values["eval"]["methods"], variants, values["generate"]["num_steps"])
+        for reference in values["eval"]["intervals"]["references"]:
+            if reference not in rows:
+                raise ConfigError(
+                    f"eval.intervals.references: {reference!r} is not a row of Table 1 ({', '.join(rows)}); name a "
+                    f"row that eval.methods makes, or add its method to eval.methods."
+                )
     except ConfigError as exc:
         raise WorkflowError(f"invalid configuration:\n{exc}") from None
     return values
 
 
 config.update(_validated(config))
+VARIANTS = resolve(config)  # name -> its cam, pairing, fusion and generate sections (ltaug.variants)
 
 OUT = config["outdir"]  # results/<stage>/...
 DEMO = config["demo"]["outdir"]
@@ -106,26 +117,62 @@ def vae_model():
     return diffusion_model()
 
 
-METHOD_PATTERN = r"baseline|resample|smote|roentgen@\d+|ours@\d+"  # evaluate_classifier's {method}
-SYNTHETIC_PATTERN = r"resample|smote|roentgen@\d+|ours@\d+"  # methods with a synthetic set
+METHOD_PATTERN = r"baseline|resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # evaluate_classifier's {method}
+SYNTHETIC_PATTERN = r"resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # methods with a synthetic set
+VARIANT_PATTERN = "|".join(re.escape(v) for v in VARIANTS)  # {variant}: a name of config key variants
 
 
 def eval_methods():
-    """Table 1's rows in order: eval.methods with roentgen -> roentgen@{generate.num_steps} (roentgen@N
-    stays), ours -> one ours@{s} per generate.steps."""
-    methods = []
-    for family in config["eval"]["methods"]:
-        if family == "roentgen":
-            methods.append(f"roentgen@{config['generate']['num_steps']}")
-        elif family == "ours":
-            methods += [f"ours@{s}" for s in config["generate"]["steps"]]
-        else:
-            methods.append(family)
-    return methods
+    """Table 1's rows in order: eval.methods with roentgen -> roentgen@{generate.num_steps} (roentgen@N stays), a
+    variant's name -> one <name>@<s> per s of its generate.steps (ltaug.variants.expand_methods)."""
+    return expand_methods(config["eval"]["methods"], VARIANTS, config["generate"]["num_steps"])
+
+
+def listed_variants():
+    """The variants with rows in Table 1, in the order of config key variants."""
+    return [v for v in VARIANTS if v in config["eval"]["methods"]]
+
+
+def variant_json(variant, section, keep=None, drop=()):
+    """One section as the variant sets it, as JSON for a rule's params (see section_json)."""
+    values = VARIANTS[variant][section]
+    chosen = {k: v for k, v in values.items() if (keep is None or k in keep) and k not in drop}
+    return json.dumps(chosen, sort_keys=True)
+
+
+CAM_METHODS = "|".join(re.escape(m) for m in section_schema("cam")["properties"]["method"]["enum"])  # {cam}
+
+
+def cam_json(wildcards):
+    """The cam section for the store of method {cam}: the shared keys, with that method."""
+    values = {k: v for k, v in config["cam"].items() if k not in ("splits", "shards")}
+    return json.dumps({**values, "method": wildcards.cam}, sort_keys=True)
+
+
+def cam_store(variant, split="train"):
+    """The CAM store a variant reads: that of its CAM method, shared by every variant with the same method."""
+    return f"{OUT}/cam/{VARIANTS[variant]['cam']['method']}/{split}.zarr"
+
+
+def variant_sets(variant):
+    """The synthetic sets <variant>@<s> of a variant, one per s of its generate.steps."""
+    return [synthetic_set(f"{variant}@{s}") for s in VARIANTS[variant]["generate"]["steps"]]
+
+
+def variant_notes():
+    """What each variant of Table 1 does, one line each, for the report's notes (ltaug.variants.describe)."""
+    return json.dumps({v: describe(v, VARIANTS[v]) for v in listed_variants()})
+
+
+def class_name_keys(variant):
+    """The config keys of a variant that name a class, with the key a user would fix, as JSON."""
+    own = (config["variants"][variant] or {}).get("fusion", {})
+    key = f"variants.{variant}.fusion.exclusive_class" if "exclusive_class" in own else "fusion.exclusive_class"
+    return json.dumps({key: VARIANTS[variant]["fusion"]["exclusive_class"]})
 
 
 def synthetic_set(method):
-    """results/synthetic/{method}: a baseline's set or, for ours@{s}, rule generate's."""
+    """results/synthetic/{method}: a baseline's set or, for <variant>@<s>, rule generate's."""
     return f"{OUT}/synthetic/{method}"
 
 
@@ -138,13 +185,15 @@ def classifier_inputs(wildcards):
 
 
 def fid_inputs(wildcards):
-    """evaluate_fid: the synthetic set, the real-data classifier and, on the demo, the finding detector."""
+    """evaluate_fid: the synthetic set, the judge classifier and its features of the training images and, on the
+    demo, the finding detector."""
     inputs = {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",
         "synthetic": synthetic_set(wildcards.method),
-        "classifier": f"{OUT}/eval/classifier/baseline.pt",
+        "judge": f"{OUT}/eval/judge/judge.pt",
         "real_features": f"{OUT}/eval/real_features.npz",
+        "pixels": f"{OUT}/eval/train_pixels.zarr",
     }
     if config["demo"]["enabled"]:
         inputs["detector"] = f"{OUT}/eval/detector.json"
@@ -152,7 +201,8 @@ def fid_inputs(wildcards):
 
 
 def report_inputs(wildcards):
-    """report: every method's classifier results, distance results and synthetic set."""
+    """report: every method's classifier results, distance results and synthetic set, the judge's results and, on
+    the demo, the detector and every listed variant's fidelity funnel."""
     methods = eval_methods()
     synthetic = [m for m in methods if m != "baseline"]
     inputs = {
@@ -162,6 +212,8 @@ def report_inputs(wildcards):
         "fid": [f"{OUT}/eval/fid/{m}.json" for m in synthetic],
         "intervals": f"{OUT}/eval/intervals.json",
         "sets": [synthetic_set(m) for m in synthetic],
+        "judge": f"{OUT}/eval/judge/judge.json",
+        "funnels": [f"{OUT}/eval/funnel/{v}.csv" for v in listed_variants()] if config["demo"]["enabled"] else [],
     }
     if config["demo"]["enabled"] and synthetic:
         inputs["detector"] = f"{OUT}/eval/detector.json"
@@ -169,22 +221,22 @@ def report_inputs(wildcards):
 
 
 def funnel_inputs(wildcards):
-    """fidelity_funnel: the training latents, CAMs, IL model and fused store, every synthetic set of
-    Table 1, and the judge: the demo's detector and boxes, or the real-data classifier."""
+    """fidelity_funnel of a variant: the training latents, the variant's CAMs and fused store, the IL model, the
+    variant's synthetic sets, and the judge: the demo's detector and boxes, or the judge classifier."""
     inputs = {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",
         "latents": f"{OUT}/latents/train.zarr",
-        "cams": f"{OUT}/cam/train.zarr",
+        "cams": cam_store(wildcards.variant),
         "model": f"{OUT}/il/model.pt",
-        "fused": f"{OUT}/fused/latents.zarr",
+        "fused": f"{OUT}/fused/{wildcards.variant}/latents.zarr",
         "diffusion_model": vae_model(),
-        "sets": [synthetic_set(m) for m in eval_methods() if m != "baseline"],
+        "sets": variant_sets(wildcards.variant),
     }
     if config["demo"]["enabled"]:
         inputs |= {"detector": f"{OUT}/eval/detector.json", "boxes": f"{DEMO}/boxes.csv"}
     else:
-        inputs["classifier"] = f"{OUT}/eval/classifier/baseline.pt"
+        inputs["classifier"] = f"{OUT}/eval/judge/judge.pt"
     return inputs
 
 
@@ -193,12 +245,15 @@ def get_final_output():
     outputs = [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]
     outputs += [f"{OUT}/latents/{split}.zarr" for split in ("train", "val")]  # test: no stage reads its latents
     outputs += [f"{OUT}/il/model.pt", f"{OUT}/il/history.csv"]
-    outputs += [f"{OUT}/cam/{split}.zarr" for split in config["cam"]["splits"]]
-    outputs += [f"{OUT}/pairs/pairs.csv", f"{OUT}/fused/latents.zarr"]
-    outputs += [f"{OUT}/synthetic/ours@{s}" for s in config["generate"]["steps"]] + [f"{OUT}/figures/fig2"]
+    variants = listed_variants()
+    for method in dict.fromkeys(VARIANTS[v]["cam"]["method"] for v in variants):  # each CAM method once
+        outputs += [f"{OUT}/cam/{method}/{split}.zarr" for split in config["cam"]["splits"]]
+    for v in variants:
+        outputs += [f"{OUT}/pairs/{v}/pairs.csv", f"{OUT}/fused/{v}/latents.zarr", *variant_sets(v)]
+        outputs.append(f"{OUT}/figures/fig2/{v}")
     if not config["diffusion"]["pretrained"]:
         outputs += [f"{OUT}/diffusion/vae_samples", f"{OUT}/diffusion/samples"]
     outputs += [f"{OUT}/report/table1.csv", f"{OUT}/report/table1.md"]  # Table 1: every evaluation before it
     if config["demo"]["enabled"]:  # ground-truth boxes exist: where each stage loses the tail finding
-        outputs.append(f"{OUT}/eval/funnel.csv")
+        outputs += [f"{OUT}/eval/funnel/{v}.csv" for v in variants]
     return outputs

@@ -61,3 +61,25 @@ rule split_classes:
         "python -m ltaug split_classes --manifest {input.manifest:q} --classes {output.classes:q}"
         " --labels {params.labels:q}"
         " --params {params.cfg:q} > {log} 2>&1"
+
+
+# Every config key that names a class, checked against classes.json as soon as the classes are split
+# (one job per variant, read by its fuse), not minutes of GPU later at the stage that reads it.
+rule check_class_names:
+    input:
+        classes=rules.split_classes.output.classes,
+    output:
+        checked=f"{OUT}/data/class_names/{{variant}}.json",
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
+    params:
+        names=lambda wildcards: class_name_keys(wildcards.variant),
+    log:
+        "logs/data/check_class_names_{variant}.log",
+    benchmark:
+        "benchmarks/data/check_class_names_{variant}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m ltaug check_class_names --classes {input.classes:q} --keys {params.names:q} --out {output.checked:q}"
+        " > {log} 2>&1"

@@ -34,7 +34,8 @@ rule evaluate_classifier:
 
 
 # Table 1's intervals: every method's test scores resampled together (paired bootstrap), the
-# difference of every method to the baseline with its interval and p-value.
+# difference of every method to each reference row (eval.intervals.references: Baseline and
+# Resample) with its interval and p-value.
 rule compare_methods:
     input:
         classes=f"{OUT}/data/classes.json",
@@ -78,6 +79,37 @@ if config["demo"]["enabled"]:
             " --boxes {input.boxes:q} --image-size {params.image_size} --detector {output.detector:q} --window {params.window:q} > {log} 2>&1"
 
 
+# The judge of every synthetic set: a DenseNet like Table 1's, trained on the real training images
+# with class-balanced batches, so that its features see the tail findings (Baseline's, trained on
+# image frequencies, barely does). FD / KID / PRDC, memorisation and novelty are measured in its
+# features, label fidelity by its scores at its best-F1 validation thresholds.
+rule train_judge:
+    input:
+        manifest=rules.prepare_data.output.manifest,
+        classes=rules.split_classes.output.classes,
+    output:
+        model=f"{OUT}/eval/judge/judge.pt",
+        results=f"{OUT}/eval/judge/judge.json",
+    params:
+        window=WINDOW,
+        cfg=section_json("eval.classifier", drop=("seeds",)),
+        judge=section_json("eval.judge"),
+        diffusion=section_json("diffusion", keep=("device",)),
+    log:
+        "logs/eval/train_judge.log",
+    benchmark:
+        "benchmarks/eval/train_judge.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "python -m ltaug train_judge --manifest {input.manifest:q} --classes {input.classes:q}"
+        " --model-out {output.model:q} --results {output.results:q} --params {params.cfg:q} --judge {params.judge:q}"
+        " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+
+
 rule evaluate_fid:
     input:
         unpack(fid_inputs),
@@ -103,20 +135,22 @@ rule evaluate_fid:
         ENV
     shell:
         "python -m ltaug evaluate_fid --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.classifier:q}"
+        " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.judge:q}"
         " --image-size {params.image_size} --detector={params.detector:q} --real-features {input.real_features:q}"
+        " --pixels {input.pixels:q}"
         " --results {output.results:q}"
         " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 
-# Memorisation's reference: the training images' features (once for every method) and the
-# distance of real test images to their nearest training image.
+# Memorisation's and novelty's reference: the training images' features and pixels (once for
+# every method) and the distance of real test images to their nearest training image.
 rule real_features:
     input:
         manifest=f"{OUT}/data/manifest.csv",
-        classifier=f"{OUT}/eval/classifier/baseline.pt",
+        classifier=rules.train_judge.output.model,
     output:
         features=f"{OUT}/eval/real_features.npz",
+        pixels=directory(f"{OUT}/eval/train_pixels.zarr"),
     params:
         window=WINDOW,
         cfg=section_json("eval.fid", keep=("inception_weights", "batch_size", "memorisation_reference", "seed")),
@@ -133,32 +167,39 @@ rule real_features:
         ENV
     shell:
         "python -m ltaug real_features --manifest {input.manifest:q} --classifier {input.classifier:q}"
-        " --image-size {params.image_size} --features {output.features:q} --params {params.cfg:q}"
+        " --image-size {params.image_size} --features {output.features:q} --pixels {output.pixels:q} --params {params.cfg:q}"
         " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 
-# How much of each tail finding survives each stage: on the demo judged by the finding detector
-# against the ground-truth boxes (CAM and fusion measured in the box), on real data by the
-# real-data classifier (label fidelity). Built by default on the demo (get_final_output).
+# How much of each tail finding survives each stage of a variant: on the demo judged by the finding
+# detector against the ground-truth boxes (CAM and fusion measured in the box), on real data by the
+# judge classifier (label fidelity). Built by default on the demo (get_final_output), one per variant.
 rule fidelity_funnel:
     input:
         unpack(funnel_inputs),
     output:
-        funnel=f"{OUT}/eval/funnel.csv",
-        markdown=f"{OUT}/eval/funnel.md",
-        figure=report(f"{OUT}/eval/funnel.png", caption="../report/funnel.rst", category="Fidelity funnel"),
+        funnel=f"{OUT}/eval/funnel/{{variant}}.csv",
+        markdown=f"{OUT}/eval/funnel/{{variant}}.md",
+        figure=report(
+            f"{OUT}/eval/funnel/{{variant}}.png",
+            caption="../report/funnel.rst",
+            category="Fidelity funnel",
+            subcategory="{variant}",
+        ),
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
     params:
         window=WINDOW,
-        tau_h=config["fusion"]["tau_h"],
+        tau_h=lambda wildcards: VARIANTS[wildcards.variant]["fusion"]["tau_h"],
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device", "variant")),
         detector=lambda wildcards, input: input.get("detector", ""),
         boxes=lambda wildcards, input: input.get("boxes", ""),
         classifier=lambda wildcards, input: input.get("classifier", ""),
     log:
-        "logs/eval/fidelity_funnel.log",
+        "logs/eval/fidelity_funnel_{variant}.log",
     benchmark:
-        "benchmarks/eval/fidelity_funnel.tsv"
+        "benchmarks/eval/fidelity_funnel_{variant}.tsv"
     threads: 2
     resources:
         gpu=1,

@@ -1,22 +1,25 @@
 # Stage 3b: tail and head sparse vectors fused by their CAM masks (Eqs. 6-12) and decoded by
-# the IL decoder (Eq. 13); fusion.n_per_class samples per tail class.
+# the IL decoder (Eq. 13); fusion.n_per_class samples per tail class, one store per variant.
 
 
 rule fuse:
     input:
         pairs=rules.pair_neighbours.output.pairs,
         latents=f"{OUT}/latents/train.zarr",
-        cams=f"{OUT}/cam/train.zarr",
+        cams=lambda wildcards: cam_store(wildcards.variant),
         model=rules.train_il.output.model,
         classes=rules.split_classes.output.classes,
+        class_names=rules.check_class_names.output.checked,
     output:
-        store=directory(f"{OUT}/fused/latents.zarr"),
+        store=directory(f"{OUT}/fused/{{variant}}/latents.zarr"),
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
     params:
-        cfg=section_json("fusion"),
+        cfg=lambda wildcards: variant_json(wildcards.variant, "fusion"),
     log:
-        "logs/fusion/fuse.log",
+        "logs/fusion/fuse_{variant}.log",
     benchmark:
-        "benchmarks/fusion/fuse.tsv"
+        "benchmarks/fusion/fuse_{variant}.tsv"
     threads: 2
     conda:
         ENV

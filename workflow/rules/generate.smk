@@ -1,6 +1,7 @@
-# Fused latents to images: one synthetic set ours@{s} per value of generate.steps (s = 0: the
-# VAE decodes z_F; s > 0: the last s of generate.num_steps UNet steps first), and the Fig. 2
-# panels. A set's params leave out generate.steps, so adding a value runs only the new set.
+# Fused latents to images: one synthetic set <variant>@<s> per value s of the variant's
+# generate.steps (s = 0: the VAE decodes z_F; s > 0: the last s of generate.num_steps UNet steps
+# first), and the Fig. 2 panels of each variant. A set's params leave out generate.steps, so
+# adding a value runs only the new set.
 
 
 rule generate:
@@ -8,19 +9,20 @@ rule generate:
         fused=rules.fuse.output.store,
         model=lambda wildcards: vae_model() if wildcards.steps == "0" else diffusion_model(),  # s = 0: the VAE only
     output:
-        synthetic=directory(f"{OUT}/synthetic/ours@{{steps}}"),
+        synthetic=directory(f"{OUT}/synthetic/{{variant}}@{{steps}}"),
     wildcard_constraints:
+        variant=VARIANT_PATTERN,
         steps=r"\d+",
     params:
         # s = 0 uses no UNet: only the batch size reaches it
-        cfg=lambda wildcards: section_json(
-            "generate", keep=("batch_size",) if wildcards.steps == "0" else None, drop=("steps",)
+        cfg=lambda wildcards: variant_json(
+            wildcards.variant, "generate", keep=("batch_size",) if wildcards.steps == "0" else None, drop=("steps",)
         ),
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
-        "logs/generate/generate_ours@{steps}.log",
+        "logs/generate/generate_{variant}@{steps}.log",
     benchmark:
-        "benchmarks/generate/generate_ours@{steps}.tsv"
+        "benchmarks/generate/generate_{variant}@{steps}.tsv"
     threads: 2
     resources:
         gpu=1,
@@ -28,8 +30,8 @@ rule generate:
         ENV
     shell:
         "python -m ltaug generate --fused {input.fused:q} --model {input.model:q} --steps {wildcards.steps}"
-        " --outdir {output.synthetic:q} --params {params.cfg:q} --diffusion {params.diffusion:q}"
-        " --threads {threads} > {log} 2>&1"
+        " --method {wildcards.variant}@{wildcards.steps} --outdir {output.synthetic:q} --params {params.cfg:q}"
+        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
 
 
 rule fig2_panels:
@@ -37,23 +39,26 @@ rule fig2_panels:
         manifest=rules.prepare_data.output.manifest,
         classes=rules.split_classes.output.classes,
         latents=f"{OUT}/latents/train.zarr",
-        cams=f"{OUT}/cam/train.zarr",
+        cams=lambda wildcards: cam_store(wildcards.variant),
         fused=rules.fuse.output.store,
         model=rules.train_il.output.model,
-        sets=expand(f"{OUT}/synthetic/ours@{{steps}}", steps=config["generate"]["steps"]),
+        sets=lambda wildcards: variant_sets(wildcards.variant),
     output:
         panels=report(
-            directory(f"{OUT}/figures/fig2"),
+            directory(f"{OUT}/figures/fig2/{{variant}}"),
             patterns=["{name}.png"],
             caption="../report/fig2.rst",
             category="Fig. 2",
+            subcategory="{variant}",
         ),
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
     params:
         window=WINDOW,
     log:
-        "logs/figures/fig2_panels.log",
+        "logs/figures/fig2_panels_{variant}.log",
     benchmark:
-        "benchmarks/figures/fig2_panels.tsv"
+        "benchmarks/figures/fig2_panels_{variant}.tsv"
     conda:
         ENV
     shell:

@@ -1,22 +1,25 @@
 # Stage 3a: every synthetic sample of a tail class gets a tail sample and a fresh head neighbour
-# from the head class the IL classifier confuses that tail sample with most.
+# from the head class the IL classifier confuses that tail sample with most; one pairs.csv per
+# variant (its pairing settings, and the probabilities of its CAM store).
 
 
 rule pair_neighbours:
     input:
         latents=f"{OUT}/latents/train.zarr",
-        cams=f"{OUT}/cam/train.zarr",
+        cams=lambda wildcards: cam_store(wildcards.variant),
         model=rules.train_il.output.model,
         classes=rules.split_classes.output.classes,
     output:
-        pairs=f"{OUT}/pairs/pairs.csv",
+        pairs=f"{OUT}/pairs/{{variant}}/pairs.csv",
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
     params:
-        cfg=section_json("pairing"),
+        cfg=lambda wildcards: variant_json(wildcards.variant, "pairing"),
         n_per_class=config["fusion"]["n_per_class"],
     log:
-        "logs/pairing/pair_neighbours.log",
+        "logs/pairing/pair_neighbours_{variant}.log",
     benchmark:
-        "benchmarks/pairing/pair_neighbours.tsv"
+        "benchmarks/pairing/pair_neighbours_{variant}.tsv"
     threads: 2
     conda:
         ENV

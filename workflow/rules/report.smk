@@ -1,6 +1,7 @@
-# The paper's Table 1 (rows from eval.methods) with intervals, a forest plot of the differences
-# to Baseline, a per-class AP plot, sample and memorisation panels,
-# all flagged for `snakemake --report`.
+# The paper's Table 1 (rows from eval.methods) with intervals, paired differences to each reference
+# row (Baseline, Resample), novelty and fidelity of every synthetic set, what each variant does,
+# a forest plot of the differences, a per-class AP plot, sample, novelty and memorisation panels
+# and, on the demo, every variant's fidelity funnel side by side; all flagged for `snakemake --report`.
 
 
 rule report:
@@ -12,10 +13,12 @@ rule report:
         ap=report(f"{OUT}/report/per_class_ap.png", caption="../report/per_class_ap.rst", category="Table 1"),
         forest=report(f"{OUT}/report/forest.png", caption="../report/forest.rst", category="Table 1"),
         memorisation=report(f"{OUT}/report/memorisation.png", caption="../report/memorisation.rst", category="Samples"),
+        novelty=report(f"{OUT}/report/novelty.png", caption="../report/novelty.rst", category="Samples"),
         samples=report(f"{OUT}/report/samples.png", caption="../report/samples.rst", category="Samples"),
     params:
         window=WINDOW,
         methods=json.dumps(eval_methods()),
+        variants=variant_notes(),
         outdir=lambda wildcards, output: os.path.dirname(output.table),
         classifier_dir=f"{OUT}/eval/classifier",
         fid_dir=f"{OUT}/eval/fid",
@@ -29,7 +32,7 @@ rule report:
         ENV
     shell:
         "python -m ltaug report --manifest {input.manifest:q} --classes {input.classes:q} --methods {params.methods:q}"
-        " --classifier-dir {params.classifier_dir:q} --fid-dir {params.fid_dir:q}"
-        " --synthetic-dir {params.synthetic_dir:q} --intervals {input.intervals:q} --detector={params.detector:q}"
-        " --outdir {params.outdir:q}"
+        " --variants {params.variants:q} --classifier-dir {params.classifier_dir:q} --fid-dir {params.fid_dir:q}"
+        " --synthetic-dir {params.synthetic_dir:q} --intervals {input.intervals:q} --judge {input.judge:q}"
+        " --funnels {input.funnels:q} --detector={params.detector:q} --outdir {params.outdir:q}"
         " --window {params.window:q} > {log} 2>&1"
