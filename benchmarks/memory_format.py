@@ -7,7 +7,8 @@ eval.classifier's size and batch; the bootstrap UNet at its batch) or per forwar
 encoder on latents.batch_size images, VAE decoder), with the weights and inputs in either memory
 format, and the largest difference between the two formats' outputs (the same function: only
 float rounding). The networks are freshly initialised from the config (no training data needed).
-Then the DenseNet step in channels-last once more: one process on every thread given, against as
+Then the DenseNet step in float32 against bfloat16 autocast (eval.classifier.precision), and in
+channels-last once more: one process on every thread given, against as
 many one-thread processes side by side (how `make demo` runs Table 1's classifiers on a CPU), as
 steps per second of the whole machine. Writes benchmarks/memory_format/results.json.
 """
@@ -87,6 +88,25 @@ def densenet_steps_per_s(clf: ClassifierConfig, threads: int, repeats: int) -> f
     return 1000 / per_call_ms(step, repeats)
 
 
+def densenet_precision(clf: ClassifierConfig, threads: int, repeats: int) -> dict:
+    """ms per DenseNet training step (channels-last) in float32 and under bfloat16 autocast (eval.classifier.precision)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_densenet(clf, 10).to(memory_format=CL).train()
+    x = torch.randn(clf.batch_size, 3, clf.image_size, clf.image_size).contiguous(memory_format=CL)
+    y = (torch.rand(clf.batch_size, 10) < 0.2).float()
+    row = {"threads": threads}
+    for precision in ("float32", "bfloat16"):
+        def loss(m, b, on=precision == "bfloat16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=on):
+                out = m(b[0])
+            return F.binary_cross_entropy_with_logits(out.float(), b[1])
+
+        row[f"{precision}_ms"] = per_call_ms(training_step(model, [x, y], loss), repeats)
+    row["speed_up"] = row["float32_ms"] / row["bfloat16_ms"]
+    return row
+
+
 def side_by_side(clf: ClassifierConfig, processes: int, repeats: int) -> dict:
     """Steps per second of the machine: one process on ``processes`` threads, then that many one-thread processes."""
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
@@ -135,13 +155,18 @@ def main() -> None:
             print(f"{threads} thread(s) {name}: contiguous {row['contiguous_ms']:.1f} ms, channels_last "
                   f"{row['channels_last_ms']:.1f} ms ({row['speed_up']:.2f}x), max |diff| {row['max_abs_diff']:.2e}", flush=True)  # fmt: skip
             rows.append(row)
+    precision = [densenet_precision(clf, threads, args.repeats) for threads in args.threads]
+    for row in precision:
+        print(f"{row['threads']} thread(s) DenseNet step: float32 {row['float32_ms']:.1f} ms, bfloat16 autocast "
+              f"{row['bfloat16_ms']:.1f} ms ({row['speed_up']:.2f}x)", flush=True)  # fmt: skip
     parallel = side_by_side(clf, max(args.threads), args.repeats)
     print(f"DenseNet steps/s of the machine: one process on {parallel['processes']} threads "
           f"{parallel['one_process_steps_per_s']:.1f}, {parallel['processes']} one-thread processes "
           f"{parallel['one_thread_processes_steps_per_s']:.1f} ({parallel['gain']:.2f}x)")  # fmt: skip
     out = REPO / "benchmarks" / "memory_format"
     out.mkdir(parents=True, exist_ok=True)
-    result = {"config": args.config, "cpu_threads": args.threads, "rows": rows, "side_by_side": parallel}
+    result = {"config": args.config, "cpu_threads": args.threads, "rows": rows, "precision": precision,
+              "side_by_side": parallel}  # fmt: skip
     (out / "results.json").write_text(json.dumps(result, indent=1))
 
 

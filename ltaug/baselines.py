@@ -28,8 +28,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ltaug.config import config_section
 from ltaug.errors import InputError
-from ltaug.images import open_image
-from ltaug.latents import decode_latents, preprocess
+from ltaug.latents import decode_latents, pixels
 from ltaug.synthetic import SyntheticSetWriter
 
 
@@ -149,18 +148,13 @@ def make_resample(
             picks = rows_t[balanced_repeats(len(rows_t), n_per_class, cfg.seed + t)]
             for start in range(0, n_per_class, cfg.batch_size):
                 part = picks[start : start + cfg.batch_size]
-                images = np.stack([_pixels(train, i, image_size, source) for i in part])
+                images = np.stack([pixels(train["path"].iloc[i], image_size, f"{source}, id {train['id'].iloc[i]!r}")
+                                   for i in part])  # fmt: skip
                 provenance = pd.DataFrame({"tail_class": name, "source_id": train["id"].to_numpy()[part]})
                 out.add(images, provenance, labels[part])
             summary[name] = {"training_samples": int(len(rows_t))}
             print(f"resample: {name}: {n_per_class} copies of {len(rows_t)} training images", file=sys.stderr)
     return summary
-
-
-def _pixels(frame: pd.DataFrame, i: int, size: int, source: str) -> np.ndarray:
-    """(S, S, 3) uint8: encode_latents' preprocessing of one image, back in 8 bits."""
-    x = preprocess(open_image(frame["path"].iloc[i], f"{source}, id {frame['id'].iloc[i]!r}"), size)  # (3, S, S)
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def make_text_to_image(

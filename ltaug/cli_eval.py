@@ -104,8 +104,9 @@ def _baseline_text_to_image(args: argparse.Namespace) -> None:
 def _evaluate_classifier_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="manifest.csv")
     p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--method", required=True, help="baseline, resample, smote, roentgen@N or ours@s")
-    p.add_argument("--synthetic", default="", help="the method's synthetic set directory ('' for the baseline)")
+    p.add_argument("--method", required=True, help="baseline, balanced, resample, smote, roentgen@N or <variant>@s")
+    p.add_argument("--synthetic", default="", help="the method's synthetic set directory ('' for baseline and balanced)")
+    p.add_argument("--balance", type=float, default=0.0, help="class balancing of the batches (balanced: 1; the rest 0)")
     p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the set")
     p.add_argument("--results", required=True, help="output results/eval/classifier/{method}.json")
     p.add_argument("--model-out", required=True, help="output: the first seed's selected model (.pt)")
@@ -126,7 +127,7 @@ def _evaluate_classifier(args: argparse.Namespace) -> None:
     device = runtime(args)[0]
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n) if args.synthetic else None
     results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg,
-                                                   device, source=args.manifest)  # fmt: skip
+                                                   device, source=args.manifest, balance=args.balance)  # fmt: skip
     save_classifier(args.model_out, model, meta)
     write_scores(args.scores, scores)
     write_results(args.results, results)
@@ -352,10 +353,11 @@ def _report(args: argparse.Namespace) -> None:
     from ltaug.data import read_classes, read_manifest
     from ltaug.report import write_report
     from ltaug.synthetic import read_synthetic_set
+    from ltaug.variants import REAL_ONLY
 
     split = read_classes(args.classes)
     methods = json.loads(args.methods)
-    sets = {m: read_synthetic_set(Path(args.synthetic_dir) / m, split.classes, split.tail) for m in methods if m != "baseline"}
+    sets = {m: read_synthetic_set(Path(args.synthetic_dir) / m, split.classes, split.tail) for m in methods if m not in REAL_ONLY}
     detector = json.loads(Path(args.detector).read_text()) if args.detector else None
     funnels = {Path(f).stem: f for f in args.funnels}
     table = write_report(args.outdir, methods, args.classifier_dir, args.fid_dir, split, sets,

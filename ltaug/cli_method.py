@@ -274,22 +274,26 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
     p.add_argument("--steps", type=int, required=True, help="s: the last s of generate.num_steps steps (0: decode only)")
     p.add_argument("--method", default="", help="the set's name, <variant>@<s> (default ours@<s>)")
+    p.add_argument("--manifest", default="", help="manifest.csv: the real images of generate.composite")
     p.add_argument("--outdir", required=True, help="output set directory (results/synthetic/<variant>@{s})")
     diffusion_argument(p, "device, dtype")
 
 
-@stage("generate", "fused latents to a synthetic image set, after s denoising steps", _generate_arguments)
+@stage("generate", "fused latents to a synthetic image set, after s denoising steps", _generate_arguments,
+       reads_images=True)  # fmt: skip
 def _generate(args: argparse.Namespace) -> None:
     import torch
 
     from ltaug.config import from_dict
+    from ltaug.data import read_manifest
     from ltaug.generate import GenerateConfig, generate_set
 
     torch.set_num_threads(args.threads)
     device, dtype, variant = runtime(args)
     cfg = from_dict(GenerateConfig, {**json.loads(args.params), "steps": [args.steps]}, "generate")
+    real = read_manifest(args.manifest) if args.manifest else None
     manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, device, dtype, variant,
-                            args.method or None)  # fmt: skip
+                            args.method or None, real)  # fmt: skip
     print(f"{args.outdir}: {len(manifest)} images")
 
 

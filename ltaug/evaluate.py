@@ -64,6 +64,7 @@ class ClassifierConfig:
     weight_decay: float = 0.0001  # AdamW weight decay
     eval_every: int = 250  # steps between validation passes; the step with the best val mAP is kept
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training per seed: mean and std are reported
+    precision: str = "float32"  # float32 | bfloat16: autocast of the training forward passes (predictions stay float32)
     cache_images: bool | str = "auto"  # true: every image in memory as uint8; false: read per batch; auto: see cache_decision
     threads: int = 2  # torch CPU threads and image-reading threads
 
@@ -268,7 +269,9 @@ def train_classifier(
             position += cfg.batch_size
         model.train()
         x = normalise(train.batch(rows.numpy()).to(device))
-        loss = F.binary_cross_entropy_with_logits(model(x), targets[rows].to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+            logits = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets[rows].to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

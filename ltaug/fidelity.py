@@ -188,10 +188,10 @@ def _gray(path: str) -> np.ndarray:
 
 def fit_detector(
     manifest: pd.DataFrame, boxes: pd.DataFrame, classes: Sequence[str], image_size: int, seed: int = 0,
-    fit: str = "val",
+    fit: str = "val", measure: str | None = "test",
 ) -> Detector:  # fmt: skip
-    """Fit the region and threshold on the ``fit`` split (validation) and measure on the test split, for each of
-    ``classes`` with a filter.
+    """Fit the region and threshold on the ``fit`` split (validation) and measure on the ``measure`` split (test;
+    None: not measured, for choosing settings without the test split), for each of ``classes`` with a filter.
 
     The training images are the ones synthetic samples are made from, so nothing of them enters
     the judge: its search region is the union of the ``fit`` split's boxes of the class (grown by
@@ -222,7 +222,7 @@ def fit_detector(
                                   "fitted_on": fit}  # fmt: skip
         mask = detector._mask(name)
         found = {}
-        for split in (fit, "test"):
+        for split in (fit, measure) if measure else (fit,):
             rows = manifest["split"].to_numpy() == split
             pos = np.flatnonzero(rows & (manifest[name].to_numpy() == 1))
             neg = np.flatnonzero(rows & (manifest[name].to_numpy() == 0))
@@ -234,11 +234,13 @@ def fit_detector(
         threshold, j = youden_threshold(np.array([s for s, _ in scored]), np.array(negative))
         detector.classes[name]["threshold"] = threshold
         detector.classes[name][fit] = {"youden_j": j, "positives": len(pos), "negatives": len(negative)}
-        pos, scored, negative = found["test"]
-        where = mine[mine["split"] == "test"].set_index("dicom_id")
+        if not measure:
+            continue
+        pos, scored, negative = found[measure]
+        where = mine[mine["split"] == measure].set_index("dicom_id")
         hits = [(i, xy) for i, (s, xy) in zip(pos, scored) if s >= threshold]
         inside = [_inside(where.loc[manifest["id"].iloc[i]], xy) for i, xy in hits]
-        detector.classes[name]["test"] = {
+        detector.classes[name][measure] = {
             "positives": len(pos),
             "negatives": len(negative),
             "sensitivity": float(len(hits) / len(pos)) if len(pos) else None,

@@ -21,7 +21,7 @@ from PIL import Image
 from ltaug.cam import open_cams, select_maps
 from ltaug.data import ClassSplit, read_manifest
 from ltaug.errors import InputError
-from ltaug.fusion import combine, fusion_masks, sample_generator, slug
+from ltaug.fusion import FusionConfig, combine, config_masks, sample_generator, slug
 from ltaug.images import open_image
 from ltaug.io import atomic_path
 from ltaug.iterated_stage import load_il_model
@@ -63,7 +63,7 @@ def fig2_panels(
     manifest = read_manifest(manifest_csv).set_index("id")
     il = load_il_model(il_path, "cpu")
     latents, cams, fused = open_latents(latents_store), open_cams(cam_store), open_latents(fused_store)
-    cfg = fused.attrs["config"]
+    cfg = FusionConfig(**fused.attrs["config"])
     method = cams.attrs.get("method", "eigencam")
     row_of = {sample_id: i for i, sample_id in enumerate(latents["ids"][:])}
     fused_tail = fused["tail_class"][:]
@@ -82,9 +82,12 @@ def fig2_panels(
             zs = il.model.student(torch.from_numpy(latents["z"].oindex[rows]))  # (2, C', h, w)
             maps = torch.from_numpy(select_maps(cams["maps"].oindex[rows], list(cams.attrs.get("map_classes", [])),
                                                 [t, head_class], str(cam_store)))  # (2, h, w): M_t for t, M_h for h
-            coins = sample_generator(cfg["seed"], t_index, 0)  # the generator fuse drew sample 0's coins from
-            masks = fusion_masks(maps[:1], maps[1:], cfg["tau_h"], cfg["tau_l"], coins)
+            coins = sample_generator(cfg.seed, t_index, 0)  # the generator fuse drew sample 0's coins from
+            masks = config_masks(cfg, maps[:1], maps[1:], coins)
+            if not np.array_equal(masks.from_tail[0].numpy(), fused["from_tail"][f].astype(bool)):
+                raise InputError(f"{fused_store}: sample {fused_id}'s stored mask is not the one its config gives; rerun fuse.")
             zs_f = combine(zs[:1], zs[1:], masks.from_tail)[0]  # (C', h, w), the fused sample's z_F^s
+            region = "region of " if cfg.tail_mask == "region" else ""
             sets = [_set_image(Path(d), fused_id) for d in set_dirs]
             cols = max(4, 2 + len(sets))
             fig, axes = plt.subplots(3, cols, figsize=(2.2 * cols, 6.9), squeeze=False)
@@ -95,11 +98,11 @@ def fig2_panels(
                 (0, 0, real[tail_id], f"tail: {tail_id}\n{t}", "gray"),
                 (0, 1, mip(zs[0]), "max_c z_t^s", "magma"),
                 (0, 2, maps[0].numpy(), f"{method} M_t", "jet"),
-                (0, 3, masks.specific[0].numpy(), f"M^S = M_t > {cfg['tau_h']}", "gray"),
+                (0, 3, masks.specific[0].numpy(), f"M^S = {region}M_t > {cfg.tau_h}", "gray"),
                 (1, 0, real[head_id], f"head: {head_id}\n{head_class}", "gray"),
                 (1, 1, mip(zs[1]), "max_c z_h^s", "magma"),
                 (1, 2, maps[1].numpy(), f"{method} M_h", "jet"),
-                (1, 3, masks.generic[0].numpy(), f"M^G = M_h < {cfg['tau_l']}", "gray"),
+                (1, 3, masks.generic[0].numpy(), f"M^G = M_h < {cfg.tau_l}", "gray"),
                 (2, 0, masks.from_tail[0].numpy(), f"from tail ({masks.from_tail.float().mean():.0%})", "gray"),
                 (2, 1, mip(zs_f), "max_c z_F^s", "magma"),
             ]

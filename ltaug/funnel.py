@@ -9,7 +9,7 @@ training samples that fusion starts from are followed through
     vae           decode(encode(x)): the VAE round trip         hit rate
     il            decode(D(S(z))): the IL round trip            hit rate
     cam:<method>  the variant's CAM map for t                   peak in the finding's box; share of
-                                                                the box inside M^S = map > tau_h
+                                                                the box inside M^S (as fuse builds it)
     fusion        F, the positions z_F^s takes from the tail    share of the box taken from the tail
     <variant>@s   the variant's synthetic sets                  hit rate on its samples made for t
 
@@ -41,6 +41,7 @@ from PIL import Image
 from ltaug.cam import open_training_stores, select_maps
 from ltaug.data import ClassSplit
 from ltaug.fid import DenseNetFeatures
+from ltaug.fusion import specific_mask
 from ltaug.fidelity import Detector
 from ltaug.image_source import load_image
 from ltaug.latents import decode_latents, open_latents
@@ -156,6 +157,8 @@ def fidelity_funnel(
         rows.append({"stage": stage, "measure": measure, "class": name, "n": n, "value": value, "fpr": rate})
 
     fused = open_latents(fused_store) if fused_store is not None else None
+    config = fused.attrs.get("config", {}) if fused is not None else {}
+    tail_mask, grow = config.get("tail_mask", "cells"), config.get("region_grow", 1)
     for name in split.tail:
         rows_t = np.flatnonzero(latents["labels"][:, classes.index(name)])  # the tail samples fusion starts from
         tail_ids = ids[rows_t]
@@ -177,8 +180,8 @@ def fidelity_funnel(
             stored = select_maps(cams["maps"].oindex[rows_t], map_classes, [name] * len(rows_t), str(cam_store))
             stage = f"cam:{method}"
             add(stage, PEAK, name, [peak_in_box(m, box_of[i], factor) for m, i in zip(stored, tail_ids)], len(stored), None)
-            add(stage, COVER, name, [box_share(m > tau_h, box_of[i], factor) for m, i in zip(stored, tail_ids)],
-                len(stored), None)  # fmt: skip
+            specific = specific_mask(torch.from_numpy(stored), tau_h, tail_mask, grow).numpy()  # M^S as fuse builds it
+            add(stage, COVER, name, [box_share(m, box_of[i], factor) for m, i in zip(specific, tail_ids)], len(stored), None)
             if fused is not None:
                 mine_f = np.flatnonzero(fused["tail_class"][:] == name)
                 from_tail = fused["from_tail"].oindex[mine_f]  # (n, h, w)

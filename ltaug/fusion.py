@@ -81,6 +81,8 @@ from ltaug.latents import COMPRESSOR
 
 LABEL_POLICIES = ("union", "tail_only", "classifier")
 DECODES = ("d", "residual")
+TAIL_MASKS = ("cells", "region")
+OVERLAPS = ("coin", "tail")
 PAIR_COLUMNS = ["j", "tail_id", "tail_class", "head_class", "head_id", "distance"]
 PROVENANCE = ("tail_id", "head_id", "tail_class", "head_class")
 SHARES = ("tail_share", "head_share", "coin_share")
@@ -96,6 +98,11 @@ class FusionConfig:
     label_threshold: float = 0.5  # classifier policy: classes with sigmoid(C(z_F^s)) above this (plus the tail class)
     exclusive_class: str = "No Finding"  # a class meaning "no other finding": cleared when a fused label has another class; "" = none
     decode: str = "d"  # d: z_F = D(z_F^s) (Eq. 13) | residual: plus each source's z - D(S(z)) where F took it
+    tail_mask: str = "cells"  # cells: M^S = tail map > tau_h (Eq. 6) | region: those cells' connected region around the map's peak, grown
+    region_grow: int = 1  # region: cells the region is grown by on every side (binary dilation)
+    overlap: str = "coin"  # positions in both or neither mask: coin (the paper's convention) | tail: M^S always from the tail, neither by coin
+    mask_source: str = "cam"  # cam: F from the CAM masks | random: F's positions shuffled per sample (the same count; an ablation)
+    space: str = "sparse"  # sparse: fuse z^s = S(z) and decode (the paper) | latent: z_F = F z_t + (1 - F) z_h on the SD latents (no IL)
     seed: int = 0  # seed of the per-position coins M^R (one stream per fused sample)
     batch_size: int = 64  # fused samples per student/decoder pass
     chunk_size: int = 256  # samples per Zarr chunk along axis 0
@@ -111,29 +118,73 @@ class FusionMasks(NamedTuple):
     from_tail: torch.Tensor  # F (B, h, w) bool: positions the fused vector takes from the tail vector
 
 
+def specific_mask(m_tail: torch.Tensor, tau_h: float, how: str = "cells", grow: int = 1) -> torch.Tensor:
+    """M^S (B, h, w) bool from (B, h, w) tail maps: cells, map > tau_h (Eq. 6); region, the 8-connected region of those
+    cells that holds the map's maximum (the finding, not scattered cells elsewhere), grown by ``grow`` cells on every
+    side. A map whose maximum is not above tau_h gives an empty mask either way."""
+    cells = m_tail > tau_h  # (B, h, w)
+    if how == "cells":
+        return cells
+    if how != "region":
+        raise ValueError(f"tail mask {how!r} is not one of {TAIL_MASKS}")
+    from scipy import ndimage
+
+    out = torch.zeros_like(cells)
+    eight = np.ones((3, 3), dtype=bool)
+    for b, (mask, m) in enumerate(zip(cells.cpu().numpy(), m_tail.cpu().numpy())):
+        peak = np.unravel_index(int(np.argmax(m)), m.shape)
+        if not mask[peak]:
+            continue
+        labels, _ = ndimage.label(mask, structure=eight)
+        region = labels == labels[peak]
+        if grow:
+            region = ndimage.binary_dilation(region, structure=eight, iterations=grow)
+        out[b] = torch.from_numpy(region)
+    return out
+
+
 def fusion_masks(
-    m_tail: torch.Tensor, m_head: torch.Tensor, tau_h: float, tau_l: float, generator: torch.Generator
-) -> FusionMasks:
+    m_tail: torch.Tensor, m_head: torch.Tensor, tau_h: float, tau_l: float, generator: torch.Generator,
+    tail_mask: str = "cells", grow: int = 1, overlap: str = "coin", shuffle: bool = False,
+) -> FusionMasks:  # fmt: skip
     """Eqs. 6-11 for (B, h, w) maps: which positions of the fused vector come from the tail vector.
 
     Mask convention (DESIGN.md): the paper's Eq. 6 is typeset loosely; Fig. 1, Fig. 2 and the
     authors' code take tail-specific positions from the tail vector, generic ones from the head
-    vector, and positions where both or neither hold by a fair coin (M^R).
-
-    Mask convention (DESIGN.md): M^S = 1[M_tail > tau_h] from the tail sample's map, M^G =
-    1[M_head < tau_l] from the head neighbour's map; positions where exactly one holds go to its
-    source, positions where both or neither hold are decided by a fair coin. The coins are drawn
-    for all B x h x w positions from ``generator`` (on its device), used or not.
+    vector, and positions where both or neither hold by a fair coin (M^R): M^S = 1[M_tail >
+    tau_h] from the tail sample's map (or, with ``tail_mask="region"``, the connected region of
+    those cells around the map's peak, grown by ``grow``), M^G = 1[M_head < tau_l] from the head
+    neighbour's map. ``overlap="tail"`` (not the paper's) takes every position of M^S from the
+    tail even where M^G holds too, generic positions from the head and the rest by the coin.
+    The coins are drawn for all B x h x w positions from ``generator`` (on its device), used or
+    not; ``shuffle`` (the random-mask ablation) then permutes each sample's F over the positions
+    with the same generator, keeping how many come from the tail.
     """
     if m_tail.shape != m_head.shape or m_tail.dim() != 3:
         raise ValueError(f"maps must both be (B, h, w), got {tuple(m_tail.shape)} and {tuple(m_head.shape)}")
-    specific = m_tail > tau_h  # M^S (B, h, w), Eq. 6
+    specific = specific_mask(m_tail, tau_h, tail_mask, grow)  # M^S (B, h, w), Eq. 6
     generic = m_head < tau_l  # M^G (B, h, w), Eq. 6
     coin = torch.rand(m_tail.shape, generator=generator, device=generator.device).to(m_tail.device) < 0.5  # M^R, Eq. 7
-    ambiguous = ~(specific ^ generic)  # both or neither: z~_R takes the random mix z_R there, Eqs. 8-9
-    only_tail = specific & ~generic  # z~_t, Eq. 10 (only-generic positions are z~_h, Eq. 11)
-    from_tail = only_tail | (ambiguous & coin)  # the positions Eq. 12 takes from z_t^s
+    if overlap == "coin":
+        ambiguous = ~(specific ^ generic)  # both or neither: z~_R takes the random mix z_R there, Eqs. 8-9
+        only_tail = specific & ~generic  # z~_t, Eq. 10 (only-generic positions are z~_h, Eq. 11)
+        from_tail = only_tail | (ambiguous & coin)  # the positions Eq. 12 takes from z_t^s
+    elif overlap == "tail":
+        from_tail = specific | (~generic & coin)  # M^S wins; neither mask: the coin
+    else:
+        raise ValueError(f"overlap {overlap!r} is not one of {OVERLAPS}")
+    if shuffle:
+        b = len(from_tail)
+        order = torch.stack([torch.randperm(from_tail[0].numel(), generator=generator, device=generator.device)
+                             for _ in range(b)]).to(from_tail.device)  # fmt: skip
+        from_tail = torch.gather(from_tail.flatten(1), 1, order).view_as(from_tail)
     return FusionMasks(specific, generic, coin, from_tail)
+
+
+def config_masks(cfg: FusionConfig, m_tail: torch.Tensor, m_head: torch.Tensor, generator: torch.Generator) -> FusionMasks:
+    """:func:`fusion_masks` with every mask setting of ``cfg``."""
+    return fusion_masks(m_tail, m_head, cfg.tau_h, cfg.tau_l, generator, cfg.tail_mask, cfg.region_grow, cfg.overlap,
+                        cfg.mask_source == "random")  # fmt: skip
 
 
 def combine(zs_tail: torch.Tensor, zs_head: torch.Tensor, from_tail: torch.Tensor) -> torch.Tensor:
@@ -342,13 +393,15 @@ def fuse_latents(
                 m_t = torch.from_numpy(select_maps(maps_in[ti], map_classes, list(rows["tail_class"]), str(cam_store)))
                 m_h = torch.from_numpy(select_maps(maps_in[hi], map_classes, list(rows["head_class"]), str(cam_store)))
                 masks = [  # one coin stream per fused sample: independent of the batch size
-                    fusion_masks(m_t[i : i + 1], m_h[i : i + 1], cfg.tau_h, cfg.tau_l,
-                                 sample_generator(cfg.seed, int(r.t_index), int(r.j)))
+                    config_masks(cfg, m_t[i : i + 1], m_h[i : i + 1], sample_generator(cfg.seed, int(r.t_index), int(r.j)))
                     for i, r in enumerate(rows.itertuples())
                 ]  # fmt: skip
                 masks = FusionMasks(*(torch.cat(m) for m in zip(*masks)))  # each (B, h, w)
                 zs_f = combine(zs_t, zs_h, masks.from_tail)  # (B, C', h, w), Eq. 12
-                z_f = decode_fused(decoder, zs_f, masks.from_tail, cfg.decode, (z_t, z_h, zs_t, zs_h))  # Eq. 13
+                if cfg.space == "latent":  # the control without the IL space: the same masks on the SD latents
+                    z_f = combine(z_t, z_h, masks.from_tail)  # (B, C, h, w)
+                else:
+                    z_f = decode_fused(decoder, zs_f, masks.from_tail, cfg.decode, (z_t, z_h, zs_t, zs_h))  # Eq. 13
                 probs = torch.sigmoid(classifier(zs_f)).numpy()  # (B, K)
                 out["z"].append(z_f.numpy())
                 out["probs"].append(probs)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from ltaug.config import config_section
 from ltaug.diffusion import check_prompt_template, prompt, sample_latents, torch_dtype
 from ltaug.errors import ConfigError, InputError
-from ltaug.latents import decode_latents, open_latents
+from ltaug.latents import decode_latents, open_latents, pixels
 from ltaug.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.synthetic import SyntheticSetWriter, read_synthetic_set
 
@@ -58,6 +58,8 @@ class GenerateConfig:
     batch_size: int = 32  # latents per UNet and VAE pass
     prompt_template: str = "{classes}"  # the UNet's prompt; {classes} = the sample's class names ("nodule, fracture")
     prompt_labels: str = "tail"  # whose classes the prompt names: tail (the tail image's, the paper) | fused (the sample's labels)
+    composite: str = "none"  # none: the decoded image | head: its tail positions over the head image's real pixels | paste: the tail image's real pixels there (no model)
+    feather: float = 4.0  # composite: Gaussian sigma, in pixels, of the mask's edge
 
     def __post_init__(self) -> None:  # types and ranges: the schema (ltaug.config.config_section)
         check_prompt_template(self.prompt_template)
@@ -66,6 +68,27 @@ class GenerateConfig:
                 f"generate.steps: {max(self.steps)} is more than generate.num_steps = {self.num_steps}; the denoising "
                 f"runs the last s of num_steps scheduler steps, so every s must be <= num_steps."
             )
+
+
+def composite(
+    decoded: np.ndarray, from_tail: np.ndarray, head: np.ndarray, tail: np.ndarray, how: str, feather: float
+) -> np.ndarray:  # fmt: skip
+    """(B, H, W, 3) uint8 images put together in pixel space from the fused mask F (B, h, w) upsampled to (H, W) and
+    blurred by a Gaussian of ``feather`` pixels (alpha in [0, 1]): head, alpha * decoded + (1 - alpha) * head pixels
+    (the generated tail region in the head neighbour's real image); paste, alpha * tail + (1 - alpha) * head pixels
+    (the tail image's real region, no model: the copy-paste control); none, the decoded images as they are."""
+    if how == "none":
+        return decoded
+    from scipy import ndimage
+
+    b, height, width = decoded.shape[:3]
+    factor = height // from_tail.shape[1]
+    alpha = np.kron(from_tail.astype(np.float32), np.ones((factor, factor), dtype=np.float32))  # (B, H, W)
+    if feather > 0:
+        alpha = np.stack([ndimage.gaussian_filter(a, feather) for a in alpha])
+    inside = {"head": decoded, "paste": tail}[how].astype(np.float32)
+    out = alpha[..., None] * inside + (1 - alpha[..., None]) * head.astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -84,11 +107,13 @@ def generate_set(
     dtype: str = "float32",
     variant: str = "",
     method: str | None = None,
+    manifest: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Stage generate: the synthetic set ``method`` (<variant>@<steps>, default ours@<steps>) of the fused latents,
     written atomically; returns its manifest.
 
-    ``dtype`` and ``variant`` are diffusion.dtype and diffusion.variant (which weight files to read)."""
+    ``dtype`` and ``variant`` are diffusion.dtype and diffusion.variant (which weight files to read); ``manifest``
+    (id, path) gives the real images a composite (``cfg.composite``) is made with."""
     if not isinstance(steps, int) or not 0 <= steps <= cfg.num_steps:
         raise ConfigError(f"generate.steps: {steps!r} is not an integer in 0..generate.num_steps ({cfg.num_steps}).")
     group = open_latents(fused_store, expect={"model_fingerprint": fingerprint(model_dir)})
@@ -116,6 +141,12 @@ def generate_set(
         info |= {"num_steps": cfg.num_steps, "guidance_scale": cfg.guidance_scale, "add_noise": cfg.add_noise,
                  "seed": cfg.seed, "prompt_template": cfg.prompt_template, "prompt_labels": cfg.prompt_labels}  # fmt: skip
     method = method or f"ours@{steps}"
+    path_of = dict(zip(manifest["id"].astype(str), manifest["path"])) if manifest is not None else {}
+    if cfg.composite != "none":
+        if manifest is None:
+            raise ConfigError(f"generate.composite: {cfg.composite} puts real pixels together with the decoded ones; "
+                              f"the stage needs the manifest (--manifest).")  # fmt: skip
+        info |= {"composite": cfg.composite, "feather": cfg.feather}
     prompt_source = "tail_labels" if cfg.prompt_labels == "tail" else "labels"
     if steps and prompt_source not in group:
         raise InputError(f"{fused_store}: no {prompt_source} array, which generate.prompt_labels: {cfg.prompt_labels} "
@@ -132,6 +163,12 @@ def generate_set(
                 z = sample_latents(sd, prompts, cfg.num_steps, cfg.guidance_scale, generators,
                                    z_start=z, last_steps=steps, add_noise=cfg.add_noise)  # fmt: skip
             images = decode_latents(vae, z, batch_size=cfg.batch_size)  # (B, H, W, 3) uint8
+            if cfg.composite != "none":
+                size = images.shape[1]
+                real = {role: np.stack([pixels(path_of[str(i)], size, f"{fused_store}, {role} {i!r}") for i in group[role][a:b]])
+                        for role in ("head_id", "tail_id")}  # fmt: skip
+                images = composite(images, group["from_tail"][a:b], real["head_id"], real["tail_id"], cfg.composite,
+                                   cfg.feather)  # fmt: skip
             provenance = pd.DataFrame({name: group[name][a:b].astype(object) for name in PROVENANCE_COLUMNS[:4]})
             provenance["tail_share"] = group["tail_share"][a:b].round(6)
             provenance["steps"] = steps

@@ -85,6 +85,12 @@ def preprocess(image: Image.Image, size: int) -> torch.Tensor:
     return pixels.permute(2, 0, 1) / 127.5 - 1.0  # (3, size, size)
 
 
+def pixels(path: str | Path, size: int, where: str = "") -> np.ndarray:
+    """(size, size, 3) uint8: the image as encode_latents sees it (:func:`preprocess`), back in 8 bits."""
+    x = preprocess(open_image(path, where), size)  # (3, size, size) in [-1, 1]
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 def _noise(seed: int | tuple[int, ...], index: int, shape: tuple[int, ...]) -> torch.Tensor:
     """The standard normal draw of sample ``index``: a numpy generator seeded by (*seed, index),
     so it is the same on every device and for every batching."""

@@ -33,7 +33,7 @@ from ltaug.errors import InputError
 from ltaug.io import atomic_path
 from ltaug.report_figures import forest_plot, memorisation_panel, novelty_panel, panels, per_class_ap_plot
 from ltaug.synthetic import SyntheticSet
-from ltaug.variants import display_name, variant_of
+from ltaug.variants import REAL_ONLY, display_name, variant_of
 
 QUALITY = ("avg_tail_kid", "avg_tail_fd", "avg_tail_precision", "avg_tail_recall", "avg_tail_density",
            "avg_tail_coverage", "avg_memorised")  # fmt: skip
@@ -68,13 +68,13 @@ def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[s
     rows = []
     for method in methods:
         c = classifier[method]
-        if method != "baseline" and not c["n"]["synthetic"]:
+        if method not in REAL_ONLY and not c["n"]["synthetic"]:
             raise InputError(
                 f"evaluation of {method!r}: it was trained without any synthetic sample; its synthetic set is "
                 f"empty or was not read. Rebuild results/synthetic/{method}/ and rerun evaluate_classifier."
             )
         f = fid.get(method)
-        if method != "baseline" and f is None:
+        if method not in REAL_ONLY and f is None:
             raise InputError(f"evaluation of {method!r}: no evaluate_fid results; run evaluate_fid for it.")
         i = intervals["methods"].get(method)
         if i is None:
@@ -177,7 +177,7 @@ def markdown(
             cells.append(_ci(r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi"), sign=True))
         cells.append(_ci(r["auroc_macro"], r["auroc_macro_lo"], r["auroc_macro_hi"]))
         lines.append(_line(cells))
-    quality = table[table["method"] != "baseline"]
+    quality = table[~table["method"].isin(REAL_ONLY)]
     if len(quality):
         demo = quality["tail_detector_fidelity"].notna().any()
         head = ["Method", "New ↑ (pixels / judge)", "d / d_real (pixels)", "Nearest is its source ↓", "Memorised ↓",
@@ -228,6 +228,16 @@ def funnel_table(funnels: dict[str, pd.DataFrame]) -> str:
              _line(["stage", *(display_name(v + "@0")[:-2] for v in funnels)]), "|---|" + "---|" * len(funnels)]  # fmt: skip
     for key in rows:
         lines.append(_line([key] + [_fmt(columns[v].get(key)) for v in funnels]))
+    lines.append("")
+    for variant in funnels:  # the chain a tail finding goes through, read as shares of it that survive
+        chain = [(k, v) for k, v in columns[variant].items() if k.endswith(("hit_rate", "box_in_mask", "box_from_tail"))
+                 and pd.notna(v)]  # fmt: skip
+        drops = [(chain[i][1] - chain[i + 1][1], chain[i][0], chain[i + 1][0], chain[i][1], chain[i + 1][1])
+                 for i in range(len(chain) - 1)]  # fmt: skip
+        if drops:
+            drop, a, b, before, after = max(drops)
+            lines.append(f"- {display_name(variant + '@0')[:-2]} loses most of the finding between `{a}` and `{b}` "
+                         f"({before:.3f} -> {after:.3f}).")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +344,7 @@ def write_report(
     if not methods:
         raise InputError("eval.methods is empty; list the methods to evaluate, e.g. [baseline, resample, smote, roentgen, ours].")
     classifier = {m: _read(Path(classifier_dir) / f"{m}.json", f"classifier results of {m!r}") for m in methods}
-    fid = {m: _read(Path(fid_dir) / f"{m}.json", f"distance results of {m!r}") for m in methods if m != "baseline"}
+    fid = {m: _read(Path(fid_dir) / f"{m}.json", f"distance results of {m!r}") for m in methods if m not in REAL_ONLY}
     intervals = _read(Path(intervals_path), "bootstrap intervals (rule compare_methods)")
     judge = _read(Path(judge_path), "judge results (rule train_judge)") if judge_path else None
     references = intervals.get("references", [])

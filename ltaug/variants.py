@@ -15,7 +15,8 @@ variant differs from them:
         generate: {prompt_labels: tail}
 
 A name is ``ours`` or ``ours-<word>``; its rows are ``<name>@<s>`` for every s of its
-``generate.steps`` (Ours@0, Ours-paper@5). Variants share the latents, the IL model and the
+``generate.steps`` (Ours@0, Ours-paper@5). ``extends: <an earlier variant>`` starts from that
+variant's sections instead of the configured ones (an ablation changes one key of it). Variants share the latents, the IL model and the
 CAM store of their CAM method; pairing, fusion, generation, their evaluation and their fidelity
 funnel are the variant's own, under results/<stage>/<name>/, so that changing one variant's
 setting reruns that variant's chain and nothing else. ``fusion.n_per_class`` is not a
@@ -35,7 +36,9 @@ from ltaug.errors import ConfigError
 SECTIONS = ("cam", "pairing", "fusion", "generate")  # what a variant may set
 FIXED = {"fusion": ("n_per_class",)}  # shared by every row of Table 1
 NAME = re.compile(r"^ours(-[a-z0-9]+)*$")
-BASELINES = ("baseline", "resample", "smote")
+BASELINES = ("baseline", "balanced", "resample", "smote")
+REAL_ONLY = ("baseline", "balanced")  # rows trained on the real images alone: no synthetic set
+BALANCED = {"baseline": 0.0, "balanced": 1.0}  # their class balancing of the classifier's batches
 METHOD = re.compile(r"^(?P<family>[a-z][a-z0-9-]*)(@(?P<steps>[0-9]+))?$")
 
 
@@ -58,14 +61,20 @@ def resolve(config: Mapping) -> dict[str, dict[str, dict]]:
                         f"variants.{name}.{section}.{key}: set for this variant only, but it is shared by every method "
                         f"of Table 1 (every row adds the same number of samples); set {section}.{key} instead."
                     )
-        out[name] = {s: {**copy.deepcopy(config[s]), **copy.deepcopy(own.get(s, {}))} for s in SECTIONS}
+        base = own.get("extends")
+        if base is not None and base not in out:
+            raise ConfigError(f"variants.{name}.extends: {base!r} is not a variant defined before it ({', '.join(out) or 'none'}); "
+                              f"a variant extends one listed above it.")  # fmt: skip
+        start = out[base] if base else {s: config[s] for s in SECTIONS}
+        out[name] = {s: {**copy.deepcopy(start[s]), **copy.deepcopy(own.get(s, {}))} for s in SECTIONS}
         out[name]["description"] = own.get("description", "")
     return out
 
 
 def display_name(method: str) -> str:
-    """baseline -> Baseline, roentgen@75 -> RoentGen@75, ours@5 -> Ours@5, ours-paper@0 -> Ours-paper@0."""
-    names = {"baseline": "Baseline", "resample": "Resample", "smote": "SMOTE", "roentgen": "RoentGen"}
+    """baseline -> Baseline, balanced -> Balanced, roentgen@75 -> RoentGen@75, ours@5 -> Ours@5, ours-paper@0 ->
+    Ours-paper@0."""
+    names = {"baseline": "Baseline", "balanced": "Balanced", "resample": "Resample", "smote": "SMOTE", "roentgen": "RoentGen"}
     match = METHOD.match(method)
     family = match["family"] if match else None
     if family in names:
@@ -97,21 +106,32 @@ def expand_methods(methods: Sequence[str], variants: Mapping[str, Mapping], num_
             out += [f"{entry}@{s}" for s in variants[entry]["generate"]["steps"]]
         else:
             raise ConfigError(
-                f"eval.methods: {entry!r} is neither a baseline (baseline, resample, smote, roentgen, roentgen@N) nor a "
+                f"eval.methods: {entry!r} is neither a baseline (baseline, balanced, resample, smote, roentgen, roentgen@N) nor a "
                 f"variant; the variants are {', '.join(variants)} (config key variants)."
             )
     return out
 
 
 def describe(name: str, sections: Mapping[str, Mapping]) -> str:
-    """One line of what a variant does, for Table 1's notes: CAM, thresholds, masks, decode, labels, prompt."""
+    """One line of what a variant does, for Table 1's notes: CAM, masks, space and decode, labels, pairing, prompt."""
     cam, fusion, generate, pairing = sections["cam"], sections["fusion"], sections["generate"], sections["pairing"]
-    decode = {"d": "z_F = D(z_F^s) (Eq. 13)", "residual": "residual decode (D(z_F^s) plus each source's D(S(z)) "
-              "error)"}[fusion["decode"]]  # fmt: skip
+    specific = f"map_t > {fusion['tau_h']:g}"
+    if fusion.get("tail_mask", "cells") == "region":
+        specific = f"the region of {specific} around its peak, grown by {fusion['region_grow']}"
+    masks = f"M^S = {specific}, M^G = map_h < {fusion['tau_l']:g}" + (" (empty)" if fusion["tau_l"] == 0 else "")
+    if fusion.get("overlap", "coin") == "tail":
+        masks += "; M^S always from the tail"
+    if fusion.get("mask_source", "cam") == "random":
+        masks += "; positions shuffled (random masks of the same size)"
+    if fusion.get("space", "sparse") == "latent":
+        decode = "fused on the SD latents, no IL space"
+    else:
+        decode = {"d": "z_F = D(z_F^s) (Eq. 13)", "residual": "residual decode (D(z_F^s) plus each source's D(S(z)) "
+                  "error)"}[fusion["decode"]]  # fmt: skip
     prompt = {"tail": "the tail image's classes", "fused": "the fused sample's labels"}[generate["prompt_labels"]]
     parts = [
         f"{cam['method']} maps",
-        f"M^S = map_t > {fusion['tau_h']:g}, M^G = map_h < {fusion['tau_l']:g}" + (" (empty)" if fusion["tau_l"] == 0 else ""),
+        masks,
         decode,
         f"labels {fusion['label_policy']}",
         f"neighbour among the {pairing['k']} nearest in {pairing['space']} space",

@@ -373,3 +373,66 @@ def test_residual_decode_adds_back_each_sources_round_trip_error():
         decode_fused(pointwise, zs_f, from_tail, "residual")
     with pytest.raises(ConfigError, match=r"fusion.decode: 'D' is not one of \['d', 'residual'\] \(how the fused sparse vector"):
         FusionConfig(decode="D")
+
+
+# ---------------------------------------------------------------------------- the masks of the variants (not the paper's)
+
+
+def test_a_region_mask_covers_the_finding_and_not_the_scattered_cells():
+    """A hand-made 6 x 6 tail map: a finding of 2 x 2 cells around the peak, and one stray hot cell far away."""
+    from ltaug.fusion import specific_mask
+
+    m = torch.zeros(1, 6, 6)
+    m[0, 1:3, 1:3] = torch.tensor([[0.6, 0.8], [0.7, 1.0]])  # the finding, its peak at (2, 2)
+    m[0, 5, 5] = 0.9  # a stray cell above the threshold, not connected to the peak
+    cells = specific_mask(m, 0.5, "cells")
+    assert cells[0].nonzero().tolist() == [[1, 1], [1, 2], [2, 1], [2, 2], [5, 5]]
+    region = specific_mask(m, 0.5, "region", grow=0)
+    assert region[0].nonzero().tolist() == [[1, 1], [1, 2], [2, 1], [2, 2]]  # the finding only
+    grown = specific_mask(m, 0.5, "region", grow=1)[0]
+    want = torch.zeros(6, 6, dtype=torch.bool)
+    want[0:4, 0:4] = True  # the finding grown by one cell on every side, diagonals included
+    assert torch.equal(grown, want) and not grown[5, 5]
+    assert not specific_mask(torch.full((1, 6, 6), 0.3), 0.5, "region").any()  # no cell above tau_h: empty
+
+
+def test_overlap_tail_takes_the_tail_region_whole_and_the_rest_from_the_head():
+    m_t = torch.zeros(1, 4, 4)
+    m_t[0, 1:3, 1:3] = 0.9  # the finding
+    m_h = torch.full((1, 4, 4), 0.2)  # the head map is low everywhere: every position is generic (tau_l 1)
+    for seed in range(5):
+        masks = fusion_masks(m_t, m_h, 0.5, 1.0, torch.Generator().manual_seed(seed), "region", 0, "tail")
+        assert torch.equal(masks.from_tail, masks.specific)  # no coin anywhere: the tail region, pasted
+        paper = fusion_masks(m_t, m_h, 0.5, 1.0, torch.Generator().manual_seed(seed), "region", 0, "coin")
+        assert torch.equal(paper.from_tail[masks.specific], coins(seed, (1, 4, 4))[masks.specific])  # the convention's coin
+
+
+def test_random_masks_keep_how_many_positions_come_from_the_tail_and_move_them():
+    m_t = torch.zeros(1, 8, 8)
+    m_t[0, 2:5, 2:5] = 0.9
+    m_h = torch.full((1, 8, 8), 0.9)  # nothing generic: M^S from the tail, the rest by the coin
+    moved = 0
+    for seed in range(10):
+        cam = fusion_masks(m_t, m_h, 0.5, 0.5, torch.Generator().manual_seed(seed))
+        random = fusion_masks(m_t, m_h, 0.5, 0.5, torch.Generator().manual_seed(seed), shuffle=True)
+        assert int(random.from_tail.sum()) == int(cam.from_tail.sum())  # the same size
+        moved += int((random.from_tail & ~cam.from_tail).sum())
+        again = fusion_masks(m_t, m_h, 0.5, 0.5, torch.Generator().manual_seed(seed), shuffle=True)
+        assert torch.equal(random.from_tail, again.from_tail)  # seeded
+    assert moved > 0
+
+
+def test_the_latent_space_control_is_the_blend_of_the_two_latents(inputs, tmp_path):
+    root, latents, model, cams = inputs
+    run_stage(inputs, tmp_path / "sparse.zarr", n_per_class=4, tau_h=0.4, tau_l=0.6, seed=2)
+    run_stage(inputs, tmp_path / "latent.zarr", n_per_class=4, tau_h=0.4, tau_l=0.6, seed=2, space="latent")
+    sparse, latent = open_latents(tmp_path / "sparse.zarr"), open_latents(tmp_path / "latent.zarr")
+    assert np.array_equal(sparse["from_tail"][:], latent["from_tail"][:])  # the same masks
+    store = open_latents(latents)
+    row = {s: i for i, s in enumerate(store["ids"][:])}
+    for f in range(8):  # z_F = F z_t + (1 - F) z_h, position by position, by hand
+        z_t, z_h = store["z"][row[str(latent["tail_id"][f])]], store["z"][row[str(latent["head_id"][f])]]
+        mask = latent["from_tail"][f].astype(bool)  # (h, w)
+        want = np.where(mask[None], z_t, z_h)
+        assert np.array_equal(latent["z"][f], want)
+    assert not np.allclose(sparse["z"][:], latent["z"][:])  # the sparse space's decode is something else

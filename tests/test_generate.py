@@ -225,3 +225,46 @@ def test_the_prompt_names_the_tail_image_s_classes_unless_asked_for_the_fused_la
     assert own != union  # some head neighbour adds a class the tail image does not show
     assert seen == (own if whose == "tail" else union)
     assert json.loads((tmp_path / "ours@1" / "set.json").read_text())["prompt_labels"] == whose
+
+
+def test_a_composite_puts_the_masked_region_into_the_head_image():
+    from ltaug.generate import composite
+
+    decoded = np.full((1, 16, 16, 3), 200, dtype=np.uint8)
+    head = np.full((1, 16, 16, 3), 10, dtype=np.uint8)
+    tail = np.full((1, 16, 16, 3), 90, dtype=np.uint8)
+    mask = np.zeros((1, 2, 2), dtype=np.uint8)
+    mask[0, 0, 1] = 1  # the top-right latent cell: pixels [0:8, 8:16]
+    hard = composite(decoded, mask, head, tail, "head", feather=0)
+    assert (hard[0, :8, 8:] == 200).all() and (hard[0, 8:] == 10).all() and (hard[0, :8, :8] == 10).all()
+    paste = composite(decoded, mask, head, tail, "paste", feather=0)
+    assert (paste[0, :8, 8:] == 90).all() and (paste[0, 8:] == 10).all()
+    soft = composite(decoded, mask, head, tail, "head", feather=2.0)
+    assert 10 < soft[0, 7, 8, 0] < 200 and soft[0, 15, 0, 0] == 10  # a feathered edge, the far corner untouched
+    assert composite(decoded, mask, head, tail, "none", 2.0) is decoded
+
+
+def test_a_composite_set_keeps_the_head_image_outside_the_fused_region(fused, tmp_path):
+    from ltaug.latents import pixels
+
+    root, model, store = fused
+    group = open_latents(store)
+    ids = open_latents(root / "train.zarr")["ids"][:]
+    paths = []
+    for i in ids:  # real images for the latent store's ids (32 px, as the tiny model decodes)
+        path = tmp_path / "real" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.random.default_rng(len(paths)).integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    manifest = pd.DataFrame({"id": [str(i) for i in ids], "path": paths})
+    cfg = GenerateConfig(composite="paste", feather=0.0)
+    generate_set(store, model, tmp_path / "ours@0", 0, cfg, CPU, manifest=manifest)
+    images = images_of(tmp_path / "ours@0")
+    where = dict(zip(manifest["id"], manifest["path"]))
+    for f in range(len(images)):
+        mask = np.kron(group["from_tail"][f], np.ones((8, 8), dtype=np.uint8)).astype(bool)  # (32, 32)
+        head, tail = (pixels(where[str(group[c][f])], 32) for c in ("head_id", "tail_id"))
+        assert np.array_equal(images[f][~mask], head[~mask]) and np.array_equal(images[f][mask], tail[mask])
+    with pytest.raises(ConfigError, match="generate.composite: paste puts real pixels together .* needs the manifest"):
+        generate_set(store, model, tmp_path / "again", 0, cfg, CPU)
+    assert not (tmp_path / "again").exists()

@@ -141,8 +141,8 @@ def test_a_p_value_at_the_bootstrap_floor_says_so():
 
 
 def test_display_names():
-    assert [display_name(m) for m in ("baseline", "resample", "smote", "roentgen@75", "ours@5", "ours-paper@0")] == [
-        "Baseline", "Resample", "SMOTE", "RoentGen@75", "Ours@5", "Ours-paper@0"]  # fmt: skip
+    assert [display_name(m) for m in ("baseline", "balanced", "resample", "smote", "roentgen@75", "ours@5", "ours-paper@0")] == [
+        "Baseline", "Balanced", "Resample", "SMOTE", "RoentGen@75", "Ours@5", "Ours-paper@0"]  # fmt: skip
     with pytest.raises(ValueError, match="unknown method 'gan'"):
         display_name("gan")
 
@@ -162,7 +162,7 @@ def test_tiny_evaluation_produces_every_row_and_column(evaluated):
 
     table = pd.read_csv(evaluated / "results/report/table1.csv")
     assert table["row"].tolist() == ROWS and list(table.columns) == COLUMNS
-    synthetic = table[table["method"] != "baseline"]
+    synthetic = table[~table["method"].isin(["baseline", "balanced"])]
     for column in ("avg_tail_fd", "avg_tail_kid", "head_map", "tail_map", "head_map_std", "tail_label_fidelity",
                    "tail_detector_fidelity", "novelty_own_source", "detector_fpr_synthetic",
                    "delta_tail_map_baseline", "delta_tail_map_resample"):  # fmt: skip
@@ -194,6 +194,8 @@ def test_tiny_evaluation_produces_every_row_and_column(evaluated):
     assert resample["avg_memorised"] == 1.0 and resample["novelty_own_source"] == 1.0
     baseline = json.loads((evaluated / "results/eval/classifier/baseline.json").read_text())
     assert baseline["scored_split"] == "test" and baseline["n"]["test"] == 12 and len(baseline["runs"]) == 2
+    balanced = json.loads((evaluated / "results/eval/classifier/balanced.json").read_text())
+    assert balanced["balance"] == 1.0 and baseline["balance"] == 0.0 and balanced["n"]["synthetic"] == 0
     judge = json.loads((evaluated / "results/eval/judge/judge.json").read_text())
     assert judge["method"] == "judge" and judge["balance"] == 1.0 and judge["seeds"] == [0]
     fid = json.loads((evaluated / "results/eval/fid/smote.json").read_text())
@@ -227,7 +229,7 @@ def test_classifier_settings_rerun_only_the_evaluation(evaluated):
         config["eval"]["classifier"]["steps"] = 5
         (evaluated / "config.yaml").write_text(yaml.safe_dump(config))
         jobs = planned_jobs(snakemake(evaluated, "--dry-run", "results/report/table1.csv"))
-        assert jobs == {"evaluate_classifier": n, "train_judge": 1, "real_features": 1, "evaluate_fid": n - 1,
+        assert jobs == {"evaluate_classifier": n, "train_judge": 1, "real_features": 1, "evaluate_fid": n - 2,
                         "compare_methods": 1, "report": 1}  # fmt: skip
     finally:
         (evaluated / "config.yaml").write_text(yaml.safe_dump(original))

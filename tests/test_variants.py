@@ -57,3 +57,12 @@ def test_a_config_key_naming_a_class_is_checked_against_classes_json(tmp_path):
         check_class_names({"variants.ours-paper.fusion.exclusive_class": "No Finding"}, split, tmp_path / "bad.json",
                           source="classes.json")  # fmt: skip
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_variant_extends_an_earlier_one():
+    variants = resolve(config(**{"ours-paper": PAPER, "ours-paper-latent": {"extends": "ours-paper", "fusion": {"space": "latent"}}}))
+    latent, paper = variants["ours-paper-latent"], variants["ours-paper"]
+    assert latent["fusion"] == {**paper["fusion"], "space": "latent"} and latent["cam"] == paper["cam"]
+    assert latent["generate"]["steps"] == [0, 5]
+    with pytest.raises(ConfigError, match=r"variants.ours-a.extends: 'ours-b' is not a variant defined before it"):
+        resolve(config(**{"ours-a": {"extends": "ours-b"}, "ours-b": {}}))

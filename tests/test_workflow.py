@@ -60,7 +60,7 @@ TINY_IL = {
 
 
 TINY_EVAL = {
-    "methods": ["baseline", "resample", "smote", "roentgen", "ours", "ours-paper"],  # roentgen@{generate.num_steps} = roentgen@4
+    "methods": ["baseline", "balanced", "resample", "smote", "roentgen", "ours", "ours-paper"],  # roentgen@{generate.num_steps} = roentgen@4
     "classifier": {"image_size": 32, "growth_rate": 4, "block_config": [1, 1], "num_init_features": 8, "steps": 4,
                    "batch_size": 8, "eval_every": 2, "seeds": [0, 1]},
     "fid": {"kid_subsets": 5},
@@ -70,7 +70,7 @@ TINY_GENERATE = {"steps": [0, 1], "num_steps": 4, "batch_size": 8}
 # the project's variant (the sections above) and the paper's, whose decoded set alone keeps the run short
 TINY_VARIANTS = {"ours": {}, "ours-paper": {"cam": {"method": "eigencam"}, "fusion": {"tau_h": 0.4, "tau_l": 0.4, "decode": "d"},
                                             "generate": {"steps": [0]}}}  # fmt: skip
-ROWS = ["Baseline", "Resample", "SMOTE", "RoentGen@4", "Ours@0", "Ours@1", "Ours-paper@0"]
+ROWS = ["Baseline", "Balanced", "Resample", "SMOTE", "RoentGen@4", "Ours@0", "Ours@1", "Ours-paper@0"]
 
 
 def write_config(workdir: Path, **sections) -> dict:
@@ -169,10 +169,10 @@ BASELINES = {"baseline_resample": 1, "baseline_smote": 1, "baseline_roentgen": 1
 
 
 def evaluation(rows: int, funnels: int, baseline: bool = False) -> dict[str, int]:
-    """Jobs that recompute ``rows`` rows of Table 1 (the Baseline row has no evaluate_fid job, but a new class split
-    means a new judge and new training-image features), their intervals, and the fidelity funnels of ``funnels``
-    variants (each reads its variant's sets and, on the demo, the detector)."""
-    jobs = {"evaluate_classifier": rows, "evaluate_fid": rows - baseline, "compare_methods": 1, "report": 1,
+    """Jobs that recompute ``rows`` rows of Table 1 (the Baseline and Balanced rows have no evaluate_fid job, but a
+    new class split means a new judge and new training-image features), their intervals, and the fidelity funnels
+    of ``funnels`` variants (each reads its variant's sets and, on the demo, the detector)."""
+    jobs = {"evaluate_classifier": rows, "evaluate_fid": rows - 2 * baseline, "compare_methods": 1, "report": 1,
             "fidelity_funnel": funnels}  # fmt: skip
     return jobs | ({"real_features": 1, "train_judge": 1} if baseline else {})
 
@@ -182,7 +182,7 @@ def evaluation(rows: int, funnels: int, baseline: bool = False) -> dict[str, int
     [
         # everything after the class split, not the data, the model or the latents
         ("long_tail", "tail_max_prevalence", 0.05, {"split_classes": 1, "check_class_names": 2, **IL_ON, **BASELINES,
-                                                     "fit_detector": 1, **evaluation(7, 2, baseline=True)}),
+                                                     "fit_detector": 1, **evaluation(8, 2, baseline=True)}),
         # re-encodes the splits a stage reads (train, val; not test), keeps the model; of the baselines only SMOTE reads latents
         ("latents", "mode", "mean", {"encode_latents": 2, **IL_ON, "baseline_smote": 1, **evaluation(4, 2)}),
         # a new VAE: everything from the latents on

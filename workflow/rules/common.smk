@@ -6,7 +6,7 @@ import re
 from ltaug.config import section_schema, validate_config
 from ltaug.data import SPLITS, DataConfig, LongTailConfig
 from ltaug.errors import ConfigError
-from ltaug.variants import describe, expand_methods, resolve
+from ltaug.variants import BALANCED, REAL_ONLY, describe, expand_methods, resolve
 
 
 def _validated(config):
@@ -117,7 +117,7 @@ def vae_model():
     return diffusion_model()
 
 
-METHOD_PATTERN = r"baseline|resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # evaluate_classifier's {method}
+METHOD_PATTERN = r"baseline|balanced|resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # evaluate_classifier's {method}
 SYNTHETIC_PATTERN = r"resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # methods with a synthetic set
 VARIANT_PATTERN = "|".join(re.escape(v) for v in VARIANTS)  # {variant}: a name of config key variants
 
@@ -149,6 +149,9 @@ def cam_json(wildcards):
     return json.dumps({**values, "method": wildcards.cam}, sort_keys=True)
 
 
+GENERATE_DECODE_KEYS = ("batch_size", "composite", "feather")  # the generate keys a decoded set (s = 0) depends on
+
+
 def cam_store(variant, split="train"):
     """The CAM store a variant reads: that of its CAM method, shared by every variant with the same method."""
     return f"{OUT}/cam/{VARIANTS[variant]['cam']['method']}/{split}.zarr"
@@ -166,8 +169,13 @@ def variant_notes():
 
 def class_name_keys(variant):
     """The config keys of a variant that name a class, with the key a user would fix, as JSON."""
-    own = (config["variants"][variant] or {}).get("fusion", {})
-    key = f"variants.{variant}.fusion.exclusive_class" if "exclusive_class" in own else "fusion.exclusive_class"
+    key, name = "fusion.exclusive_class", variant
+    while name is not None:  # the variant that sets it, following extends
+        own = config["variants"][name] or {}
+        if "exclusive_class" in own.get("fusion", {}):
+            key = f"variants.{name}.fusion.exclusive_class"
+            break
+        name = own.get("extends")
     return json.dumps({key: VARIANTS[variant]["fusion"]["exclusive_class"]})
 
 
@@ -177,9 +185,9 @@ def synthetic_set(method):
 
 
 def classifier_inputs(wildcards):
-    """evaluate_classifier: the manifest and classes, and the method's synthetic set (none for the baseline)."""
+    """evaluate_classifier: the manifest and classes, and the method's synthetic set (none for baseline and balanced)."""
     inputs = {"manifest": f"{OUT}/data/manifest.csv", "classes": f"{OUT}/data/classes.json"}
-    if wildcards.method != "baseline":
+    if wildcards.method not in REAL_ONLY:
         inputs["synthetic"] = synthetic_set(wildcards.method)
     return inputs
 
@@ -204,7 +212,7 @@ def report_inputs(wildcards):
     """report: every method's classifier results, distance results and synthetic set, the judge's results and, on
     the demo, the detector and every listed variant's fidelity funnel."""
     methods = eval_methods()
-    synthetic = [m for m in methods if m != "baseline"]
+    synthetic = [m for m in methods if m not in REAL_ONLY]
     inputs = {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",

@@ -17,6 +17,7 @@ rule evaluate_classifier:
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device",)),
         synthetic=lambda wildcards, input: input.get("synthetic", ""),
+        balance=lambda wildcards: BALANCED.get(wildcards.method, 0.0),
     log:
         "logs/eval/evaluate_classifier_{method}.log",
     benchmark:
@@ -29,7 +30,8 @@ rule evaluate_classifier:
     shell:
         "python -m ltaug evaluate_classifier --manifest {input.manifest:q} --classes {input.classes:q}"
         " --method {wildcards.method:q} --synthetic={params.synthetic:q} --n-per-class {params.n_per_class}"
-        " --results {output.results:q} --model-out {output.model:q} --scores {output.scores:q} --params {params.cfg:q}"
+        " --balance {params.balance} --results {output.results:q} --model-out {output.model:q} --scores {output.scores:q}"
+        " --params {params.cfg:q}"
         " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 

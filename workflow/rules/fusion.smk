@@ -20,6 +20,7 @@ rule fuse:
         "logs/fusion/fuse_{variant}.log",
     benchmark:
         "benchmarks/fusion/fuse_{variant}.tsv"
+    priority: 10  # the method's chain is the demo's longest path: it goes first
     threads: 2
     conda:
         ENV

@@ -6,6 +6,7 @@
 
 rule generate:
     input:
+        manifest=rules.prepare_data.output.manifest,
         fused=rules.fuse.output.store,
         model=lambda wildcards: vae_model() if wildcards.steps == "0" else diffusion_model(),  # s = 0: the VAE only
     output:
@@ -14,15 +15,17 @@ rule generate:
         variant=VARIANT_PATTERN,
         steps=r"\d+",
     params:
-        # s = 0 uses no UNet: only the batch size reaches it
+        # s = 0 uses no UNet: only the batch size and the composite reach it
         cfg=lambda wildcards: variant_json(
-            wildcards.variant, "generate", keep=("batch_size",) if wildcards.steps == "0" else None, drop=("steps",)
+            wildcards.variant, "generate", keep=GENERATE_DECODE_KEYS if wildcards.steps == "0" else None, drop=("steps",)
         ),
+        window=WINDOW,
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
         "logs/generate/generate_{variant}@{steps}.log",
     benchmark:
         "benchmarks/generate/generate_{variant}@{steps}.tsv"
+    priority: 10  # the method's chain is the demo's longest path: it goes first
     threads: 2
     resources:
         gpu=1,
@@ -30,8 +33,9 @@ rule generate:
         ENV
     shell:
         "python -m ltaug generate --fused {input.fused:q} --model {input.model:q} --steps {wildcards.steps}"
-        " --method {wildcards.variant}@{wildcards.steps} --outdir {output.synthetic:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        " --method {wildcards.variant}@{wildcards.steps} --manifest {input.manifest:q} --outdir {output.synthetic:q}"
+        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q}"
+        " > {log} 2>&1"
 
 
 rule fig2_panels:

@@ -18,6 +18,7 @@ rule train_il:
         "logs/il/train_il.log",
     benchmark:
         "benchmarks/il/train_il.tsv"
+    priority: 10  # the method's chain is the demo's longest path: it goes first
     threads: 2
     resources:
         gpu=1,

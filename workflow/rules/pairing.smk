@@ -20,6 +20,7 @@ rule pair_neighbours:
         "logs/pairing/pair_neighbours_{variant}.log",
     benchmark:
         "benchmarks/pairing/pair_neighbours_{variant}.tsv"
+    priority: 10  # the method's chain is the demo's longest path: it goes first
     threads: 2
     conda:
         ENV
