@@ -340,7 +340,7 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-dir", required=True, help="results/synthetic")
     p.add_argument("--intervals", required=True, help="results/eval/intervals.json (rule compare_methods)")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
-    p.add_argument("--variants", default="{}", help='JSON {variant: the line its notes print}')
+    p.add_argument("--variants", default="{}", help='JSON {variant: {"line": its notes line, "il_on_path": bool}}')
     p.add_argument("--judge", default="", help="results/eval/judge/judge.json (rule train_judge)")
     p.add_argument("--funnels", nargs="*", default=[], help="results/eval/funnel/<variant>.csv of every listed variant")
     p.add_argument("--outdir", required=True, help="output results/report")

@@ -43,7 +43,7 @@ labels) or classifier (classes whose probability C(z_F^s) exceeds label_threshol
 keeps the tail class the sample was made for, and clears ``exclusive_class`` ("No Finding")
 when another class is positive.
 
-Store ``results/fused/latents.zarr`` (Zarr v3, chunked along axis 0), readable with
+Store ``results/fused/<variant>/latents.zarr`` (Zarr v3, chunked along axis 0), readable with
 :func:`ltaug.latents.open_latents`:
     z       (N, C, h, w) float32   z_F, scaled latents as in the latent stores
     labels  (N, K) uint8           by the label policy

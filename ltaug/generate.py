@@ -20,7 +20,7 @@ Output ``results/synthetic/<variant>@{s}/``, in the layout every synthetic set s
 :class:`ltaug.synthetic.SyntheticSetWriter`:
     manifest.csv  dicom_id (<variant>@{s}-<tail class>-<i>), the provenance columns tail_class,
                   tail_id, head_id, head_class, tail_share (share of positions from the tail
-                  vector), steps, fused_id (the row of results/fused/latents.zarr), then path
+                  vector), steps, fused_id (the row of results/fused/<variant>/latents.zarr), then path
                   (images/<id>.png) and one 0/1 column per class in classes.json order
     images/       8-bit RGB PNGs as the VAE decodes them
     set.json      method, n_per_class, classes, tail, provenance_columns, and how it was made

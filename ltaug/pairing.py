@@ -22,7 +22,7 @@ carry t itself and, with ``exclude_tail`` (default), no tail class at all: a nei
 another tail finding would put that finding into the fused sample and its label into the
 union.
 
-Output ``results/pairs/pairs.csv``: tail classes in classes.json order, j in order, columns
+Output ``results/pairs/<variant>/pairs.csv``: tail classes in classes.json order, j in order, columns
 j, tail_id, tail_class, head_class, head_id, distance, head_probability (the confusion: C's
 probability of head_class for the tail sample).
 

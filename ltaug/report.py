@@ -204,9 +204,11 @@ def markdown(
     return text + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-def funnel_table(funnels: dict[str, pd.DataFrame]) -> str:
+def funnel_table(funnels: dict[str, pd.DataFrame], off_path: set[str] = frozenset()) -> str:
     """Every variant's fidelity funnel (mean over tail classes) side by side: one column per variant, one row per
-    stage and measure; a variant's CAM row is its own method's, its sets' rows are named @s."""
+    stage and measure; a variant's CAM row is its own method's, its sets' rows are named @s. Then, per variant, the
+    step of its path where the finding drops most (the il stage is left out of the path of the variants in
+    ``off_path``, whose images do not carry D(S(z)) alone)."""
     if not funnels:
         return ""
     columns, order = {}, []
@@ -231,7 +233,7 @@ def funnel_table(funnels: dict[str, pd.DataFrame]) -> str:
     lines.append("")
     for variant in funnels:  # the chain a tail finding goes through, read as shares of it that survive
         chain = [(k, v) for k, v in columns[variant].items() if k.endswith(("hit_rate", "box_in_mask", "box_from_tail"))
-                 and pd.notna(v)]  # fmt: skip
+                 and pd.notna(v) and not (variant in off_path and k.startswith("il "))]  # fmt: skip
         drops = [(chain[i][1] - chain[i + 1][1], chain[i][0], chain[i + 1][0], chain[i][1], chain[i + 1][1])
                  for i in range(len(chain) - 1)]  # fmt: skip
         if drops:
@@ -243,13 +245,13 @@ def funnel_table(funnels: dict[str, pd.DataFrame]) -> str:
 
 def notes_for(
     split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dict], detector: dict | None, intervals: dict,
-    variants: dict[str, str] | None = None, judge: dict | None = None,
+    variants: dict[str, dict] | None = None, judge: dict | None = None,
 ) -> list[str]:  # fmt: skip
     """The facts a reader needs beside the numbers: what each variant does, classifier, seeds, test split, the
     judge, what each column means."""
     base = classifier["baseline"] if "baseline" in classifier else next(iter(classifier.values()))
     seeds = len(intervals["seeds"])
-    notes = [f"Variant {line}." for line in (variants or {}).values()]
+    notes = [f"Variant {v['line']}." for v in (variants or {}).values()]
     notes += [
         f"Intervals: {intervals['level']:.0%} percentile bootstrap over {intervals['resamples']} resamples of the "
         f"{intervals['n_test']} test images, the same resamples for every method, so each Δ is a paired difference "
@@ -335,12 +337,12 @@ def notes_for(
 def write_report(
     outdir: str | Path, methods: Sequence[str], classifier_dir: str | Path, fid_dir: str | Path, split: ClassSplit,
     sets: dict[str, SyntheticSet], manifest: pd.DataFrame, intervals_path: str | Path, detector: dict | None = None,
-    variants: dict[str, str] | None = None, judge_path: str | Path | None = None,
+    variants: dict[str, dict] | None = None, judge_path: str | Path | None = None,
     funnels: dict[str, str | Path] | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Stage report: table1.csv, table1.md, per_class_ap.png, forest.png, memorisation.png, novelty.png and
-    samples.png under ``outdir``. ``variants``: the line each variant's notes print; ``funnels``: the fidelity
-    funnel of each variant (demo)."""
+    samples.png under ``outdir``. ``variants``: per variant, the line its notes print and whether the funnel's il
+    stage is on its path; ``funnels``: the fidelity funnel of each variant (demo)."""
     if not methods:
         raise InputError("eval.methods is empty; list the methods to evaluate, e.g. [baseline, resample, smote, roentgen, ours].")
     classifier = {m: _read(Path(classifier_dir) / f"{m}.json", f"classifier results of {m!r}") for m in methods}
@@ -355,8 +357,9 @@ def write_report(
         table.to_csv(tmp, index=False, lineterminator="\n")
     frames = {v: pd.read_csv(path) for v, path in (funnels or {}).items()}
     notes = notes_for(split, classifier, fid, detector, intervals, variants, judge)
+    off_path = {v for v, info in (variants or {}).items() if not info.get("il_on_path", True)}
     text = "# Table 1\n\n" + markdown(table, notes, intervals["level"], intervals["resamples"], references,
-                                         funnel_table(frames))  # fmt: skip
+                                         funnel_table(frames, off_path))  # fmt: skip
     with atomic_path(outdir / "table1.md") as tmp:
         Path(tmp).write_text(text)
     per_class_ap_plot(outdir / "per_class_ap.png", methods, intervals, split)

@@ -112,6 +112,13 @@ def expand_methods(methods: Sequence[str], variants: Mapping[str, Mapping], num_
     return out
 
 
+def on_decoder_path(sections: Mapping[str, Mapping]) -> bool:
+    """Whether a variant's images carry D(S(z)) alone: Eq. 13 in the sparse space, not the residual decode, the
+    latent space or real pixels (the fidelity funnel's il stage is then on its path)."""
+    fusion, generate = sections["fusion"], sections["generate"]
+    return fusion["decode"] == "d" and fusion.get("space", "sparse") == "sparse" and generate.get("composite", "none") != "paste"
+
+
 def describe(name: str, sections: Mapping[str, Mapping]) -> str:
     """One line of what a variant does, for Table 1's notes: CAM, masks, space and decode, labels, pairing, prompt."""
     cam, fusion, generate, pairing = sections["cam"], sections["fusion"], sections["generate"], sections["pairing"]

@@ -113,7 +113,8 @@ def test_a_variant_s_rows_appear_with_its_settings():
             "n": {"train_real": 10, "val": 2, "test": 4}}  # fmt: skip
     from stage_models import SPLIT
 
-    notes = notes_for(SPLIT, {"baseline": base}, {}, None, {"seeds": [0], "level": 0.95, "resamples": 10, "n_test": 4}, lines)
+    notes = notes_for(SPLIT, {"baseline": base}, {}, None, {"seeds": [0], "level": 0.95, "resamples": 10, "n_test": 4},
+                      {v: {"line": line} for v, line in lines.items()})  # fmt: skip
     text = markdown(table, notes, references=REFERENCES)
     assert "| Ours-paper@5 |" in text and "- Variant Ours-paper: eigencam maps; M^S = map_t > 0.4" in text
 
@@ -247,3 +248,24 @@ def test_an_empty_synthetic_set_stops_the_evaluation_with_its_name(evaluated, tm
     result = snakemake(workdir, "--forcerun", "evaluate_classifier", "results/eval/classifier/smote.json")
     assert result.returncode != 0
     assert "the synthetic set of method 'smote' has no samples" in result.stdout + result.stderr
+
+
+def test_the_funnels_side_by_side_say_where_each_variant_loses_the_finding():
+    from ltaug.report import funnel_table
+
+    def funnel(variant, values):
+        rows = [{"stage": s, "measure": m, "class": "mean", "n": 10, "value": v, "fpr": 0.05}
+                for (s, m), v in values.items()]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    path = {("real", "hit_rate"): 0.95, ("vae", "hit_rate"): 0.9, ("il", "hit_rate"): 0.3}
+    ours = funnel("ours", {**path, ("cam:layercam", "box_in_mask"): 0.8, ("fusion", "box_from_tail"): 0.7,
+                           ("ours@0", "hit_rate"): 0.5})  # fmt: skip
+    paper = funnel("ours-paper", {**path, ("cam:eigencam", "box_in_mask"): 0.25, ("fusion", "box_from_tail"): 0.15,
+                                  ("ours-paper@0", "hit_rate"): 0.1})  # fmt: skip
+    text = funnel_table({"ours": ours, "ours-paper": paper}, off_path={"ours"})
+    assert "| stage | Ours | Ours-paper |" in text and "| cam box_in_mask | 0.800 | 0.250 |" in text
+    assert "| @0 hit_rate | 0.500 | 0.100 |" in text and "false-positive rate on real negatives 0.050" in text
+    # ours's images do not go through D(S(z)) alone: its il row is shown but is not a step of its path
+    assert "- Ours loses most of the finding between `fusion box_from_tail` and `@0 hit_rate` (0.700 -> 0.500)." in text
+    assert "- Ours-paper loses most of the finding between `vae hit_rate` and `il hit_rate` (0.900 -> 0.300)." in text

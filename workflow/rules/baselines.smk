@@ -1,4 +1,4 @@
-# Baselines of Table 1, each a synthetic set in the layout of results/synthetic/ours@{s}/
+# Baselines of Table 1, each a synthetic set in the layout of results/synthetic/<variant>@{s}/
 # (ltaug.synthetic): SMOTE on the VAE latents, class-balanced resampling, text-to-image.
 
 

@@ -6,7 +6,7 @@ import re
 from ltaug.config import section_schema, validate_config
 from ltaug.data import SPLITS, DataConfig, LongTailConfig
 from ltaug.errors import ConfigError
-from ltaug.variants import BALANCED, REAL_ONLY, describe, expand_methods, resolve
+from ltaug.variants import BALANCED, REAL_ONLY, describe, expand_methods, on_decoder_path, resolve
 
 
 def _validated(config):
@@ -163,8 +163,10 @@ def variant_sets(variant):
 
 
 def variant_notes():
-    """What each variant of Table 1 does, one line each, for the report's notes (ltaug.variants.describe)."""
-    return json.dumps({v: describe(v, VARIANTS[v]) for v in listed_variants()})
+    """What each variant of Table 1 does, one line each for the report's notes (ltaug.variants.describe), and whether
+    its images go through D(S(z)) alone (the funnel's il stage is on its path)."""
+    return json.dumps({v: {"line": describe(v, VARIANTS[v]), "il_on_path": on_decoder_path(VARIANTS[v])}
+                       for v in listed_variants()})  # fmt: skip
 
 
 def class_name_keys(variant):
