@@ -164,6 +164,25 @@ def _train_judge(args: argparse.Namespace) -> None:
           f"{mean['auroc_macro']:.3f}")  # fmt: skip
 
 
+def _export_training_set_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="manifest.csv (the real training rows)")
+    p.add_argument("--classes", required=True, help="classes.json (the class columns' order)")
+    p.add_argument("--synthetic", default="", help="the method's synthetic set directory ('' for the real rows alone)")
+    p.add_argument("--out", required=True, help="output results/export/{method}.csv")
+
+
+@stage("export_training_set", "one CSV of a method's training rows: real and synthetic, for any trainer",
+       _export_training_set_arguments)  # fmt: skip
+def _export_training_set(args: argparse.Namespace) -> None:
+    from ltaug.data import read_classes, read_manifest
+    from ltaug.synthetic import export_training_rows, read_synthetic_set
+
+    split = read_classes(args.classes)
+    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail) if args.synthetic else None
+    rows = export_training_rows(args.out, read_manifest(args.manifest), split.classes, synthetic)
+    print(f"{args.out}: {int((rows['synthetic'] == 0).sum())} real and {int(rows['synthetic'].sum())} synthetic rows")
+
+
 def _compare_methods_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", required=True, help="classes.json")
     p.add_argument("--methods", required=True, help="JSON list of the methods, in the order of --scores")

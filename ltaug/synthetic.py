@@ -274,3 +274,35 @@ def read_synthetic_set(
             f"{manifest}: {len(absent)} listed image(s) do not exist under {root}, e.g. {absent[:MAX_LISTED]}; {rerun}."
         )
     return SyntheticSet(root, frame, info)
+
+
+def training_rows(manifest: pd.DataFrame, classes: Sequence[str], synthetic: SyntheticSet | None) -> pd.DataFrame:
+    """One table of what a classifier trains on with a method: the real training rows, then the set's synthetic rows.
+
+    Columns: id, path (absolute), synthetic (0 real, 1 synthetic), one 0/1 column per class in the order of
+    ``classes`` (classes.json's), then the set's provenance columns (tail_class, tail_id, head_id, ...; empty on real
+    rows). ``manifest`` is prepare_data's (id, path, split, classes); ``synthetic`` None gives the real rows alone.
+    """
+    train = manifest[manifest["split"] == "train"]
+    real = pd.DataFrame({"id": train["id"].astype(str).to_numpy(), "path": [str(Path(p).resolve()) for p in train["path"]],
+                         "synthetic": 0})  # fmt: skip
+    real[list(classes)] = train[list(classes)].to_numpy(dtype=np.uint8)
+    if synthetic is None:
+        return real
+    frame = synthetic.frame
+    extra = [c for c in frame.columns if c not in (*RESERVED, *classes)]  # provenance, in the set's order
+    fake = pd.DataFrame({"id": frame["dicom_id"].astype(str).to_numpy(), "path": [str(Path(p).resolve()) for p in synthetic.paths()],
+                         "synthetic": 1})  # fmt: skip
+    fake[list(classes)] = synthetic.labels(classes)
+    for c in extra:
+        fake[c] = frame[c].to_numpy()
+    return pd.concat([real, fake], ignore_index=True)[["id", "path", "synthetic", *classes, *extra]]
+
+
+def export_training_rows(path: str | Path, manifest: pd.DataFrame, classes: Sequence[str], synthetic: SyntheticSet | None) -> pd.DataFrame:
+    """Stage export_training_set: :func:`training_rows` as a CSV, written atomically."""
+    rows = training_rows(manifest, classes, synthetic)
+    with atomic_path(path) as tmp:
+        rows.to_csv(tmp, index=False, lineterminator="\n")
+    return rows
+

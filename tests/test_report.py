@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -269,3 +270,21 @@ def test_the_funnels_side_by_side_say_where_each_variant_loses_the_finding():
     # ours's images do not go through D(S(z)) alone: its il row is shown but is not a step of its path
     assert "- Ours loses most of the finding between `fusion box_from_tail` and `@0 hit_rate` (0.700 -> 0.500)." in text
     assert "- Ours-paper loses most of the finding between `vae hit_rate` and `il hit_rate` (0.900 -> 0.300)." in text
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_a_method_s_training_rows_export_for_any_trainer(evaluated, tmp_path):
+    from test_workflow import snakemake
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(evaluated, workdir, symlinks=True)
+    result = snakemake(workdir, "results/export/ours@0.csv", "results/export/baseline.csv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    classes = json.loads((workdir / "results/data/classes.json").read_text())["classes"]
+    rows = pd.read_csv(workdir / "results/export/ours@0.csv")
+    assert list(rows.columns[:3 + len(classes)]) == ["id", "path", "synthetic", *classes]
+    assert (rows["synthetic"] == 0).sum() == 60 and (rows["synthetic"] == 1).sum() == 3 * len(TAIL)
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in rows["path"])
+    assert rows.loc[rows["synthetic"] == 1, "tail_id"].notna().all()
+    assert len(pd.read_csv(workdir / "results/export/baseline.csv")) == 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -113,3 +114,27 @@ def test_set_of_other_classes_or_size_is_refused(tmp_path):
         read_synthetic_set(tmp_path / "s", CLASSES, TAIL, n_per_class=5)
     with pytest.raises(InputError, match=r"no synthetic set here"):
         read_synthetic_set(tmp_path / "missing", CLASSES)
+
+
+def test_the_training_export_is_the_real_rows_then_the_synthetic_ones(tmp_path):
+    from ltaug.synthetic import export_training_rows
+
+    images, provenance, labels = make_set(tmp_path / "ours@1")
+    synthetic = read_synthetic_set(tmp_path / "ours@1", CLASSES, TAIL, 3)
+    order = ["No Finding", "Fracture", "Cardiomegaly", "Nodule"]  # classes.json's order, not the set's columns'
+    manifest = pd.DataFrame({"id": ["train-0", "train-1", "val-0"], "path": ["images/a.png", "images/b.png", "images/c.png"],
+                             "split": ["train", "train", "val"], "Cardiomegaly": [1, 0, 0], "Nodule": [0, 1, 0],
+                             "Fracture": [0, 0, 1], "No Finding": [0, 0, 0]})  # fmt: skip
+    rows = export_training_rows(tmp_path / "export.csv", manifest, order, synthetic)
+    assert list(rows.columns) == ["id", "path", "synthetic", *order, "tail_class", "tail_id", "head_id"]
+    assert rows["id"].tolist() == ["train-0", "train-1", *synthetic.frame["dicom_id"]]  # no val row
+    assert rows["synthetic"].tolist() == [0, 0] + [1] * 6
+    assert rows.loc[0, "path"] == str(Path("images/a.png").resolve())  # relative to the run's directory, made absolute
+    assert all(Path(p).is_absolute() for p in rows["path"]) and rows.loc[2, "path"] == str(Path(synthetic.paths()[0]).resolve())
+    assert rows[order].to_numpy().tolist()[:2] == [[0, 0, 1, 0], [0, 0, 0, 1]]
+    assert np.array_equal(rows[order].to_numpy()[2:], labels[:, [3, 2, 0, 1]])
+    assert rows["tail_id"].iloc[2:].tolist() == provenance["tail_id"].tolist() and rows["tail_id"].iloc[:2].isna().all()
+    again = pd.read_csv(tmp_path / "export.csv")
+    assert again["id"].tolist() == rows["id"].tolist() and list(again.columns) == list(rows.columns)
+    real_only = export_training_rows(tmp_path / "baseline.csv", manifest, order, None)
+    assert real_only["synthetic"].tolist() == [0, 0] and list(real_only.columns) == ["id", "path", "synthetic", *order]

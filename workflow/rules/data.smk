@@ -74,6 +74,7 @@ rule check_class_names:
         variant=VARIANT_PATTERN,
     params:
         names=lambda wildcards: class_name_keys(wildcards.variant),
+    priority: 20  # seconds of work whose point is to fail early
     log:
         "logs/data/check_class_names_{variant}.log",
     benchmark:

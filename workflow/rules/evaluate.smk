@@ -35,6 +35,28 @@ rule evaluate_classifier:
         " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
 
 
+# What a classifier of Table 1 trains on with each method, as one CSV any trainer reads: the real
+# training rows and the method's synthetic rows (absolute paths, classes.json's class order).
+rule export_training_set:
+    input:
+        unpack(classifier_inputs),
+    output:
+        table=f"{OUT}/export/{{method}}.csv",
+    wildcard_constraints:
+        method=METHOD_PATTERN,
+    params:
+        synthetic=lambda wildcards, input: input.get("synthetic", ""),
+    log:
+        "logs/eval/export_training_set_{method}.log",
+    benchmark:
+        "benchmarks/eval/export_training_set_{method}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m ltaug export_training_set --manifest {input.manifest:q} --classes {input.classes:q}"
+        " --synthetic={params.synthetic:q} --out {output.table:q} > {log} 2>&1"
+
+
 # Table 1's intervals: every method's test scores resampled together (paired bootstrap), the
 # difference of every method to each reference row (eval.intervals.references: Baseline and
 # Resample) with its interval and p-value.
