@@ -166,9 +166,12 @@ def test_tiny_evaluation_produces_every_row_and_column(evaluated):
     assert table["row"].tolist() == ROWS and list(table.columns) == COLUMNS
     synthetic = table[~table["method"].isin(["baseline", "balanced"])]
     for column in ("avg_tail_fd", "avg_tail_kid", "head_map", "tail_map", "head_map_std", "tail_label_fidelity",
-                   "tail_detector_fidelity", "novelty_own_source", "detector_fpr_synthetic",
-                   "delta_tail_map_baseline", "delta_tail_map_resample"):  # fmt: skip
+                   "tail_detector_fidelity", "detector_fpr_synthetic", "delta_tail_map_baseline"):  # fmt: skip
         assert synthetic[column].notna().all(), column
+    assert synthetic.loc[synthetic["method"] != "resample", "delta_tail_map_resample"].notna().all()
+    # every set made from training images says whether its nearest one is its source; text-to-image has no source
+    made = synthetic["method"] != "roentgen@4"
+    assert synthetic.loc[made, "novelty_own_source"].notna().all() and synthetic.loc[~made, "novelty_own_source"].isna().all()
     # one training image per tail class here: no distance between real images of a class, so no novelty ratio
     assert table["novelty_pixels_new"].isna().all() and table["novelty_features_median_ratio"].isna().all()
     assert table.loc[table["method"] == "resample", "delta_tail_map_resample"].isna().all()  # no difference to itself
