@@ -20,7 +20,11 @@ min_version("9.0")
 # without activating it; with --sdm conda, the python of the rule's conda environment.
 sys.path.insert(0, workflow.basedir)
 _CONDA = any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
-_PATH = "" if _CONDA else "export PATH=%s:$PATH; " % shlex.quote(os.path.dirname(sys.executable))
+_PATH = (
+    ""
+    if _CONDA
+    else "export PATH=%s:$PATH; " % shlex.quote(os.path.dirname(sys.executable))
+)
 shell.prefix(
     "set -euo pipefail; %sexport PYTHONPATH='%s'${{PYTHONPATH:+:$PYTHONPATH}}; "
     % (_PATH, workflow.basedir)
@@ -42,6 +46,15 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True
+
+
+# Rules of seconds: on a cluster they run in the Snakemake process itself, not as jobs.
+localrules:
+    all,
+    split_classes,
+    check_class_names,
+    export_training_set,
+    report,

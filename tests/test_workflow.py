@@ -16,18 +16,10 @@ from conftest import REPO, write_dataset
 
 pytestmark = pytest.mark.workflow
 
-TINY_DEMO = {
-    "seed": 3,
-    "image_size": 32,
-    "n_train": 60,
-    "n_val": 12,
-    "n_test": 12,
-    "prevalence": {
-        "Cardiomegaly": 0.3, "Pleural Effusion": 0.2, "Lung Opacity": 0.1, "Support Devices": 0.1,
-        "Atelectasis": 0.05, "Pneumothorax": 0.05,
-        "Nodule": 0.02, "Fracture": 0.02, "Calcification of the Aorta": 0.02, "Pneumoperitoneum": 0.02,
-    },
-}  # fmt: skip
+# the tiny configuration: .test/config/config.yaml, which a user can run too (its header says how)
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
+TINY = yaml.safe_load(TEST_CONFIG.read_text())
+TINY_FUSION, TINY_GENERATE = TINY["fusion"], TINY["generate"]
 TAIL = ["Nodule", "Fracture", "Calcification of the Aorta", "Pneumoperitoneum"]
 
 
@@ -44,51 +36,12 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": path})
 
 
-TINY_BOOTSTRAP = {
-    "vae_channels": [8, 8, 16, 16], "vae_norm_groups": 4, "vae_steps": 6, "vae_batch_size": 4,
-    "unet_channels": [16, 32], "unet_cross_attention": [False, True], "unet_norm_groups": 8,
-    "unet_attention_heads": 2, "text_hidden_size": 16, "text_layers": 1, "text_heads": 2,
-    "unet_steps": 6, "unet_batch_size": 8, "sample_steps": 2, "samples_per_class": 2, "reconstruction_images": 2,
-}  # fmt: skip
-
-
-TINY_IL = {
-    "generations": 2, "imitation_epochs": 1, "interaction_epochs": 1, "batch_size": 16, "embed_channels": 8,
-    "student_width": 8, "student_depth": 1, "decoder_width": 8, "decoder_depth": 1, "classifier_width": 8,
-    "classifier_depth": 2,
-}  # fmt: skip
-
-
-TINY_EVAL = {
-    "methods": ["baseline", "balanced", "resample", "smote", "roentgen", "ours", "ours-paper"],  # roentgen@{generate.num_steps} = roentgen@4
-    "classifier": {"image_size": 32, "growth_rate": 4, "block_config": [1, 1], "num_init_features": 8, "steps": 4,
-                   "batch_size": 8, "eval_every": 2, "seeds": [0, 1]},
-    "fid": {"kid_subsets": 5},
-}  # fmt: skip
-TINY_FUSION = {"n_per_class": 3, "tau_h": 0.4, "tau_l": 0.6}
-TINY_GENERATE = {"steps": [0, 1], "num_steps": 4, "batch_size": 8}
-# the project's variant (the sections above) and the paper's, whose decoded set alone keeps the run short
-TINY_VARIANTS = {"ours": {}, "ours-paper": {"cam": {"method": "eigencam"}, "fusion": {"tau_h": 0.4, "tau_l": 0.4, "decode": "d"},
-                                            "generate": {"steps": [0]}}}  # fmt: skip
 ROWS = ["Baseline", "Balanced", "Resample", "SMOTE", "RoentGen@4", "Ours@0", "Ours@1", "Ours-paper@0"]
 
 
 def write_config(workdir: Path, **sections) -> dict:
-    config = {
-        "demo": {"enabled": True, **TINY_DEMO},
-        "data": {"check_images": "full"},
-        "diffusion": {"device": "cpu", "bootstrap": TINY_BOOTSTRAP},
-        "latents": {"image_size": 32, "batch_size": 16, "chunk_size": 32},
-        "il": TINY_IL,
-        # several chunks per split, so cam.shards > 1 has whole chunks to share; val: maps of a split fusion does not read
-        "cam": {"chunk_size": 16, "splits": ["train", "val"]},
-        "pairing": {"k": 2},
-        "fusion": TINY_FUSION,
-        "generate": TINY_GENERATE,
-        "variants": TINY_VARIANTS,
-        "baselines": {"batch_size": 8},
-        "eval": TINY_EVAL,
-    }
+    """``workdir``/config.yaml: the tiny configuration with ``sections`` merged over its sections."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
     workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +61,15 @@ def test_lint_is_clean():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_snakefmt_finds_nothing_to_change():
+    """The workflow catalogue's formatting check: Snakefile and workflow/ as snakefmt writes them."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture

@@ -9,17 +9,17 @@ rule baseline_smote:
         model=vae_model(),
     output:
         synthetic=directory(f"{OUT}/synthetic/smote"),
-    params:
-        cfg=section_json("baselines"),
-        n_per_class=config["fusion"]["n_per_class"],
-        diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
         "logs/baselines/baseline_smote.log",
     benchmark:
         "benchmarks/baselines/baseline_smote.tsv"
-    threads: 2
     conda:
         ENV
+    threads: 2
+    params:
+        cfg=section_json("baselines"),
+        n_per_class=config["fusion"]["n_per_class"],
+        diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
         "python -m ltaug baseline_smote --latents {input.latents:q} --model {input.model:q}"
         " --classes {input.classes:q} --n-per-class {params.n_per_class} --outdir {output.synthetic:q}"
@@ -32,17 +32,17 @@ rule baseline_resample:
         classes=rules.split_classes.output.classes,
     output:
         synthetic=directory(f"{OUT}/synthetic/resample"),
-    params:
-        window=WINDOW,
-        cfg=section_json("baselines"),
-        n_per_class=config["fusion"]["n_per_class"],
-        image_size=config["latents"]["image_size"],
     log:
         "logs/baselines/baseline_resample.log",
     benchmark:
         "benchmarks/baselines/baseline_resample.tsv"
     conda:
         ENV
+    params:
+        window=WINDOW,
+        cfg=section_json("baselines"),
+        n_per_class=config["fusion"]["n_per_class"],
+        image_size=config["latents"]["image_size"],
     shell:
         "python -m ltaug baseline_resample --manifest {input.manifest:q} --classes {input.classes:q}"
         " --n-per-class {params.n_per_class} --image-size {params.image_size} --outdir {output.synthetic:q}"
@@ -55,23 +55,23 @@ rule baseline_roentgen:
         model=diffusion_model(),
     output:
         synthetic=directory(f"{OUT}/synthetic/roentgen@{{steps}}"),
+    log:
+        "logs/baselines/baseline_roentgen@{steps}.log",
+    benchmark:
+        "benchmarks/baselines/baseline_roentgen@{steps}.tsv"
     wildcard_constraints:
         steps=r"\d+",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
     params:
         cfg=section_json("baselines"),
         n_per_class=config["fusion"]["n_per_class"],
         guidance=config["generate"]["guidance_scale"],
         template=lambda wildcards: config["generate"]["prompt_template"],  # a function: "{classes}" is no wildcard
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
-    log:
-        "logs/baselines/baseline_roentgen@{steps}.log",
-    benchmark:
-        "benchmarks/baselines/baseline_roentgen@{steps}.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-    conda:
-        ENV
     shell:
         "python -m ltaug baseline_text_to_image --model {input.model:q} --classes {input.classes:q}"
         " --n-per-class {params.n_per_class} --num-steps {wildcards.steps} --guidance-scale {params.guidance}"

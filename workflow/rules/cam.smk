@@ -8,7 +8,6 @@
 CAM_SHARDS = config["cam"]["shards"]
 
 
-
 if CAM_SHARDS == 1:
 
     rule cam_maps:
@@ -17,22 +16,22 @@ if CAM_SHARDS == 1:
             model=rules.train_il.output.model,
         output:
             store=directory(f"{OUT}/cam/{{cam}}/{{split}}.zarr"),
-        wildcard_constraints:
-            split="|".join(SPLITS),
-            cam=CAM_METHODS,
-        params:
-            cfg=cam_json,
-            diffusion=section_json("diffusion", keep=("device",)),
         log:
             "logs/cam/cam_maps_{cam}_{split}.log",
         benchmark:
             "benchmarks/cam/cam_maps_{cam}_{split}.tsv"
+        wildcard_constraints:
+            split="|".join(SPLITS),
+            cam=CAM_METHODS,
         priority: 10  # the method's chain is the demo's longest path: it goes first
+        conda:
+            ENV
         threads: 2
         resources:
             gpu=1,
-        conda:
-            ENV
+        params:
+            cfg=cam_json,
+            diffusion=section_json("diffusion", keep=("device",)),
         shell:
             "python -m ltaug cam_maps --latents {input.latents:q} --model {input.model:q} --store {output.store:q}"
             " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
@@ -44,25 +43,29 @@ else:
             latents=f"{OUT}/latents/{{split}}.zarr",
             model=rules.train_il.output.model,
         output:
-            store=temp(directory(f"{OUT}/cam/shards/{{cam}}/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr")),
-        wildcard_constraints:
-            split="|".join(SPLITS),
-            cam=CAM_METHODS,
-            shard=r"[0-9]+",
-        params:
-            cfg=cam_json,
-            diffusion=section_json("diffusion", keep=("device",)),
-            shards=CAM_SHARDS,
+            store=temp(
+                directory(
+                    f"{OUT}/cam/shards/{{cam}}/{{split}}/{{shard}}-of-{CAM_SHARDS}.zarr"
+                )
+            ),
         log:
             f"logs/cam/cam_maps_{{cam}}_{{split}}_{{shard}}-of-{CAM_SHARDS}.log",
         benchmark:
             f"benchmarks/cam/cam_maps_{{cam}}_{{split}}_{{shard}}-of-{CAM_SHARDS}.tsv"
+        wildcard_constraints:
+            split="|".join(SPLITS),
+            cam=CAM_METHODS,
+            shard=r"[0-9]+",
         priority: 10  # the method's chain is the demo's longest path: it goes first
+        conda:
+            ENV
         threads: 2
         resources:
             gpu=1,
-        conda:
-            ENV
+        params:
+            cfg=cam_json,
+            diffusion=section_json("diffusion", keep=("device",)),
+            shards=CAM_SHARDS,
         shell:
             "python -m ltaug cam_maps --latents {input.latents:q} --model {input.model:q} --store {output.store:q}"
             " --params {params.cfg:q} --diffusion {params.diffusion:q} --shard {wildcards.shard}"
@@ -81,17 +84,17 @@ else:
             ),
         output:
             store=directory(f"{OUT}/cam/{{cam}}/{{split}}.zarr"),
-        wildcard_constraints:
-            split="|".join(SPLITS),
-            cam=CAM_METHODS,
-        params:
-            cfg=cam_json,  # unused by the command: reruns it with the shards
         log:
             "logs/cam/gather_cams_{cam}_{split}.log",
         benchmark:
             "benchmarks/cam/gather_cams_{cam}_{split}.tsv"
+        wildcard_constraints:
+            split="|".join(SPLITS),
+            cam=CAM_METHODS,
         conda:
             ENV
+        params:
+            cfg=cam_json,  # unused by the command: reruns it with the shards
         shell:
             "python -m ltaug gather_cams --latents {input.latents:q} --model {input.model:q}"
             " --shards {input.shards:q} --store {output.store:q} > {log} 2>&1"

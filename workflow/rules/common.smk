@@ -6,7 +6,14 @@ import re
 from ltaug.config import section_schema, validate_config
 from ltaug.data import SPLITS, DataConfig, LongTailConfig
 from ltaug.errors import ConfigError
-from ltaug.variants import BALANCED, REAL_ONLY, describe, expand_methods, on_decoder_path, resolve
+from ltaug.variants import (
+    BALANCED,
+    REAL_ONLY,
+    describe,
+    expand_methods,
+    on_decoder_path,
+    resolve,
+)
 
 
 def _validated(config):
@@ -19,10 +26,14 @@ def _validated(config):
             or "config",
             overrides=workflow.config_settings.overwrite_config,  # --config: typed by the schema
         )
-        DataConfig(**values["data"])  # cross-key checks of each section, before any job runs
+        DataConfig(
+            **values["data"]
+        )  # cross-key checks of each section, before any job runs
         LongTailConfig(**values["long_tail"])
         variants = resolve(values)
-        rows = expand_methods(values["eval"]["methods"], variants, values["generate"]["num_steps"])
+        rows = expand_methods(
+            values["eval"]["methods"], variants, values["generate"]["num_steps"]
+        )
         for reference in values["eval"]["intervals"]["references"]:
             if reference not in rows:
                 raise ConfigError(
@@ -35,23 +46,32 @@ def _validated(config):
 
 
 config.update(_validated(config))
-VARIANTS = resolve(config)  # name -> its cam, pairing, fusion and generate sections (ltaug.variants)
+VARIANTS = resolve(
+    config
+)  # name -> its cam, pairing, fusion and generate sections (ltaug.variants)
 
 OUT = config["outdir"]  # results/<stage>/...
 DEMO = config["demo"]["outdir"]
-ENV = "../../envs/ltaug.yaml"  # one environment for every rule, pins as in pyproject.toml
+ENV = (
+    "../../envs/ltaug.yaml"  # one environment for every rule, pins as in pyproject.toml
+)
 
 
-WINDOW = json.dumps(config["data"]["window"])  # data.window for the rules that read image files (--window)
+WINDOW = json.dumps(
+    config["data"]["window"]
+)  # data.window for the rules that read image files (--window)
 
 
 def section_json(name, keep=None, drop=()):
     """One config section (dotted, e.g. "diffusion.bootstrap") as JSON, for a rule's params:
-    a change reruns exactly the stages that depend on it. ``keep``/``drop`` select keys."""
+    a change reruns exactly the stages that depend on it. ``keep``/``drop`` select keys.
+    """
     values = config
     for part in name.split("."):
         values = values[part]
-    chosen = {k: v for k, v in values.items() if (keep is None or k in keep) and k not in drop}
+    chosen = {
+        k: v for k, v in values.items() if (keep is None or k in keep) and k not in drop
+    }
     return json.dumps(chosen, sort_keys=True)
 
 
@@ -59,14 +79,19 @@ def demo_outputs():
     """Files rule demo_dataset writes (none when the demo is off)."""
     if not config["demo"]["enabled"]:
         return []
-    return [f"{DEMO}/{split}.csv" for split in SPLITS] + [f"{DEMO}/boxes.csv", f"{DEMO}/demo.json"]
+    return [f"{DEMO}/{split}.csv" for split in SPLITS] + [
+        f"{DEMO}/boxes.csv",
+        f"{DEMO}/demo.json",
+    ]
 
 
 def labels_files(wildcards=None):
     """The labels CSV of each split (or of all images) and the split lists; a missing one (that the demo will
     not draw) is a config error."""
     files = dict(config["data"]["labels"])
-    files |= {f"list_{split}": path for split, path in config["data"]["split_lists"].items()}
+    files |= {
+        f"list_{split}": path for split, path in config["data"]["split_lists"].items()
+    }
     made = {os.path.normpath(p) for p in demo_outputs()}
     for key, path in files.items():
         if not os.path.exists(path) and os.path.normpath(path) not in made:
@@ -89,7 +114,10 @@ def bootstrap_params(stage):
     """The bootstrap's hyper-parameters for ``stage`` ("vae" or "unet"), with the image size the latents will
     be encoded at. The VAE stage's leave out the UNet's training settings, so a change to those retrains
     only the UNet and reruns only the stages that use it."""
-    values = {**config["diffusion"]["bootstrap"], "image_size": config["latents"]["image_size"]}
+    values = {
+        **config["diffusion"]["bootstrap"],
+        "image_size": config["latents"]["image_size"],
+    }
     if stage == "vae":
         values = {k: v for k, v in values.items() if k not in UNET_TRAINING_KEYS}
     return json.dumps(values, sort_keys=True)
@@ -119,13 +147,18 @@ def vae_model():
 
 METHOD_PATTERN = r"baseline|balanced|resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # evaluate_classifier's {method}
 SYNTHETIC_PATTERN = r"resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # methods with a synthetic set
-VARIANT_PATTERN = "|".join(re.escape(v) for v in VARIANTS)  # {variant}: a name of config key variants
+VARIANT_PATTERN = "|".join(
+    re.escape(v) for v in VARIANTS
+)  # {variant}: a name of config key variants
 
 
 def eval_methods():
     """Table 1's rows in order: eval.methods with roentgen -> roentgen@{generate.num_steps} (roentgen@N stays), a
-    variant's name -> one <name>@<s> per s of its generate.steps (ltaug.variants.expand_methods)."""
-    return expand_methods(config["eval"]["methods"], VARIANTS, config["generate"]["num_steps"])
+    variant's name -> one <name>@<s> per s of its generate.steps (ltaug.variants.expand_methods).
+    """
+    return expand_methods(
+        config["eval"]["methods"], VARIANTS, config["generate"]["num_steps"]
+    )
 
 
 def listed_variants():
@@ -136,11 +169,15 @@ def listed_variants():
 def variant_json(variant, section, keep=None, drop=()):
     """One section as the variant sets it, as JSON for a rule's params (see section_json)."""
     values = VARIANTS[variant][section]
-    chosen = {k: v for k, v in values.items() if (keep is None or k in keep) and k not in drop}
+    chosen = {
+        k: v for k, v in values.items() if (keep is None or k in keep) and k not in drop
+    }
     return json.dumps(chosen, sort_keys=True)
 
 
-CAM_METHODS = "|".join(re.escape(m) for m in section_schema("cam")["properties"]["method"]["enum"])  # {cam}
+CAM_METHODS = "|".join(
+    re.escape(m) for m in section_schema("cam")["properties"]["method"]["enum"]
+)  # {cam}
 
 
 def cam_json(wildcards):
@@ -149,7 +186,11 @@ def cam_json(wildcards):
     return json.dumps({**values, "method": wildcards.cam}, sort_keys=True)
 
 
-GENERATE_DECODE_KEYS = ("batch_size", "composite", "feather")  # the generate keys a decoded set (s = 0) depends on
+GENERATE_DECODE_KEYS = (
+    "batch_size",
+    "composite",
+    "feather",
+)  # the generate keys a decoded set (s = 0) depends on
 
 
 def cam_store(variant, split="train"):
@@ -159,7 +200,9 @@ def cam_store(variant, split="train"):
 
 def variant_sets(variant):
     """The synthetic sets <variant>@<s> of a variant, one per s of its generate.steps."""
-    return [synthetic_set(f"{variant}@{s}") for s in VARIANTS[variant]["generate"]["steps"]]
+    return [
+        synthetic_set(f"{variant}@{s}") for s in VARIANTS[variant]["generate"]["steps"]
+    ]
 
 
 def variant_notes():
@@ -188,7 +231,10 @@ def synthetic_set(method):
 
 def classifier_inputs(wildcards):
     """evaluate_classifier: the manifest and classes, and the method's synthetic set (none for baseline and balanced)."""
-    inputs = {"manifest": f"{OUT}/data/manifest.csv", "classes": f"{OUT}/data/classes.json"}
+    inputs = {
+        "manifest": f"{OUT}/data/manifest.csv",
+        "classes": f"{OUT}/data/classes.json",
+    }
     if wildcards.method not in REAL_ONLY:
         inputs["synthetic"] = synthetic_set(wildcards.method)
     return inputs
@@ -223,7 +269,11 @@ def report_inputs(wildcards):
         "intervals": f"{OUT}/eval/intervals.json",
         "sets": [synthetic_set(m) for m in synthetic],
         "judge": f"{OUT}/eval/judge/judge.json",
-        "funnels": [f"{OUT}/eval/funnel/{v}.csv" for v in listed_variants()] if config["demo"]["enabled"] else [],
+        "funnels": (
+            [f"{OUT}/eval/funnel/{v}.csv" for v in listed_variants()]
+            if config["demo"]["enabled"]
+            else []
+        ),
     }
     if config["demo"]["enabled"] and synthetic:
         inputs["detector"] = f"{OUT}/eval/detector.json"
@@ -232,7 +282,8 @@ def report_inputs(wildcards):
 
 def funnel_inputs(wildcards):
     """fidelity_funnel of a variant: the training latents, the variant's CAMs and fused store, the IL model, the
-    variant's synthetic sets, and the judge: the demo's detector and boxes, or the judge classifier."""
+    variant's synthetic sets, and the judge: the demo's detector and boxes, or the judge classifier.
+    """
     inputs = {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",
@@ -244,7 +295,10 @@ def funnel_inputs(wildcards):
         "sets": variant_sets(wildcards.variant),
     }
     if config["demo"]["enabled"]:
-        inputs |= {"detector": f"{OUT}/eval/detector.json", "boxes": f"{DEMO}/boxes.csv"}
+        inputs |= {
+            "detector": f"{OUT}/eval/detector.json",
+            "boxes": f"{DEMO}/boxes.csv",
+        }
     else:
         inputs["classifier"] = f"{OUT}/eval/judge/judge.pt"
     return inputs
@@ -253,17 +307,32 @@ def funnel_inputs(wildcards):
 def get_final_output():
     """Everything `snakemake` with no target builds; later stages extend this list."""
     outputs = [f"{OUT}/data/manifest.csv", f"{OUT}/data/classes.json"]
-    outputs += [f"{OUT}/latents/{split}.zarr" for split in ("train", "val")]  # test: no stage reads its latents
+    outputs += [
+        f"{OUT}/latents/{split}.zarr" for split in ("train", "val")
+    ]  # test: no stage reads its latents
     outputs += [f"{OUT}/il/model.pt", f"{OUT}/il/history.csv"]
     variants = listed_variants()
-    for method in dict.fromkeys(VARIANTS[v]["cam"]["method"] for v in variants):  # each CAM method once
-        outputs += [f"{OUT}/cam/{method}/{split}.zarr" for split in config["cam"]["splits"]]
+    for method in dict.fromkeys(
+        VARIANTS[v]["cam"]["method"] for v in variants
+    ):  # each CAM method once
+        outputs += [
+            f"{OUT}/cam/{method}/{split}.zarr" for split in config["cam"]["splits"]
+        ]
     for v in variants:
-        outputs += [f"{OUT}/pairs/{v}/pairs.csv", f"{OUT}/fused/{v}/latents.zarr", *variant_sets(v)]
+        outputs += [
+            f"{OUT}/pairs/{v}/pairs.csv",
+            f"{OUT}/fused/{v}/latents.zarr",
+            *variant_sets(v),
+        ]
         outputs.append(f"{OUT}/figures/fig2/{v}")
     if not config["diffusion"]["pretrained"]:
         outputs += [f"{OUT}/diffusion/vae_samples", f"{OUT}/diffusion/samples"]
-    outputs += [f"{OUT}/report/table1.csv", f"{OUT}/report/table1.md"]  # Table 1: every evaluation before it
-    if config["demo"]["enabled"]:  # ground-truth boxes exist: where each stage loses the tail finding
+    outputs += [
+        f"{OUT}/report/table1.csv",
+        f"{OUT}/report/table1.md",
+    ]  # Table 1: every evaluation before it
+    if config["demo"][
+        "enabled"
+    ]:  # ground-truth boxes exist: where each stage loses the tail finding
         outputs += [f"{OUT}/eval/funnel/{v}.csv" for v in variants]
     return outputs

@@ -9,16 +9,16 @@ if config["demo"]["enabled"]:
             boxes=f"{DEMO}/boxes.csv",
             info=f"{DEMO}/demo.json",
             images=directory(f"{DEMO}/images"),
-        params:
-            cfg=section_json("demo", drop=("enabled", "outdir")),
-            outdir=lambda wildcards, output: os.path.dirname(output.boxes),
         log:
             "logs/data/demo_dataset.log",
         benchmark:
             "benchmarks/data/demo_dataset.tsv"
-        threads: 8
         conda:
             ENV
+        threads: 8
+        params:
+            cfg=section_json("demo", drop=("enabled", "outdir")),
+            outdir=lambda wildcards, output: os.path.dirname(output.boxes),
         shell:
             "python -m ltaug demo_dataset --outdir {params.outdir:q} --params {params.cfg:q}"
             " --threads {threads} > {log} 2>&1"
@@ -29,15 +29,15 @@ rule prepare_data:
         unpack(labels_files),
     output:
         manifest=f"{OUT}/data/manifest.csv",
-    params:
-        cfg=section_json("data"),
     log:
         "logs/data/prepare_data.log",
     benchmark:
         "benchmarks/data/prepare_data.tsv"
-    threads: 4
     conda:
         ENV
+    threads: 4
+    params:
+        cfg=section_json("data"),
     shell:
         "python -m ltaug prepare_data --manifest {output.manifest:q} --params {params.cfg:q}"
         " --threads {threads} > {log} 2>&1"
@@ -48,15 +48,17 @@ rule split_classes:
         manifest=rules.prepare_data.output.manifest,
     output:
         classes=f"{OUT}/data/classes.json",
-    params:
-        cfg=section_json("long_tail"),
-        labels=section_json("data", keep=("labels_format", "uncertain", "blank", "ignore_labels")),
     log:
         "logs/data/split_classes.log",
     benchmark:
         "benchmarks/data/split_classes.tsv"
     conda:
         ENV
+    params:
+        cfg=section_json("long_tail"),
+        labels=section_json(
+            "data", keep=("labels_format", "uncertain", "blank", "ignore_labels")
+        ),
     shell:
         "python -m ltaug split_classes --manifest {input.manifest:q} --classes {output.classes:q}"
         " --labels {params.labels:q}"
@@ -70,17 +72,17 @@ rule check_class_names:
         classes=rules.split_classes.output.classes,
     output:
         checked=f"{OUT}/data/class_names/{{variant}}.json",
-    wildcard_constraints:
-        variant=VARIANT_PATTERN,
-    params:
-        names=lambda wildcards: class_name_keys(wildcards.variant),
-    priority: 20  # seconds of work whose point is to fail early
     log:
         "logs/data/check_class_names_{variant}.log",
     benchmark:
         "benchmarks/data/check_class_names_{variant}.tsv"
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
+    priority: 20  # seconds of work whose point is to fail early
     conda:
         ENV
+    params:
+        names=lambda wildcards: class_name_keys(wildcards.variant),
     shell:
         "python -m ltaug check_class_names --classes {input.classes:q} --keys {params.names:q} --out {output.checked:q}"
         " > {log} 2>&1"

@@ -14,19 +14,19 @@ if not config["diffusion"]["pretrained"]:
             vae=directory(f"{OUT}/diffusion/vae"),
             latents=f"{OUT}/diffusion/train_latents.npy",
             samples=directory(f"{OUT}/diffusion/vae_samples"),
-        params:
-            window=WINDOW,
-            cfg=bootstrap_params(stage="vae"),
-            diffusion=section_json("diffusion", keep=("device",)),
         log:
             "logs/diffusion/bootstrap_vae.log",
         benchmark:
             "benchmarks/diffusion/bootstrap_vae.tsv"
+        conda:
+            ENV
         threads: 2
         resources:
             gpu=1,
-        conda:
-            ENV
+        params:
+            window=WINDOW,
+            cfg=bootstrap_params(stage="vae"),
+            diffusion=section_json("diffusion", keep=("device",)),
         shell:
             "python -m ltaug bootstrap_vae --manifest {input.manifest:q} --vae {output.vae:q}"
             " --latents {output.latents:q} --samples {output.samples:q} --params {params.cfg:q}"
@@ -41,18 +41,18 @@ if not config["diffusion"]["pretrained"]:
         output:
             model=directory(f"{OUT}/diffusion/model"),
             samples=directory(f"{OUT}/diffusion/samples"),
-        params:
-            cfg=bootstrap_params(stage="unet"),
-            diffusion=section_json("diffusion", keep=("device",)),
         log:
             "logs/diffusion/bootstrap_unet.log",
         benchmark:
             "benchmarks/diffusion/bootstrap_unet.tsv"
+        conda:
+            ENV
         threads: 2
         resources:
             gpu=1,
-        conda:
-            ENV
+        params:
+            cfg=bootstrap_params(stage="unet"),
+            diffusion=section_json("diffusion", keep=("device",)),
         shell:
             "python -m ltaug bootstrap_unet --manifest {input.manifest:q} --vae {input.vae:q}"
             " --latents {input.latents:q} --vae-samples {input.vae_samples:q} --model {output.model:q}"

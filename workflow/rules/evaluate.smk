@@ -9,8 +9,17 @@ rule evaluate_classifier:
         results=f"{OUT}/eval/classifier/{{method}}.json",
         model=f"{OUT}/eval/classifier/{{method}}.pt",
         scores=f"{OUT}/eval/classifier/{{method}}.scores.npz",
+    log:
+        "logs/eval/evaluate_classifier_{method}.log",
+    benchmark:
+        "benchmarks/eval/evaluate_classifier_{method}.tsv"
     wildcard_constraints:
         method=METHOD_PATTERN,
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
     params:
         window=WINDOW,
         cfg=section_json("eval.classifier"),
@@ -18,15 +27,6 @@ rule evaluate_classifier:
         diffusion=section_json("diffusion", keep=("device",)),
         synthetic=lambda wildcards, input: input.get("synthetic", ""),
         balance=lambda wildcards: BALANCED.get(wildcards.method, 0.0),
-    log:
-        "logs/eval/evaluate_classifier_{method}.log",
-    benchmark:
-        "benchmarks/eval/evaluate_classifier_{method}.tsv"
-    threads: 4
-    resources:
-        gpu=1,
-    conda:
-        ENV
     shell:
         "python -m ltaug evaluate_classifier --manifest {input.manifest:q} --classes {input.classes:q}"
         " --method {wildcards.method:q} --synthetic={params.synthetic:q} --n-per-class {params.n_per_class}"
@@ -42,16 +42,16 @@ rule export_training_set:
         unpack(classifier_inputs),
     output:
         table=f"{OUT}/export/{{method}}.csv",
-    wildcard_constraints:
-        method=METHOD_PATTERN,
-    params:
-        synthetic=lambda wildcards, input: input.get("synthetic", ""),
     log:
         "logs/eval/export_training_set_{method}.log",
     benchmark:
         "benchmarks/eval/export_training_set_{method}.tsv"
+    wildcard_constraints:
+        method=METHOD_PATTERN,
     conda:
         ENV
+    params:
+        synthetic=lambda wildcards, input: input.get("synthetic", ""),
     shell:
         "python -m ltaug export_training_set --manifest {input.manifest:q} --classes {input.classes:q}"
         " --synthetic={params.synthetic:q} --out {output.table:q} > {log} 2>&1"
@@ -66,15 +66,15 @@ rule compare_methods:
         scores=[f"{OUT}/eval/classifier/{m}.scores.npz" for m in eval_methods()],
     output:
         results=f"{OUT}/eval/intervals.json",
-    params:
-        cfg=section_json("eval.intervals"),
-        methods=json.dumps(eval_methods()),
     log:
         "logs/eval/compare_methods.log",
     benchmark:
         "benchmarks/eval/compare_methods.tsv"
     conda:
         ENV
+    params:
+        cfg=section_json("eval.intervals"),
+        methods=json.dumps(eval_methods()),
     shell:
         "python -m ltaug compare_methods --classes {input.classes:q} --methods {params.methods:q}"
         " --scores {input.scores:q} --results {output.results:q} --params {params.cfg:q} > {log} 2>&1"
@@ -89,15 +89,15 @@ if config["demo"]["enabled"]:
             boxes=f"{DEMO}/boxes.csv",
         output:
             detector=f"{OUT}/eval/detector.json",
-        params:
-            window=WINDOW,
-            image_size=config["demo"]["image_size"],
         log:
             "logs/eval/fit_detector.log",
         benchmark:
             "benchmarks/eval/fit_detector.tsv"
         conda:
             ENV
+        params:
+            window=WINDOW,
+            image_size=config["demo"]["image_size"],
         shell:
             "python -m ltaug fit_detector --manifest {input.manifest:q} --classes {input.classes:q}"
             " --boxes {input.boxes:q} --image-size {params.image_size} --detector {output.detector:q} --window {params.window:q} > {log} 2>&1"
@@ -114,20 +114,20 @@ rule train_judge:
     output:
         model=f"{OUT}/eval/judge/judge.pt",
         results=f"{OUT}/eval/judge/judge.json",
+    log:
+        "logs/eval/train_judge.log",
+    benchmark:
+        "benchmarks/eval/train_judge.tsv"
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
     params:
         window=WINDOW,
         cfg=section_json("eval.classifier", drop=("seeds",)),
         judge=section_json("eval.judge"),
         diffusion=section_json("diffusion", keep=("device",)),
-    log:
-        "logs/eval/train_judge.log",
-    benchmark:
-        "benchmarks/eval/train_judge.tsv"
-    threads: 4
-    resources:
-        gpu=1,
-    conda:
-        ENV
     shell:
         "python -m ltaug train_judge --manifest {input.manifest:q} --classes {input.classes:q}"
         " --model-out {output.model:q} --results {output.results:q} --params {params.cfg:q} --judge {params.judge:q}"
@@ -139,8 +139,17 @@ rule evaluate_fid:
         unpack(fid_inputs),
     output:
         results=f"{OUT}/eval/fid/{{method}}.json",
+    log:
+        "logs/eval/evaluate_fid_{method}.log",
+    benchmark:
+        "benchmarks/eval/evaluate_fid_{method}.tsv"
     wildcard_constraints:
         method=SYNTHETIC_PATTERN,
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
     params:
         window=WINDOW,
         cfg=section_json("eval.fid"),
@@ -148,15 +157,6 @@ rule evaluate_fid:
         image_size=config["latents"]["image_size"],
         diffusion=section_json("diffusion", keep=("device",)),
         detector=lambda wildcards, input: input.get("detector", ""),
-    log:
-        "logs/eval/evaluate_fid_{method}.log",
-    benchmark:
-        "benchmarks/eval/evaluate_fid_{method}.tsv"
-    threads: 4
-    resources:
-        gpu=1,
-    conda:
-        ENV
     shell:
         "python -m ltaug evaluate_fid --manifest {input.manifest:q} --classes {input.classes:q}"
         " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.judge:q}"
@@ -175,20 +175,23 @@ rule real_features:
     output:
         features=f"{OUT}/eval/real_features.npz",
         pixels=directory(f"{OUT}/eval/train_pixels.zarr"),
-    params:
-        window=WINDOW,
-        cfg=section_json("eval.fid", keep=("inception_weights", "batch_size", "memorisation_reference", "seed")),
-        image_size=config["latents"]["image_size"],
-        diffusion=section_json("diffusion", keep=("device",)),
     log:
         "logs/eval/real_features.log",
     benchmark:
         "benchmarks/eval/real_features.tsv"
+    conda:
+        ENV
     threads: 4
     resources:
         gpu=1,
-    conda:
-        ENV
+    params:
+        window=WINDOW,
+        cfg=section_json(
+            "eval.fid",
+            keep=("inception_weights", "batch_size", "memorisation_reference", "seed"),
+        ),
+        image_size=config["latents"]["image_size"],
+        diffusion=section_json("diffusion", keep=("device",)),
     shell:
         "python -m ltaug real_features --manifest {input.manifest:q} --classifier {input.classifier:q}"
         " --image-size {params.image_size} --features {output.features:q} --pixels {output.pixels:q} --params {params.cfg:q}"
@@ -210,8 +213,17 @@ rule fidelity_funnel:
             category="Fidelity funnel",
             subcategory="{variant}",
         ),
+    log:
+        "logs/eval/fidelity_funnel_{variant}.log",
+    benchmark:
+        "benchmarks/eval/fidelity_funnel_{variant}.tsv"
     wildcard_constraints:
         variant=VARIANT_PATTERN,
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
     params:
         window=WINDOW,
         tau_h=lambda wildcards: VARIANTS[wildcards.variant]["fusion"]["tau_h"],
@@ -220,15 +232,6 @@ rule fidelity_funnel:
         detector=lambda wildcards, input: input.get("detector", ""),
         boxes=lambda wildcards, input: input.get("boxes", ""),
         classifier=lambda wildcards, input: input.get("classifier", ""),
-    log:
-        "logs/eval/fidelity_funnel_{variant}.log",
-    benchmark:
-        "benchmarks/eval/fidelity_funnel_{variant}.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-    conda:
-        ENV
     shell:
         "python -m ltaug fidelity_funnel --manifest {input.manifest:q} --classes {input.classes:q}"
         " --latents {input.latents:q} --cams {input.cams:q} --model {input.model:q} --fused {input.fused:q}"

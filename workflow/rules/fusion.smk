@@ -12,18 +12,18 @@ rule fuse:
         class_names=rules.check_class_names.output.checked,
     output:
         store=directory(f"{OUT}/fused/{{variant}}/latents.zarr"),
-    wildcard_constraints:
-        variant=VARIANT_PATTERN,
-    params:
-        cfg=lambda wildcards: variant_json(wildcards.variant, "fusion"),
     log:
         "logs/fusion/fuse_{variant}.log",
     benchmark:
         "benchmarks/fusion/fuse_{variant}.tsv"
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
     priority: 10  # the method's chain is the demo's longest path: it goes first
-    threads: 2
     conda:
         ENV
+    threads: 2
+    params:
+        cfg=lambda wildcards: variant_json(wildcards.variant, "fusion"),
     shell:
         "python -m ltaug fuse --pairs {input.pairs:q} --latents {input.latents:q} --cams {input.cams:q}"
         " --model {input.model:q} --classes {input.classes:q} --store {output.store:q} --params {params.cfg:q}"

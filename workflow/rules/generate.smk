@@ -8,29 +8,35 @@ rule generate:
     input:
         manifest=rules.prepare_data.output.manifest,
         fused=rules.fuse.output.store,
-        model=lambda wildcards: vae_model() if wildcards.steps == "0" else diffusion_model(),  # s = 0: the VAE only
+        # s = 0: the VAE only
+        model=lambda wildcards: (
+            vae_model() if wildcards.steps == "0" else diffusion_model()
+        ),
     output:
         synthetic=directory(f"{OUT}/synthetic/{{variant}}@{{steps}}"),
-    wildcard_constraints:
-        variant=VARIANT_PATTERN,
-        steps=r"\d+",
-    params:
-        # s = 0 uses no UNet: only the batch size and the composite reach it
-        cfg=lambda wildcards: variant_json(
-            wildcards.variant, "generate", keep=GENERATE_DECODE_KEYS if wildcards.steps == "0" else None, drop=("steps",)
-        ),
-        window=WINDOW,
-        diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     log:
         "logs/generate/generate_{variant}@{steps}.log",
     benchmark:
         "benchmarks/generate/generate_{variant}@{steps}.tsv"
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
+        steps=r"\d+",
     priority: 10  # the method's chain is the demo's longest path: it goes first
+    conda:
+        ENV
     threads: 2
     resources:
         gpu=1,
-    conda:
-        ENV
+    params:
+        # s = 0 uses no UNet: only the batch size and the composite reach it
+        cfg=lambda wildcards: variant_json(
+            wildcards.variant,
+            "generate",
+            keep=GENERATE_DECODE_KEYS if wildcards.steps == "0" else None,
+            drop=("steps",),
+        ),
+        window=WINDOW,
+        diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
         "python -m ltaug generate --fused {input.fused:q} --model {input.model:q} --steps {wildcards.steps}"
         " --method {wildcards.variant}@{wildcards.steps} --manifest {input.manifest:q} --outdir {output.synthetic:q}"
@@ -55,16 +61,16 @@ rule fig2_panels:
             category="Fig. 2",
             subcategory="{variant}",
         ),
-    wildcard_constraints:
-        variant=VARIANT_PATTERN,
-    params:
-        window=WINDOW,
     log:
         "logs/figures/fig2_panels_{variant}.log",
     benchmark:
         "benchmarks/figures/fig2_panels_{variant}.tsv"
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
     conda:
         ENV
+    params:
+        window=WINDOW,
     shell:
         "python -m ltaug fig2_panels --manifest {input.manifest:q} --classes {input.classes:q}"
         " --latents {input.latents:q} --cams {input.cams:q} --fused {input.fused:q} --model {input.model:q}"

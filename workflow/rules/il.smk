@@ -10,20 +10,20 @@ rule train_il:
     output:
         model=f"{OUT}/il/model.pt",
         history=f"{OUT}/il/history.csv",
-    params:
-        cfg=section_json("il"),
-        diffusion=section_json("diffusion", keep=("device",)),
-        outdir=lambda wildcards, output: os.path.dirname(output.model),
     log:
         "logs/il/train_il.log",
     benchmark:
         "benchmarks/il/train_il.tsv"
     priority: 10  # the method's chain is the demo's longest path: it goes first
+    conda:
+        ENV
     threads: 2
     resources:
         gpu=1,
-    conda:
-        ENV
+    params:
+        cfg=section_json("il"),
+        diffusion=section_json("diffusion", keep=("device",)),
+        outdir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         # gen_{{g}}.pt checkpoints are not declared outputs: a killed run (--rerun-incomplete) resumes from them
         "python -m ltaug train_il --train {input.train:q} --val {input.val:q} --classes {input.classes:q}"

@@ -14,21 +14,21 @@ if SHARDS == 1:
             model=vae_model(),
         output:
             store=directory(f"{OUT}/latents/{{split}}.zarr"),
-        wildcard_constraints:
-            split="|".join(SPLITS),
-        params:
-            window=WINDOW,
-            cfg=section_json("latents", drop=("shards",)),
-            diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         log:
             "logs/latents/encode_latents_{split}.log",
         benchmark:
             "benchmarks/latents/encode_latents_{split}.tsv"
+        wildcard_constraints:
+            split="|".join(SPLITS),
+        conda:
+            ENV
         threads: 4
         resources:
             gpu=1,
-        conda:
-            ENV
+        params:
+            window=WINDOW,
+            cfg=section_json("latents", drop=("shards",)),
+            diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         shell:
             "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
             " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
@@ -41,24 +41,26 @@ else:
             manifest=rules.prepare_data.output.manifest,
             model=vae_model(),
         output:
-            store=temp(directory(f"{OUT}/latents/shards/{{split}}/{{shard}}-of-{SHARDS}.zarr")),
+            store=temp(
+                directory(f"{OUT}/latents/shards/{{split}}/{{shard}}-of-{SHARDS}.zarr")
+            ),
+        log:
+            f"logs/latents/encode_latents_{{split}}_{{shard}}-of-{SHARDS}.log",
+        benchmark:
+            f"benchmarks/latents/encode_latents_{{split}}_{{shard}}-of-{SHARDS}.tsv"
         wildcard_constraints:
             split="|".join(SPLITS),
             shard=r"[0-9]+",
+        conda:
+            ENV
+        threads: 4
+        resources:
+            gpu=1,
         params:
             window=WINDOW,
             cfg=section_json("latents", drop=("shards",)),
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
             shards=SHARDS,
-        log:
-            f"logs/latents/encode_latents_{{split}}_{{shard}}-of-{SHARDS}.log",
-        benchmark:
-            f"benchmarks/latents/encode_latents_{{split}}_{{shard}}-of-{SHARDS}.tsv"
-        threads: 4
-        resources:
-            gpu=1,
-        conda:
-            ENV
         shell:
             "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
             " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
@@ -79,17 +81,17 @@ else:
             ),
         output:
             store=directory(f"{OUT}/latents/{{split}}.zarr"),
-        wildcard_constraints:
-            split="|".join(SPLITS),
-        params:
-            cfg=section_json("latents", drop=("shards",)),
-            diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         log:
             "logs/latents/gather_latents_{split}.log",
         benchmark:
             "benchmarks/latents/gather_latents_{split}.tsv"
+        wildcard_constraints:
+            split="|".join(SPLITS),
         conda:
             ENV
+        params:
+            cfg=section_json("latents", drop=("shards",)),
+            diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         shell:
             "python -m ltaug gather_latents --manifest {input.manifest:q} --model {input.model:q}"
             " --split {wildcards.split} --shards {input.shards:q} --store {output.store:q}"

@@ -11,19 +11,19 @@ rule pair_neighbours:
         classes=rules.split_classes.output.classes,
     output:
         pairs=f"{OUT}/pairs/{{variant}}/pairs.csv",
-    wildcard_constraints:
-        variant=VARIANT_PATTERN,
-    params:
-        cfg=lambda wildcards: variant_json(wildcards.variant, "pairing"),
-        n_per_class=config["fusion"]["n_per_class"],
     log:
         "logs/pairing/pair_neighbours_{variant}.log",
     benchmark:
         "benchmarks/pairing/pair_neighbours_{variant}.tsv"
+    wildcard_constraints:
+        variant=VARIANT_PATTERN,
     priority: 10  # the method's chain is the demo's longest path: it goes first
-    threads: 2
     conda:
         ENV
+    threads: 2
+    params:
+        cfg=lambda wildcards: variant_json(wildcards.variant, "pairing"),
+        n_per_class=config["fusion"]["n_per_class"],
     shell:
         "python -m ltaug pair_neighbours --latents {input.latents:q} --cams {input.cams:q} --model {input.model:q}"
         " --classes {input.classes:q} --pairs {output.pairs:q} --params {params.cfg:q}"

@@ -8,13 +8,43 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        table=report(f"{OUT}/report/table1.csv", caption="../report/table1.rst", category="Table 1"),
+        table=report(
+            f"{OUT}/report/table1.csv",
+            caption="../report/table1.rst",
+            category="Table 1",
+        ),
         markdown=f"{OUT}/report/table1.md",
-        ap=report(f"{OUT}/report/per_class_ap.png", caption="../report/per_class_ap.rst", category="Table 1"),
-        forest=report(f"{OUT}/report/forest.png", caption="../report/forest.rst", category="Table 1"),
-        memorisation=report(f"{OUT}/report/memorisation.png", caption="../report/memorisation.rst", category="Samples"),
-        novelty=report(f"{OUT}/report/novelty.png", caption="../report/novelty.rst", category="Samples"),
-        samples=report(f"{OUT}/report/samples.png", caption="../report/samples.rst", category="Samples"),
+        ap=report(
+            f"{OUT}/report/per_class_ap.png",
+            caption="../report/per_class_ap.rst",
+            category="Table 1",
+        ),
+        forest=report(
+            f"{OUT}/report/forest.png",
+            caption="../report/forest.rst",
+            category="Table 1",
+        ),
+        memorisation=report(
+            f"{OUT}/report/memorisation.png",
+            caption="../report/memorisation.rst",
+            category="Samples",
+        ),
+        novelty=report(
+            f"{OUT}/report/novelty.png",
+            caption="../report/novelty.rst",
+            category="Samples",
+        ),
+        samples=report(
+            f"{OUT}/report/samples.png",
+            caption="../report/samples.rst",
+            category="Samples",
+        ),
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        ENV
     params:
         window=WINDOW,
         methods=json.dumps(eval_methods()),
@@ -24,12 +54,6 @@ rule report:
         fid_dir=f"{OUT}/eval/fid",
         synthetic_dir=f"{OUT}/synthetic",
         detector=lambda wildcards, input: input.get("detector", ""),
-    log:
-        "logs/report/report.log",
-    benchmark:
-        "benchmarks/report/report.tsv"
-    conda:
-        ENV
     shell:
         "python -m ltaug report --manifest {input.manifest:q} --classes {input.classes:q} --methods {params.methods:q}"
         " --variants {params.variants:q} --classifier-dir {params.classifier_dir:q} --fid-dir {params.fid_dir:q}"
