@@ -200,7 +200,8 @@ class InceptionFeatures:
         except ModuleNotFoundError as exc:
             raise ConfigError(
                 f"eval.fid.inception_weights is set, but {exc.name} is not installed; install torch-fidelity "
-                f"(pip install torch-fidelity==0.4.0) or leave eval.fid.inception_weights empty for FD-DenseNet."
+                f"(pip install -e '.[fid]' in this checkout, or pip install torch-fidelity==0.4.0) or leave "
+                f"eval.fid.inception_weights empty for FD-DenseNet."
             ) from exc
         self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                                       feature_extractor_weights_path=weights).to(device)  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -106,14 +108,29 @@ def test_fid_config_names_the_key(tmp_path):
     assert FidConfig(inception_weights=str(weights)).metric == "FID"
 
 
-def test_inception_without_torch_fidelity_says_how_to_get_it(tmp_path):
-    try:
-        import torch_fidelity  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(ConfigError, match="torch_fidelity is not installed; install torch-fidelity"):
-            InceptionFeatures(str(tmp_path / "w.pth"), torch.device("cpu"))
-    else:
-        pytest.skip("torch-fidelity is installed; no local InceptionV3 weights to test the FID path with")
+def test_inception_without_torch_fidelity_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if the optional extra were not installed
+    with pytest.raises(ConfigError, match=r"torch_fidelity is not installed; install torch-fidelity \(pip install -e '\.\[fid\]'"):
+        InceptionFeatures(str(tmp_path / "w.pth"), torch.device("cpu"))
+
+
+def test_inception_reads_local_weights_and_gives_2048_features(tmp_path, monkeypatch):
+    """The FID path with a local weights file (torch-fidelity's layout; random values made here, nothing downloaded)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    with monkeypatch.context() as patch:  # build the network once without weights, to write a file of its layout
+        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(torch.nn.Module, "load_state_dict", lambda self, *a, **k: None)
+        torch.manual_seed(0)
+        net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    weights = tmp_path / "pt_inception-2015-12-05.pth"
+    torch.save(net.state_dict(), weights)
+    features = InceptionFeatures(str(weights), torch.device("cpu"))
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    out = features(images, batch_size=2)
+    assert out.shape == (3, 2048) and out.dtype == np.float64 and np.isfinite(out).all()
+    assert np.allclose(features(images[:1], batch_size=1), out[:1], atol=1e-5)  # batching changes nothing
+    assert FidConfig(inception_weights=str(weights)).metric == "FID"
 
 
 def test_prdc_of_a_copy_and_of_a_distant_set():
