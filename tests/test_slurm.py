@@ -31,7 +31,7 @@ PROFILE = REPO / "profiles" / "slurm"
 # (2 cores, short jobs), with the threads of the local run (--cores 2), so that the
 # two runs compute the same numbers.
 CLUSTER_FLAGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-                 "--max-threads", "2")  # fmt: skip
+                 "--max-threads", "2", "--verbose")  # fmt: skip  (--verbose: the plugin logs each sbatch line)
 
 
 def slurm_snakemake(workdir: Path, cluster: SlurmCluster, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
@@ -69,11 +69,62 @@ def submitted_jobs(cluster: SlurmCluster, log: str) -> list[dict]:
     return jobs
 
 
-def profile_resources(rule: str, declared: dict) -> dict:
-    """What the job should get: the profile's set-resources, else the rule's own, else default-resources."""
+def profile_resources(rule: str, declared: dict, attempt: int = 1) -> dict:
+    """What the job should get: the profile's set-resources, else the rule's own, else default-resources;
+    the profile's values are expressions of ``attempt`` (runtime and memory grow with each retry)."""
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     own = {k: int(declared[k]) for k in ("mem_mb", "runtime") if k in declared}
-    return {**profile["default-resources"], **own, **(profile.get("set-resources") or {}).get(rule, {})}
+    values = {**profile["default-resources"], **own, **(profile.get("set-resources") or {}).get(rule, {})}
+    for key in ("mem_mb", "runtime"):
+        if isinstance(values[key], str):
+            values[key] = eval(values[key], {"__builtins__": {}}, {"attempt": attempt, "min": min, "max": max})
+    return values
+
+
+def sbatch_calls(log: str) -> dict[str, str]:
+    """Rule -> the sbatch command line of its (first) job, from the plugin's --verbose log."""
+    calls = {}
+    for call in re.findall(r"sbatch call: (.*)", log):
+        rule = re.search(r"--comment '?rule_(\w+?)(?:_wildcards_[^' ]*)?'?(?: |$)", call)[1]
+        calls.setdefault(rule, call)
+    return calls
+
+
+def options(call: str) -> dict[str, str]:
+    """The options of an sbatch line that size a job: time, memory, CPUs, GPUs (the partition is the cluster's default)."""
+    found = {}
+    for name, pattern in (("-t", r" -t '?(\d+)'?"), ("--mem", r" --mem '?(\d+)'?"), ("--cpus-per-task", r" --cpus-per-task[= ](\d+)"),
+                          ("--gpus", r" --gpus=(\S+)"), ("--gres", r" --gres=(\S+)")):  # fmt: skip
+        if m := re.search(pattern, call):
+            found[name] = m[1]
+    return found
+
+
+GPU_SHARED = ("slurm_partition", "gpu", "gres")  # the values every GPU rule reads from one place (profiles/slurm)
+
+
+def test_the_profile_sizes_every_gpu_rule_and_grows_with_each_attempt(tmp_path):
+    """Without a cluster: every GPU rule of a dry run routes through the shared GPU values, no CPU rule does,
+    and every runtime and memory of the profile grows with the attempt."""
+    write_config(tmp_path, latents={"shards": 2}, cam={"shards": 2})  # every rule, gather_* included
+    rules = rule_blocks(snakemake(tmp_path, "--dry-run").stdout)
+    gpu_rules = {r for r, b in rules.items() if int(b["resources"].get("gpu", 0)) > 0}
+    text = (PROFILE / "config.yaml").read_text()
+    profile = yaml.safe_load(text)
+    per_rule = profile["set-resources"]
+    assert gpu_rules and gpu_rules <= set(per_rule), f"GPU rules without resources: {gpu_rules - set(per_rule)}"
+    for rule, values in per_rule.items():
+        assert rule in rules, f"{rule}: not a rule of the workflow"
+        shared = [key for key in GPU_SHARED if key in values]
+        assert shared == (list(GPU_SHARED) if rule in gpu_rules else []), rule
+        assert "gpu_model" not in values or rule in gpu_rules, rule
+    for rule in gpu_rules:  # one value for all: the aliases of the first GPU rule's anchors
+        assert re.search(rf"^  {rule}:.*\n(?:    .*\n)*?    slurm_partition: [&*]gpu_partition", text, re.M), rule
+    assert profile["retries"] >= 1
+    for rule in [*per_rule, "(default)"]:
+        sizes = [profile_resources(rule, {}, attempt) for attempt in (1, 2, 3)]
+        for key in ("runtime", "mem_mb"):
+            assert sizes[0][key] < sizes[1][key] < sizes[2][key], f"{rule}: {key} does not grow with the attempt"
 
 
 @pytest.fixture(scope="session")  # as tiny_reference, and before it: a skip costs no local run
@@ -113,6 +164,18 @@ def test_tiny_workflow_on_slurm_matches_a_local_run(cluster, tiny_reference, tmp
         assert int(job["CPUs/Task"]) == rules[rule]["threads"], rule  # cpus_per_task: threads
         assert job["MinMemoryNode"] == f"{want['mem_mb']}M", rule
         assert job["TimeLimit"] == f"{want['runtime'] // 60:02d}:{want['runtime'] % 60:02d}:00", rule
+
+    assert {"split_classes", "check_class_names", "report"} <= local  # seconds of work: no submission
+
+    # the sbatch lines of a GPU rule and a CPU rule, as the plugin wrote them
+    calls = sbatch_calls(log)
+    gpu, cpu = options(calls["train_il"]), options(calls["pair_neighbours"])
+    il, pairs = profile_resources("train_il", {}), profile_resources("pair_neighbours", {})
+    assert gpu == {"-t": str(il["runtime"]), "--mem": str(il["mem_mb"]), "--cpus-per-task": str(rules["train_il"]["threads"]),
+                   "--gpus": "1"}, calls["train_il"]  # fmt: skip
+    assert cpu == {"-t": str(pairs["runtime"]), "--mem": str(pairs["mem_mb"]),
+                   "--cpus-per-task": str(rules["pair_neighbours"]["threads"])}, calls["pair_neighbours"]  # fmt: skip
+    print(f"sbatch, GPU rule: {calls['train_il']}\nsbatch, CPU rule: {calls['pair_neighbours']}")
 
     assert differences(workdir / "results", tiny_reference / "results") == []
 
