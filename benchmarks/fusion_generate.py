@@ -136,7 +136,7 @@ def main() -> None:
     _, seconds = timed(cam_maps, latents, il, tmp / "cam.zarr", cam_cfg, cpu)
     report["cam_maps"] = {"seconds": round(seconds, 2), "maps_per_s": round(n_train / seconds, 1)}
     pairs, seconds = timed(pair_neighbours, latents, tmp / "cam.zarr", il, split, tmp / "pairs.csv",
-                           from_dict(PairingConfig, config["pairing"], "pairing"))  # fmt: skip
+                           from_dict(PairingConfig, config["pairing"], "pairing"), fusion_cfg.n_per_class)  # fmt: skip
     report["pair_neighbours"] = {"seconds": round(seconds, 2), "tail_samples": len(pairs)}
     fused, seconds = timed(fuse_latents, tmp / "pairs.csv", latents, tmp / "cam.zarr", il, split, tmp / "fused.zarr",
                            fusion_cfg)  # fmt: skip
