@@ -78,23 +78,24 @@ def compare(name: str, build, make_inputs, run, repeats: int, train_loss=None) -
     return row
 
 
-def densenet_steps_per_s(clf: ClassifierConfig, threads: int, repeats: int) -> float:
+def densenet_batch(clf: ClassifierConfig, threads: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded channels-last DenseNet of ``clf`` in training mode and one random batch for it, on ``threads``."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_densenet(clf, 10).to(memory_format=CL).train()
     x = torch.randn(clf.batch_size, 3, clf.image_size, clf.image_size).contiguous(memory_format=CL)
-    y = (torch.rand(clf.batch_size, 10) < 0.2).float()
+    return model, x, (torch.rand(clf.batch_size, 10) < 0.2).float()
+
+
+def densenet_steps_per_s(clf: ClassifierConfig, threads: int, repeats: int) -> float:
+    model, x, y = densenet_batch(clf, threads)
     step = training_step(model, [x, y], lambda m, b: F.binary_cross_entropy_with_logits(m(b[0]), b[1]))
     return 1000 / per_call_ms(step, repeats)
 
 
 def densenet_precision(clf: ClassifierConfig, threads: int, repeats: int) -> dict:
     """ms per DenseNet training step (channels-last) in float32 and under bfloat16 autocast (eval.classifier.precision)."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build_densenet(clf, 10).to(memory_format=CL).train()
-    x = torch.randn(clf.batch_size, 3, clf.image_size, clf.image_size).contiguous(memory_format=CL)
-    y = (torch.rand(clf.batch_size, 10) < 0.2).float()
+    model, x, y = densenet_batch(clf, threads)
     row = {"threads": threads}
     for precision in ("float32", "bfloat16"):
         def loss(m, b, on=precision == "bfloat16"):
