@@ -81,6 +81,7 @@ class ILConfig:
     classifier_stem: str = "small"  # densenet121: imagenet (7x7/2 conv + pool; latents >= 32) | small (3x3/1, no pool)
     reset_heads: bool = False  # re-initialise D and C at every generation (default: they carry over)
     shuffle_buffer: int = 4096  # samples shuffled together (whole Zarr chunks); memory is O(this)
+    precision: str = "float32"  # float32 | bfloat16: autocast of the training passes (weights and losses stay float32)
     threads: int = 2  # torch CPU threads
 
     def identity(self) -> dict:
@@ -161,6 +162,7 @@ def interaction_losses(
     positives weighted by ``pos_weight`` (K,) when given; loss = lam * L_R + (1 - lam) * L_C.
     """
     zs, recon, logits = model(z)
+    recon, logits = recon.float(), logits.float()  # the losses in float32, also under autocast (il.precision)
     l_r = F.mse_loss(recon, z) if cfg.recon_loss == "mse" else F.l1_loss(recon, z)
     l_c = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=pos_weight)
     return cfg.lam * l_r + (1.0 - cfg.lam) * l_c, l_r, l_c
@@ -253,6 +255,11 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def autocast(cfg: ILConfig, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast of a training pass when ``cfg.precision`` asks for it, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+
+
 def imitation_phase(
     teacher: Student, student: Student, train: LatentStream, cfg: ILConfig, generation: int, device: torch.device
 ) -> Iterator[dict]:
@@ -270,7 +277,9 @@ def imitation_phase(
             z = z.to(device)
             with torch.no_grad():
                 targets = sample_one_hot(teacher(z), target_gen)  # (B, C', h, w) one-hot per position
-            loss = imitation_loss(student(z), targets)
+            with autocast(cfg, device):
+                probs = student(z)
+            loss = imitation_loss(probs.float(), targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -299,7 +308,8 @@ def interaction_phase(
         bar = tqdm(total=train.n, desc=f"gen {generation} interaction {epoch + 1}/{cfg.interaction_epochs}",
                    unit="z", file=sys.stderr, mininterval=5.0, leave=False)  # fmt: skip
         for z, y in train.shuffled(data_gen, cfg.balance):
-            loss, l_r, l_c = interaction_losses(model, z.to(device), y.to(device), cfg, pos_weight)
+            with autocast(cfg, device):
+                loss, l_r, l_c = interaction_losses(model, z.to(device), y.to(device), cfg, pos_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -2,7 +2,7 @@
 
 Half precision for the UNet and text encoder (diffusion.dtype) beside a float32 VAE, CUDA generators
 that make every draw reproducible, the DenseNet trained under bfloat16 autocast
-(eval.classifier.precision) and iterated learning, all on CUDA. Run them alone with
+(eval.classifier.precision) and iterated learning, in float32 and under autocast (il.precision), all on CUDA. Run them alone with
 ``make test PYTEST_MARK=gpu``; ``python benchmarks/gpu.py`` measures the full-size architectures.
 """
 
@@ -107,7 +107,8 @@ def test_the_classifier_trains_under_bfloat16_autocast_on_cuda():
     assert np.allclose(predict(again, val, CUDA), scores, atol=1e-3)  # seeded on CUDA too
 
 
-def test_iterated_learning_trains_on_cuda(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_iterated_learning_trains_on_cuda(tmp_path, precision):
     classes = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Fracture"]
     from ltaug.data import ClassSplit
 
@@ -117,9 +118,10 @@ def test_iterated_learning_trains_on_cuda(tmp_path):
     train = write_latent_store(tmp_path / "train.zarr", z, y, classes, "train")
     val = write_latent_store(tmp_path / "val.zarr", zv, yv, classes, "val")
     cfg = ILConfig(generations=2, interaction_epochs=2, embed_channels=8, student_width=8, student_depth=1,
-                   decoder_width=8, decoder_depth=1, classifier_width=8, classifier_depth=2)  # fmt: skip
+                   decoder_width=8, decoder_depth=1, classifier_width=8, classifier_depth=2, precision=precision)  # fmt: skip
     result = train_iterated(train, val, split, tmp_path / "il", cfg, CUDA)
     assert next(result.model.parameters()).device.type == CUDA.type and result.generation == 2
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast: float32 weights
     again = train_iterated(train, val, split, tmp_path / "il-again", cfg, CUDA)
     for a, b in zip(result.model.parameters(), again.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)

@@ -343,3 +343,17 @@ class zarr_like(np.ndarray):
         out = np.asarray(values).view(cls)
         out.chunks = (chunk, *values.shape[1:])
         return out
+
+
+def test_bfloat16_autocast_trains_float32_weights_to_the_same_quality(stores, tmp_path):
+    """il.precision: bfloat16 autocast changes the numbers of the passes, not what is learnt or stored."""
+    train, val = stores
+    cfg = ILConfig(**{**TINY.identity(), "generations": 1, "interaction_epochs": 3})
+    full = train_iterated(train, val, SPLIT, tmp_path / "float32", cfg, CPU)
+    half = train_iterated(train, val, SPLIT, tmp_path / "bfloat16", ILConfig(**{**cfg.identity(), "precision": "bfloat16"}), CPU)
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    a, b = (pd.read_csv(tmp_path / name / "history.csv").iloc[-1] for name in ("float32", "bfloat16"))
+    assert np.isfinite(b["train_loss"]) and b["val_recon_mse"] < 1.2 * a["val_recon_mse"]
+    assert not torch.equal(full.model.student.head.weight, half.model.student.head.weight)  # it did run in bfloat16
+    with pytest.raises(ConfigError, match="il.precision"):
+        ILConfig(precision="float16")
