@@ -116,6 +116,7 @@ class FusionMasks(NamedTuple):
     generic: torch.Tensor  # M^G (B, h, w) bool: head map < tau_l
     coin: torch.Tensor  # M^R (B, h, w) bool: a fair coin per position, True = tail
     from_tail: torch.Tensor  # F (B, h, w) bool: positions the fused vector takes from the tail vector
+    by_coin: torch.Tensor  # (B, h, w) bool: positions the coin decided (both masks or neither; neither alone with overlap tail)
 
 
 def specific_mask(m_tail: torch.Tensor, tau_h: float, how: str = "cells", grow: int = 1) -> torch.Tensor:
@@ -169,8 +170,10 @@ def fusion_masks(
         ambiguous = ~(specific ^ generic)  # both or neither: z~_R takes the random mix z_R there, Eqs. 8-9
         only_tail = specific & ~generic  # z~_t, Eq. 10 (only-generic positions are z~_h, Eq. 11)
         from_tail = only_tail | (ambiguous & coin)  # the positions Eq. 12 takes from z_t^s
+        by_coin = ambiguous
     elif overlap == "tail":
-        from_tail = specific | (~generic & coin)  # M^S wins; neither mask: the coin
+        by_coin = ~specific & ~generic
+        from_tail = specific | (by_coin & coin)  # M^S wins; neither mask: the coin
     else:
         raise ValueError(f"overlap {overlap!r} is not one of {OVERLAPS}")
     if shuffle:
@@ -178,7 +181,7 @@ def fusion_masks(
         order = torch.stack([torch.randperm(from_tail[0].numel(), generator=generator, device=generator.device)
                              for _ in range(b)]).to(from_tail.device)  # fmt: skip
         from_tail = torch.gather(from_tail.flatten(1), 1, order).view_as(from_tail)
-    return FusionMasks(specific, generic, coin, from_tail)
+    return FusionMasks(specific, generic, coin, from_tail, by_coin)
 
 
 def config_masks(cfg: FusionConfig, m_tail: torch.Tensor, m_head: torch.Tensor, generator: torch.Generator) -> FusionMasks:
@@ -230,7 +233,7 @@ def fuse(
 def shares(masks: FusionMasks) -> dict[str, np.ndarray]:
     """Per sample: share of positions from the tail vector, from the head vector, and decided by the coin."""
     tail = masks.from_tail.flatten(1).float().mean(1)  # (B,)
-    coin = (~(masks.specific ^ masks.generic)).flatten(1).float().mean(1)  # (B,)
+    coin = masks.by_coin.flatten(1).float().mean(1)  # (B,)
     return {"tail_share": tail.numpy(), "head_share": (1 - tail).numpy(), "coin_share": coin.numpy()}
 
 

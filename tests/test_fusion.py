@@ -405,6 +405,13 @@ def test_overlap_tail_takes_the_tail_region_whole_and_the_rest_from_the_head():
         assert torch.equal(masks.from_tail, masks.specific)  # no coin anywhere: the tail region, pasted
         paper = fusion_masks(m_t, m_h, 0.5, 1.0, torch.Generator().manual_seed(seed), "region", 0, "coin")
         assert torch.equal(paper.from_tail[masks.specific], coins(seed, (1, 4, 4))[masks.specific])  # the convention's coin
+        # what the fused store records: 4 of 16 positions from the tail, none by the coin (paper: the 4 both-claimed)
+        assert shares(masks)["tail_share"][0] == 0.25 and shares(masks)["coin_share"][0] == 0.0
+        assert shares(paper)["coin_share"][0] == 0.25
+    m_h[0, 0, :] = 0.95  # the top row is neither generic nor the tail's: only there does the coin decide
+    masks = fusion_masks(m_t, m_h, 0.5, 0.9, torch.Generator().manual_seed(0), "region", 0, "tail")
+    assert masks.by_coin.tolist() == [[[True] * 4] + [[False] * 4] * 3] and shares(masks)["coin_share"][0] == 0.25
+    assert torch.equal(masks.from_tail[0, 0], coins(0, (1, 4, 4))[0, 0])
 
 
 def test_random_masks_keep_how_many_positions_come_from_the_tail_and_move_them():
