@@ -71,7 +71,7 @@ class GenerateConfig:
 
 
 def composite(
-    decoded: np.ndarray, from_tail: np.ndarray, head: np.ndarray, tail: np.ndarray, how: str, feather: float
+    decoded: np.ndarray, from_tail: np.ndarray, head: np.ndarray, tail: np.ndarray | None, how: str, feather: float
 ) -> np.ndarray:  # fmt: skip
     """(B, H, W, 3) uint8 images put together in pixel space from the fused mask F (B, h, w) upsampled to (H, W) and
     blurred by a Gaussian of ``feather`` pixels (alpha in [0, 1]): head, alpha * decoded + (1 - alpha) * head pixels
@@ -86,7 +86,7 @@ def composite(
     alpha = np.kron(from_tail.astype(np.float32), np.ones((factor, factor), dtype=np.float32))  # (B, H, W)
     if feather > 0:
         alpha = np.stack([ndimage.gaussian_filter(a, feather) for a in alpha])
-    inside = {"head": decoded, "paste": tail}[how].astype(np.float32)
+    inside = (tail if how == "paste" else decoded).astype(np.float32)  # paste needs the tail pixels, head does not
     out = alpha[..., None] * inside + (1 - alpha[..., None]) * head.astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
@@ -165,9 +165,10 @@ def generate_set(
             images = decode_latents(vae, z, batch_size=cfg.batch_size)  # (B, H, W, 3) uint8
             if cfg.composite != "none":
                 size = images.shape[1]
+                roles = ("head_id", "tail_id") if cfg.composite == "paste" else ("head_id",)  # head: no tail pixels
                 real = {role: np.stack([pixels(path_of[str(i)], size, f"{fused_store}, {role} {i!r}") for i in group[role][a:b]])
-                        for role in ("head_id", "tail_id")}  # fmt: skip
-                images = composite(images, group["from_tail"][a:b], real["head_id"], real["tail_id"], cfg.composite,
+                        for role in roles}  # fmt: skip
+                images = composite(images, group["from_tail"][a:b], real["head_id"], real.get("tail_id"), cfg.composite,
                                    cfg.feather)  # fmt: skip
             provenance = pd.DataFrame({name: group[name][a:b].astype(object) for name in PROVENANCE_COLUMNS[:4]})
             provenance["tail_share"] = group["tail_share"][a:b].round(6)

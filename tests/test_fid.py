@@ -130,6 +130,11 @@ def test_inception_reads_local_weights_and_gives_2048_features(tmp_path, monkeyp
     out = features(images, batch_size=2)
     assert out.shape == (3, 2048) and out.dtype == np.float64 and np.isfinite(out).all()
     assert np.allclose(features(images[:1], batch_size=1), out[:1], atol=1e-5)  # batching changes nothing
+    # the values are those of torch-fidelity's own network read from the same file (the weights were loaded, not drawn)
+    reference = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
+    with torch.no_grad():
+        expected = reference.eval()(images)[0].double().numpy()
+    assert np.allclose(out, expected, rtol=1e-4, atol=1e-5)
     assert FidConfig(inception_weights=str(weights)).metric == "FID"
 
 
