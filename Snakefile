@@ -33,6 +33,7 @@ shell.prefix(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/images.smk"
 include: "workflow/rules/diffusion.smk"
 include: "workflow/rules/latents.smk"
 include: "workflow/rules/il.smk"

@@ -105,9 +105,10 @@ def make_sets(name: str, sections: dict, results: Path, out: Path, n_per_class: 
     import torch
 
     from ltaug.cam import CamConfig, cam_maps
-    from ltaug.data import read_classes, read_manifest
+    from ltaug.data import read_classes
     from ltaug.fusion import FusionConfig, fuse_latents
     from ltaug.generate import GenerateConfig, generate_set
+    from ltaug.image_store import ImageStores
     from ltaug.pairing import PairingConfig, pair_neighbours
 
     split = read_classes(results / "data/classes.json")
@@ -128,7 +129,7 @@ def make_sets(name: str, sections: dict, results: Path, out: Path, n_per_class: 
         model = results / ("diffusion/vae" if s == 0 else "diffusion/model")
         torch.manual_seed(0)
         generate_set(out / "fused.zarr", model, out / f"{name}@{s}", s, generate, device, method=f"{name}@{s}",
-                     manifest=read_manifest(results / "data/manifest.csv"))  # fmt: skip
+                     stores=ImageStores(results / "images"))  # fmt: skip
         sets.append(out / f"{name}@{s}")
     return sets
 
@@ -138,10 +139,9 @@ def new_and_faithful(set_dir: Path, results: Path, detector, device) -> dict:
     from ltaug.data import read_classes, read_manifest
     from ltaug.fid import FeatureSpace, FidConfig, _gray
     from ltaug.fidelity import rate_intervals
+    from ltaug.image_store import ImageStores
     from ltaug.novelty import SOURCE_COLUMNS, gray_vectors, set_novelty
     from ltaug.synthetic import read_synthetic_set
-
-    import zarr
 
     split = read_classes(results / "data/classes.json")
     synthetic = read_synthetic_set(set_dir, split.classes, split.tail)
@@ -164,9 +164,9 @@ def new_and_faithful(set_dir: Path, results: Path, detector, device) -> dict:
         negative = np.flatnonzero((frame["tail_class"].to_numpy() != name) & (frame[name].to_numpy() == 0))
         hits[name] = detector.hits(name, [_gray(paths[i]) for i in idx])
         false_hits[name] = detector.hits(name, [_gray(paths[i]) for i in negative])
-    store = zarr.open_group(results / "eval/train_pixels.zarr", mode="r")
+    train_pixels = ImageStores(results / "images").array("train", space.judge.size, list(train["id"].astype(str)), "manifest")
     rows = {name: np.flatnonzero(train[name].to_numpy() == 1) for name in split.tail}
-    novelty = set_novelty(pixels, features, sources, rows, train_features, store["pixels"], train_ids)
+    novelty = set_novelty(pixels, features, sources, rows, train_features, train_pixels, train_ids)
     fidelity, fpr = rate_intervals(hits), rate_intervals(false_hits, seed=1)
     return {
         "new_pixels": float(np.mean([novelty[t]["pixels"]["new"] for t in split.tail])),

@@ -51,7 +51,7 @@ def stand_ins(root: Path, config: dict) -> tuple[Path, Path, Path, object]:
     from ltaug.data import ClassSplit
     from ltaug.iterated import ILConfig, build_model
     from ltaug.iterated_stage import checkpoint, save_checkpoint
-    from ltaug.latents import COMPRESSOR
+    from ltaug.shards import COMPRESSOR
     from ltaug.model_dir import fingerprint
 
     prevalence = dict(config["demo"]["prevalence"])

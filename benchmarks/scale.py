@@ -9,12 +9,14 @@ at <= 0.02, 5 head at >= 0.15), and JPEG images at 512 px (N training, 200 valid
 demo's drawings, resized). Then every stage runs in its own fresh process, as a Snakemake job does,
 and reports its wall seconds and peak RSS (VmHWM) before (after imports and set-up) and after:
 
+    decode_images        every JPEG of the three splits read once into the image stores at 224 px, which the
+                         classifier, the real features and the distances then read
     train_il             one generation, one interaction epoch, C' = 64 (the demo's IL widths), a shuffle
                          buffer of 512 latents that every N fills
     cam_maps             LayerCAM of the classifier, per-class maps of the tail classes
     pair_neighbours      k = 5 among the confused head class, streamed (pairing.chunk_size 128)
     fuse                 20 fused samples per tail class
-    evaluate_classifier  the demo's DenseNet at 224 px, 20 steps, images read from disk per batch
+    evaluate_classifier  the demo's DenseNet at 224 px, 20 steps, images read from the stores per batch
                          (cache_images false; what auto decides at MIMIC-CXR-LT size is recorded)
     real_features        the DenseNet features of every training image (memorisation's reference)
     evaluate_fid         one synthetic set (Resample, 20 per tail class) against val + test
@@ -39,7 +41,7 @@ from peak_memory import peak_rss_mib
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent / "scale"
-STAGES = ["train_il", "cam_maps", "pair_neighbours", "fuse", "evaluate_classifier", "real_features", "evaluate_fid"]
+STAGES = ["decode_images", "train_il", "cam_maps", "pair_neighbours", "fuse", "evaluate_classifier", "real_features", "evaluate_fid"]
 K = 26  # CXR-LT 2023 classes
 LATENT = (4, 64, 64)  # SD 1.x / RoentGen at 512 px
 N_VAL = N_TEST = 200
@@ -91,7 +93,7 @@ def write_store(path: Path, n: int, split: str, seed: int, chunk: int = 256) -> 
     import numpy as np
     import zarr
 
-    from ltaug.latents import COMPRESSOR
+    from ltaug.shards import COMPRESSOR
 
     labels = labels_for(n, seed)
     root = zarr.open_group(path, mode="w", zarr_format=3)
@@ -165,6 +167,8 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
     """One stage on the prepared inputs of ``root``; returns what it made (sizes), for the record."""
     import torch
 
+    from ltaug.image_store import ImageStores
+
     torch.set_num_threads(threads)
     cpu = torch.device("cpu")
     split = _split(root)
@@ -191,19 +195,26 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
 
         fuse_latents(root / "pairs.csv", root / "train.zarr", root / "cam.zarr", root / "il" / "model.pt", split,
                      root / "fused.zarr", FusionConfig(n_per_class=N_PER_CLASS))  # fmt: skip
+    elif stage == "decode_images":
+        from ltaug.data import read_manifest
+        from ltaug.image_store import ImagesConfig, decode_split, store_path
+
+        manifest = read_manifest(root / "manifest.csv")
+        for part in ("train", "val", "test"):
+            decode_split(manifest, part, 224, store_path(root / "stores", part, 224), ImagesConfig(), threads=threads)
     elif stage == "evaluate_classifier":
         from ltaug.data import read_manifest
         from ltaug.evaluate import evaluate_method, save_classifier
 
         _, model, meta, _ = evaluate_method("baseline", read_manifest(root / "manifest.csv"), split, None,
-                                            classifier_config(threads), cpu)  # fmt: skip
+                                            classifier_config(threads), cpu, ImageStores(root / "stores"))  # fmt: skip
         save_classifier(root / "baseline.pt", model, meta)
     elif stage == "real_features":
         from ltaug.data import read_manifest
         from ltaug.fid import real_features
 
         real_features(read_manifest(root / "manifest.csv"), root / "baseline.pt", fid_config(), 224, cpu,
-                      root / "real_features.npz", root / "train_pixels.zarr")  # fmt: skip
+                      root / "real_features.npz", stores=ImageStores(root / "stores"))  # fmt: skip
     elif stage == "evaluate_fid":
         from ltaug.baselines import BaselinesConfig, make_resample
         from ltaug.data import read_manifest
@@ -213,11 +224,11 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
         manifest = read_manifest(root / "manifest.csv")
         if not (root / "resample").exists():
             make_resample(manifest, split.classes, split.tail, N_PER_CLASS, 224, BaselinesConfig(), root / "resample",
-                          source="benchmark manifest")
+                          source="benchmark manifest", stores=ImageStores(root / "stores"))
         start = time.perf_counter()  # the synthetic set is the input, not the stage
         synthetic = read_synthetic_set(root / "resample", split.classes, split.tail, N_PER_CLASS)
         evaluate_set(synthetic, manifest, split, root / "baseline.pt", fid_config(), 224, cpu, root / "real_features.npz",
-                     pixels_path=root / "train_pixels.zarr")  # fmt: skip
+                     stores=ImageStores(root / "stores"))  # fmt: skip
     else:
         raise SystemExit(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
     return {"seconds": round(time.perf_counter() - start, 2), "rss_before_mib": before, "peak_rss_mib": _rss_mib(),

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from ltaug.bootstrap import BootstrapConfig, load_images, to_pixels, train_vae
+from ltaug.image_store import ImageStores
 from ltaug.bootstrap_models import build_vae
 from ltaug.data import read_classes, read_manifest
 from ltaug.fidelity import Detector
@@ -43,7 +44,7 @@ OUT = Path(__file__).parent / "tail_round_trip"
 def train_images(config: dict, results: Path):
     manifest = read_manifest(results / "data/manifest.csv")
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)  # the rows of the train store, in order
-    return train, load_images(train["path"].tolist(), config["latents"]["image_size"])
+    return train, load_images(train, config["latents"]["image_size"], ImageStores(results / "images"), "manifest.csv")
 
 
 def vae_variant(variant: dict, config: dict, results: Path, detector: Detector, split) -> dict:

@@ -28,7 +28,8 @@ from sklearn.neighbors import NearestNeighbors
 
 from ltaug.config import config_section
 from ltaug.errors import InputError
-from ltaug.latents import decode_latents, pixels
+from ltaug.image_store import ImageStores, read_images
+from ltaug.latents import decode_latents, to_rgb_pixels
 from ltaug.synthetic import SyntheticSetWriter
 
 
@@ -132,12 +133,13 @@ def make_smote(
 
 def make_resample(
     manifest: pd.DataFrame, classes: Sequence[str], tail: Sequence[str], n_per_class: int, image_size: int,
-    cfg: BaselinesConfig, outdir, source: str,
+    cfg: BaselinesConfig, outdir, source: str, stores: ImageStores | None = None,
 ) -> dict:  # fmt: skip
     """Stage baseline_resample: copies of the real training images of each tail class, balanced.
 
-    Images go through the same resize and centre crop as encode_latents (``image_size``), so
-    every synthetic set has the images at the latent store's size; labels are the real rows.
+    Images come from the training split's image store at ``image_size`` (latents.image_size), the
+    pixels encode_latents encodes, so every synthetic set has the images at the latent store's
+    size (None: the image files); labels are the real rows.
     """
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)
     labels = train[list(classes)].to_numpy(dtype=np.uint8)
@@ -148,10 +150,9 @@ def make_resample(
             picks = rows_t[balanced_repeats(len(rows_t), n_per_class, cfg.seed + t)]
             for start in range(0, n_per_class, cfg.batch_size):
                 part = picks[start : start + cfg.batch_size]
-                images = np.stack([pixels(train["path"].iloc[i], image_size, f"{source}, id {train['id'].iloc[i]!r}")
-                                   for i in part])  # fmt: skip
+                pixels = to_rgb_pixels(read_images(train.iloc[part], image_size, stores, source))
                 provenance = pd.DataFrame({"tail_class": name, "source_id": train["id"].to_numpy()[part]})
-                out.add(images, provenance, labels[part])
+                out.add(pixels, provenance, labels[part])
             summary[name] = {"training_samples": int(len(rows_t))}
             print(f"resample: {name}: {n_per_class} copies of {len(rows_t)} training images", file=sys.stderr)
     return summary

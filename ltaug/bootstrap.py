@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerFast
 
@@ -49,7 +49,7 @@ from ltaug.config import THREADS, config_section
 from ltaug.data import read_manifest
 from ltaug.diffusion import sample_latents
 from ltaug.errors import ConfigError, InputError
-from ltaug.images import open_image
+from ltaug.image_store import ImageStores, read_images
 from ltaug.io import atomic_path
 from ltaug.latents import decode_latents
 from ltaug.model_dir import fingerprint, load_stable_diffusion, load_vae
@@ -138,15 +138,10 @@ class BootstrapConfig:
 # ---------------------------------------------------------------------------- data
 
 
-def load_images(paths: Sequence[str], image_size: int, where: str = "") -> torch.Tensor:
-    """(N, 1, S, S) uint8 grayscale: shorter side resized to S, centre-cropped (errors name the file)."""
-    out = np.empty((len(paths), 1, image_size, image_size), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        im = open_image(path, where).convert("L")
-        if im.size != (image_size, image_size):
-            im = ImageOps.fit(im, (image_size, image_size), Image.Resampling.BICUBIC)
-        out[i, 0] = np.asarray(im)
-    return torch.from_numpy(out)
+def load_images(rows: pd.DataFrame, image_size: int, images: ImageStores | None, source: str) -> torch.Tensor:
+    """(N, 1, S, S) uint8 grayscale of the manifest rows ``rows``: the pixels encode_latents encodes, from the
+    image stores of decode_images (None: the files, :func:`ltaug.images.load_image`)."""
+    return torch.from_numpy(read_images(rows, image_size, images, source)[:, None])
 
 
 def to_pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -354,9 +349,12 @@ def bootstrap_vae(
     outdir_samples: str | Path,
     cfg: BootstrapConfig,
     device: torch.device,
+    stores: ImageStores | None = None,
 ) -> dict:
     """Stage bootstrap_vae: train the VAE on the training split; write what the UNet stage and the VAE-only stages read.
 
+    Images come from ``stores`` (the image stores of decode_images at cfg.image_size, the pixels the
+    VAE will encode; None: the files).
     ``outdir_vae`` gets the model directory's layout with the VAE's weights only
     (:func:`ltaug.bootstrap_models.save_vae_stage`): encoding, iterated learning, CAMs,
     fusion, ours@0 and SMOTE read it and run while the UNet trains, and it has the finished
@@ -372,8 +370,8 @@ def bootstrap_vae(
     labels = train[classes].to_numpy()
     tokenizer = nets.build_tokenizer(classes, cfg.max_prompt_tokens)
     nets.check_prompt_lengths(tokenizer, labels, classes)
-    images = load_images(list(train["path"]), cfg.image_size, f"{manifest_csv}, train split")
-    val_images = load_images(list(val["path"]), cfg.image_size, f"{manifest_csv}, val split")
+    images = load_images(train, cfg.image_size, stores, str(manifest_csv))
+    val_images = load_images(val, cfg.image_size, stores, str(manifest_csv))
     lap("load")
 
     torch.manual_seed(cfg.seed)

@@ -71,10 +71,10 @@ from ltaug.config import config_section
 from ltaug.errors import InputError
 from ltaug.io import atomic_path
 from ltaug.iterated_stage import ILModel, load_il_model, read_checkpoint
-from ltaug.latents import COMPRESSOR, concatenate_shards, open_latents
+from ltaug.latents import open_latents
 from ltaug.memory import release_free_memory
 from ltaug.models import LatentClassifier
-from ltaug.shards import SHARD_KEYS, block_rows, check_shards
+from ltaug.shards import COMPRESSOR, SHARD_KEYS, block_rows, check_shards, concatenate_shards
 
 
 @config_section("cam")

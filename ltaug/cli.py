@@ -79,6 +79,11 @@ def torch_section(cls, args: argparse.Namespace, key: str):
     return cfg
 
 
+def images_argument(p: argparse.ArgumentParser) -> None:
+    """--images: the image stores every stage after decode_images reads the data set's pixels from."""
+    p.add_argument("--images", required=True, help="results/images: the stores of rule decode_images")
+
+
 def model_arguments(p: argparse.ArgumentParser) -> None:
     """The diffusion model a stage loads, and the runtime it loads it with."""
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")

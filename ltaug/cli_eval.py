@@ -13,6 +13,7 @@ import json
 
 from ltaug.cli import (
     diffusion_argument,
+    images_argument,
     model_arguments,
     runtime,
     stage,
@@ -59,20 +60,20 @@ def _baseline_resample_arguments(p: argparse.ArgumentParser) -> None:
     synthetic_set_arguments(p)
     p.add_argument("--manifest", required=True, help="manifest.csv (the training images)")
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size: side of the images written")
+    images_argument(p)
 
 
-@stage(
-    "baseline_resample", "class-balanced copies of the real tail images", _baseline_resample_arguments, reads_images=True
-)
+@stage("baseline_resample", "class-balanced copies of the real tail images", _baseline_resample_arguments)
 def _baseline_resample(args: argparse.Namespace) -> None:
     from ltaug.baselines import BaselinesConfig, make_resample
     from ltaug.config import from_json
     from ltaug.data import read_manifest
+    from ltaug.image_store import ImageStores
 
     split, n = synthetic_args(args)
     cfg = from_json(BaselinesConfig, args.params, "baselines")
     make_resample(read_manifest(args.manifest), split.classes, split.tail, n, args.image_size, cfg, args.outdir,
-                  source=args.manifest)  # fmt: skip
+                  source=args.manifest, stores=ImageStores(args.images))  # fmt: skip
 
 
 def _baseline_text_to_image_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,15 +112,17 @@ def _evaluate_classifier_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", required=True, help="output results/eval/classifier/{method}.json")
     p.add_argument("--model-out", required=True, help="output: the first seed's selected model (.pt)")
     p.add_argument("--scores", required=True, help="output: every seed's test scores (.npz, for compare_methods)")
+    images_argument(p)
     diffusion_argument(p)
 
 
 @stage(
-    "evaluate_classifier", "train a DenseNet on real + synthetic images, score the test split", _evaluate_classifier_arguments, reads_images=True
+    "evaluate_classifier", "train a DenseNet on real + synthetic images, score the test split", _evaluate_classifier_arguments
 )
 def _evaluate_classifier(args: argparse.Namespace) -> None:
     from ltaug.data import read_manifest
     from ltaug.evaluate import ClassifierConfig, evaluate_method, save_classifier, write_results, write_scores
+    from ltaug.image_store import ImageStores
     from ltaug.synthetic import read_synthetic_set
 
     split, n = synthetic_args(args)
@@ -127,7 +130,7 @@ def _evaluate_classifier(args: argparse.Namespace) -> None:
     device = runtime(args)[0]
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n) if args.synthetic else None
     results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg,
-                                                   device, source=args.manifest, balance=args.balance)  # fmt: skip
+                                                   device, ImageStores(args.images), args.manifest, args.balance)  # fmt: skip
     save_classifier(args.model_out, model, meta)
     write_scores(args.scores, scores)
     write_results(args.results, results)
@@ -139,26 +142,25 @@ def _train_judge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge", default="{}", help="the eval.judge section as JSON (balance, seed)")
     p.add_argument("--model-out", required=True, help="output results/eval/judge/judge.pt")
     p.add_argument("--results", required=True, help="output results/eval/judge/judge.json (its test metrics)")
+    images_argument(p)
     diffusion_argument(p)
 
 
-@stage(
-    "train_judge", "train the class-balanced real-data classifier that judges the synthetic sets", _train_judge_arguments,
-    reads_images=True,
-)
+@stage("train_judge", "train the class-balanced real-data classifier that judges the synthetic sets", _train_judge_arguments)
 def _train_judge(args: argparse.Namespace) -> None:
     import torch
 
     from ltaug.config import from_dict, from_json
     from ltaug.data import read_classes, read_manifest
     from ltaug.evaluate import ClassifierConfig, JudgeConfig, train_judge
+    from ltaug.image_store import ImageStores
 
     params = {"threads": args.threads, **json.loads(args.params)}  # the rule leaves out eval.classifier.seeds
     cfg = from_dict(ClassifierConfig, params, "eval.classifier")
     torch.set_num_threads(cfg.threads)
     results = train_judge(read_manifest(args.manifest), read_classes(args.classes), cfg,
                           from_json(JudgeConfig, args.judge, "eval.judge"), runtime(args)[0], args.model_out,
-                          args.results, source=args.manifest)  # fmt: skip
+                          args.results, ImageStores(args.images), source=args.manifest)  # fmt: skip
     mean = results["mean"]
     print(f"judge: test head mAP {mean['map_head']:.3f}, tail mAP {mean['map_tail']:.3f}, macro AUROC "
           f"{mean['auroc_macro']:.3f}")  # fmt: skip
@@ -218,19 +220,20 @@ def _fit_detector_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boxes", required=True, help="the demo's boxes.csv")
     p.add_argument("--image-size", type=int, required=True, help="demo.image_size (the boxes' pixel frame)")
     p.add_argument("--detector", required=True, help="output detector.json")
+    images_argument(p)
 
 
-@stage(
-    "fit_detector", "fit the demo's tail-finding detector on real images, test it", _fit_detector_arguments, reads_images=True
-)
+@stage("fit_detector", "fit the demo's tail-finding detector on real images, test it", _fit_detector_arguments)
 def _fit_detector(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from ltaug.data import read_classes, read_manifest
     from ltaug.fidelity import fit_detector
+    from ltaug.image_store import ImageStores
 
     split = read_classes(args.classes)
-    detector = fit_detector(read_manifest(args.manifest), pd.read_csv(args.boxes), split.tail, args.image_size)
+    detector = fit_detector(read_manifest(args.manifest), pd.read_csv(args.boxes), split.tail, args.image_size,
+                            stores=ImageStores(args.images))  # fmt: skip
     detector.save(args.detector)
     for name, entry in detector.classes.items():
         print(f"{name}: {entry['filter']}, threshold {entry['threshold']:.2f}, test {entry['test']}")
@@ -245,19 +248,18 @@ def _evaluate_fid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
     p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
     p.add_argument("--real-features", required=True, help="results/eval/real_features.npz (rule real_features)")
-    p.add_argument("--pixels", default="", help="results/eval/train_pixels.zarr (rule real_features): novelty")
     p.add_argument("--results", required=True, help="output results/eval/fid/{method}.json")
+    images_argument(p)
     diffusion_argument(p)
 
 
-@stage(
-    "evaluate_fid", "FD/FID, KID and label fidelity of a synthetic set per tail class", _evaluate_fid_arguments, reads_images=True
-)
+@stage("evaluate_fid", "FD/FID, KID and label fidelity of a synthetic set per tail class", _evaluate_fid_arguments)
 def _evaluate_fid(args: argparse.Namespace) -> None:
     from ltaug.data import read_manifest
     from ltaug.evaluate import write_results
     from ltaug.fid import FidConfig, evaluate_set
     from ltaug.fidelity import Detector
+    from ltaug.image_store import ImageStores
     from ltaug.synthetic import read_synthetic_set
 
     split, n = synthetic_args(args)
@@ -266,7 +268,8 @@ def _evaluate_fid(args: argparse.Namespace) -> None:
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n)
     detector = Detector.load(args.detector) if args.detector else None
     results = evaluate_set(synthetic, read_manifest(args.manifest), split, args.classifier, cfg, args.image_size,
-                           device, args.real_features, detector, source=args.manifest, pixels_path=args.pixels or None)  # fmt: skip
+                           device, args.real_features, detector, source=args.manifest,
+                           stores=ImageStores(args.images))  # fmt: skip
     write_results(args.results, results)
 
 
@@ -275,20 +278,19 @@ def _real_features_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", required=True, help="the judge (results/eval/judge/judge.pt)")
     p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
     p.add_argument("--features", required=True, help="output results/eval/real_features.npz")
-    p.add_argument("--pixels", required=True, help="output results/eval/train_pixels.zarr (novelty's pixel space)")
+    images_argument(p)
     diffusion_argument(p)
 
 
-@stage(
-    "real_features", "features of the training images and the test-to-train distances", _real_features_arguments, reads_images=True
-)
+@stage("real_features", "features of the training images and the test-to-train distances", _real_features_arguments)
 def _real_features(args: argparse.Namespace) -> None:
     from ltaug.data import read_manifest
     from ltaug.fid import FidConfig, real_features
+    from ltaug.image_store import ImageStores
 
     cfg = torch_section(FidConfig, args, "eval.fid")
     real_features(read_manifest(args.manifest), args.classifier, cfg, args.image_size, runtime(args)[0], args.features,
-                  args.pixels, source=args.manifest)  # fmt: skip
+                  source=args.manifest, stores=ImageStores(args.images))  # fmt: skip
 
 
 def _fidelity_funnel_arguments(p: argparse.ArgumentParser) -> None:
@@ -306,12 +308,11 @@ def _fidelity_funnel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--funnel", required=True, help="output funnel.csv")
     p.add_argument("--markdown", required=True, help="output funnel.md")
     p.add_argument("--figure", required=True, help="output funnel.png")
+    images_argument(p)
     diffusion_argument(p)
 
 
-@stage(
-    "fidelity_funnel", "how much of each tail finding survives every stage", _fidelity_funnel_arguments, reads_images=True
-)
+@stage("fidelity_funnel", "how much of each tail finding survives every stage", _fidelity_funnel_arguments)
 def _fidelity_funnel(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -321,6 +322,7 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
     from ltaug.data import read_classes, read_manifest
     from ltaug.fidelity import Detector
     from ltaug.funnel import classifier_judge, detector_judge, fidelity_funnel, markdown, plot
+    from ltaug.image_store import ImageStores
     from ltaug.io import atomic_path
     from ltaug.model_dir import load_vae
     from ltaug.synthetic import read_synthetic_set
@@ -328,6 +330,7 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     split, manifest = read_classes(args.classes), read_manifest(args.manifest)
     device, _, variant = runtime(args)
+    stores = ImageStores(args.images)
     sets = {}
     for path in args.sets:
         synthetic = read_synthetic_set(path, split.classes, split.tail, args.n_per_class)
@@ -337,10 +340,11 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
         judge, fpr = detector_judge(detector)
         boxes, box_size = pd.read_csv(args.boxes), detector.image_size
     else:
-        judge, fpr = classifier_judge(args.classifier, manifest, device)
+        judge, fpr = classifier_judge(args.classifier, manifest, device, stores)
         boxes, box_size = None, None
     table = fidelity_funnel(manifest, split, args.latents, args.cams, args.model, args.fused or None,
-                            load_vae(args.diffusion_model, device, variant), sets, args.tau_h, judge, fpr, boxes, box_size)  # fmt: skip
+                            load_vae(args.diffusion_model, device, variant), sets, args.tau_h, judge, fpr, boxes, box_size,
+                            stores=stores)  # fmt: skip
     with atomic_path(args.funnel) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(args.markdown) as tmp:

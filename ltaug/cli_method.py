@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from ltaug.cli import SPLITS, diffusion_argument, runtime, section_with_threads, stage, training_stores_arguments
+from ltaug.cli import (
+    SPLITS,
+    diffusion_argument,
+    images_argument,
+    runtime,
+    section_with_threads,
+    stage,
+    training_stores_arguments,
+)
 
 
 def _demo_dataset_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,15 +84,17 @@ def _bootstrap_vae_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", required=True, help="output: the model directory's layout with the VAE's weights only")
     p.add_argument("--latents", required=True, help="output .npy: the scaled training latents the UNet trains on")
     p.add_argument("--samples", required=True, help="output directory of reconstructions.png and metrics.json")
+    images_argument(p)
     diffusion_argument(p, "device")
 
 
-@stage("bootstrap_vae", "train the VAE of the small demo Stable Diffusion model", _bootstrap_vae_arguments, reads_images=True)
+@stage("bootstrap_vae", "train the VAE of the small demo Stable Diffusion model", _bootstrap_vae_arguments)
 def _bootstrap_vae(args: argparse.Namespace) -> None:
     from ltaug.bootstrap import BootstrapConfig, bootstrap_vae
+    from ltaug.image_store import ImageStores
 
     cfg = section_with_threads(BootstrapConfig, args, "diffusion.bootstrap")
-    bootstrap_vae(args.manifest, args.vae, args.latents, args.samples, cfg, runtime(args)[0])
+    bootstrap_vae(args.manifest, args.vae, args.latents, args.samples, cfg, runtime(args)[0], ImageStores(args.images))
 
 
 def _bootstrap_unet_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,22 +116,65 @@ def _bootstrap_unet(args: argparse.Namespace) -> None:
                    runtime(args)[0])  # fmt: skip
 
 
+def _decode_images_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="input manifest.csv")
+    p.add_argument("--split", required=True, choices=SPLITS, help="train, val or test")
+    p.add_argument("--size", type=int, required=True, help="side of the stored square images, pixels")
+    p.add_argument("--store", required=True, help="output .zarr store (results/images/{split}/{size}px.zarr)")
+    p.add_argument("--shard", type=int, default=1, help="decode only shard SHARD (1-based) of the split's rows")
+    p.add_argument("--shards", type=int, default=1, help="number of shards the split is decoded in (images.shards)")
+
+
+@stage("decode_images", "read every image of one split once, resized, into a Zarr store", _decode_images_arguments,
+       reads_images=True)  # fmt: skip
+def _decode_images(args: argparse.Namespace) -> None:
+    from ltaug.config import from_json
+    from ltaug.data import read_manifest
+    from ltaug.image_store import ImagesConfig, decode_split
+
+    cfg = from_json(ImagesConfig, args.params, "images")
+    n = decode_split(read_manifest(args.manifest), args.split, args.size, args.store, cfg, threads=args.threads,
+                     source=args.manifest, shard=(args.shard, args.shards))  # fmt: skip
+    print(f"{args.store}: {n} images at {args.size} px")
+
+
+def _gather_images_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="input manifest.csv (the split's row count)")
+    p.add_argument("--split", required=True, choices=SPLITS, help="train, val or test")
+    p.add_argument("--size", type=int, required=True, help="side of the stored square images, pixels")
+    p.add_argument("--shards", nargs="+", required=True, help="the shard stores 1..S, in order")
+    p.add_argument("--store", required=True, help="output .zarr store")
+
+
+@stage("gather_images", "join the shard stores of one split and size into its image store", _gather_images_arguments)
+def _gather_images(args: argparse.Namespace) -> None:
+    from ltaug.config import from_json
+    from ltaug.data import read_manifest
+    from ltaug.image_store import ImagesConfig, gather_images
+
+    cfg = from_json(ImagesConfig, args.params, "images")
+    manifest = read_manifest(args.manifest)
+    expect = {"split": args.split, "image_size": args.size, "split_rows": int((manifest["split"] == args.split).sum())}
+    rows = gather_images(args.shards, args.store, cfg.shard_size, expect)
+    print(f"{args.store}: {rows} images from {len(args.shards)} shards")
+
+
 def _encode_latents_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="input manifest.csv")
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
     p.add_argument("--split", required=True, help="train, val or test")
     p.add_argument("--store", required=True, help="output .zarr store")
+    images_argument(p)
     diffusion_argument(p, "device, dtype")
     p.add_argument("--shard", type=int, default=1, help="encode only shard SHARD (1-based) of the split's rows")
     p.add_argument("--shards", type=int, default=1, help="number of shards the split is encoded in (latents.shards)")
 
 
-@stage(
-    "encode_latents", "encode one split into a Zarr store of VAE latents", _encode_latents_arguments, reads_images=True
-)
+@stage("encode_latents", "encode one split into a Zarr store of VAE latents", _encode_latents_arguments)
 def _encode_latents(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
     from ltaug.data import read_manifest
+    from ltaug.image_store import ImageStores
     from ltaug.latents import LatentsConfig, encode_split
     from ltaug.model_dir import fingerprint, load_vae
 
@@ -130,7 +183,7 @@ def _encode_latents(args: argparse.Namespace) -> None:
     model = {"path": args.model, "fingerprint": fingerprint(args.model)}
     vae = load_vae(args.model, device, variant)
     encode_split(read_manifest(args.manifest), args.split, vae, args.store, cfg, model, device,
-                 threads=args.threads, source=args.manifest, shard=(args.shard, args.shards))  # fmt: skip
+                 stores=ImageStores(args.images), source=args.manifest, shard=(args.shard, args.shards))  # fmt: skip
 
 
 def _gather_latents_arguments(p: argparse.ArgumentParser) -> None:
@@ -274,26 +327,24 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
     p.add_argument("--steps", type=int, required=True, help="s: the last s of generate.num_steps steps (0: decode only)")
     p.add_argument("--method", default="", help="the set's name, <variant>@<s> (default ours@<s>)")
-    p.add_argument("--manifest", default="", help="manifest.csv: the real images of generate.composite")
+    p.add_argument("--images", default="", help="results/images (rule decode_images): the real images of generate.composite")
     p.add_argument("--outdir", required=True, help="output set directory (results/synthetic/<variant>@{s})")
     diffusion_argument(p, "device, dtype")
 
 
-@stage("generate", "fused latents to a synthetic image set, after s denoising steps", _generate_arguments,
-       reads_images=True)  # fmt: skip
+@stage("generate", "fused latents to a synthetic image set, after s denoising steps", _generate_arguments)
 def _generate(args: argparse.Namespace) -> None:
     import torch
 
     from ltaug.config import from_dict
-    from ltaug.data import read_manifest
     from ltaug.generate import GenerateConfig, generate_set
+    from ltaug.image_store import ImageStores
 
     torch.set_num_threads(args.threads)
     device, dtype, variant = runtime(args)
     cfg = from_dict(GenerateConfig, {**json.loads(args.params), "steps": [args.steps]}, "generate")
-    real = read_manifest(args.manifest) if args.manifest else None
     manifest = generate_set(args.fused, args.model, args.outdir, args.steps, cfg, device, dtype, variant,
-                            args.method or None, real)  # fmt: skip
+                            args.method or None, ImageStores(args.images) if args.images else None)  # fmt: skip
     print(f"{args.outdir}: {len(manifest)} images")
 
 

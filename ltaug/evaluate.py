@@ -40,6 +40,7 @@ from ltaug.config import THREADS, config_section
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.image_source import ImageSource, cache_decision
+from ltaug.image_store import ImageStores
 from ltaug.io import atomic_path
 from ltaug.metrics import mean_over, per_class_ap, per_class_auroc
 from ltaug.sampling import balanced_indices
@@ -309,15 +310,15 @@ def check_provenance(synthetic: SyntheticSet, manifest: pd.DataFrame) -> None:
             )
 
 
-def _table(frame: pd.DataFrame, where: str) -> list[str]:
-    return [f"{where}, id {i!r}" for i in frame["id"]]
-
-
 def evaluate_method(
     method: str, manifest: pd.DataFrame, split: ClassSplit, synthetic: SyntheticSet | None,
-    cfg: ClassifierConfig, device: torch.device, source: str = "the manifest", balance: float = 0.0,
+    cfg: ClassifierConfig, device: torch.device, stores: ImageStores | None = None, source: str = "the manifest",
+    balance: float = 0.0,
 ) -> tuple[dict, DenseNet, dict]:  # fmt: skip
     """Train on real train rows (+ ``synthetic``), select on val, score on test, for every seed.
+
+    Real images come from ``stores`` (the stores of decode_images at ``cfg.image_size``; None:
+    the image files), a synthetic set's from its files.
 
     Returns (results, the first seed's model, its metadata, the test scores). Only test rows
     are scored; the results record how many rows of which split each phase used and a hash of
@@ -330,22 +331,22 @@ def evaluate_method(
     for s, rows in parts.items():
         if len(rows) == 0:
             raise InputError(f"{source}: no rows of the {s} split; evaluation needs train, val and test images.")
-    pool_paths = parts["train"]["path"].tolist()
-    pool_where = _table(parts["train"], source)
+    pool_paths, pool_where = [], []
     pool_labels = parts["train"][classes].to_numpy(dtype=np.uint8)
     n_synthetic = 0
     if synthetic is not None:
         check_provenance(synthetic, manifest)
-        pool_paths += synthetic.paths()
-        pool_where += [f"{synthetic.root / 'manifest.csv'}, id {i!r}" for i in synthetic.frame["dicom_id"]]
+        pool_paths = synthetic.paths()
+        pool_where = [f"{synthetic.root / 'manifest.csv'}, id {i!r}" for i in synthetic.frame["dicom_id"]]
         pool_labels = np.concatenate([pool_labels, synthetic.labels(classes)])
         n_synthetic = len(synthetic.frame)
     start = time.perf_counter()
-    cache, why = cache_decision(cfg.cache_images, len(pool_paths) + len(parts["val"]) + len(parts["test"]), cfg.image_size)
+    n_images = len(parts["train"]) + len(pool_paths) + len(parts["val"]) + len(parts["test"])
+    cache, why = cache_decision(cfg.cache_images, n_images, cfg.image_size)
     print(why, file=sys.stderr)
-    train = ImageSource(pool_paths, cfg.image_size, cache, cfg.threads, pool_where)
-    val = ImageSource(parts["val"]["path"], cfg.image_size, cache, cfg.threads, _table(parts["val"], source))
-    test = ImageSource(parts["test"]["path"], cfg.image_size, cache, cfg.threads, _table(parts["test"], source))
+    train = ImageSource(cfg.image_size, cache, cfg.threads, stores, parts["train"], pool_paths, pool_where)
+    val = ImageSource(cfg.image_size, cache, cfg.threads, stores, parts["val"])
+    test = ImageSource(cfg.image_size, cache, cfg.threads, stores, parts["test"])
     print(f"{method}: {len(train)} training images ({n_synthetic} synthetic), {len(val)} val, {len(test)} test, "
           f"read in {time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
     val_labels = parts["val"][classes].to_numpy(dtype=np.uint8)
@@ -391,13 +392,13 @@ def evaluate_method(
 
 def train_judge(
     manifest: pd.DataFrame, split: ClassSplit, cfg: ClassifierConfig, judge: JudgeConfig, device: torch.device,
-    model_path: str | Path, results_path: str | Path, source: str = "the manifest",
+    model_path: str | Path, results_path: str | Path, stores: ImageStores | None = None, source: str = "the manifest",
 ) -> dict:  # fmt: skip
     """Stage train_judge: the classifier every synthetic set is judged by, a DenseNet of ``cfg`` trained on the real
     training images alone with class-balanced batches (``judge.balance``), one seed; saved as evaluate_classifier
     saves a model (its validation thresholds included), with its test metrics beside it."""
     cfg = dataclasses.replace(cfg, seeds=[judge.seed])
-    results, model, meta, _ = evaluate_method("judge", manifest, split, None, cfg, device, source, judge.balance)
+    results, model, meta, _ = evaluate_method("judge", manifest, split, None, cfg, device, stores, source, judge.balance)
     save_classifier(model_path, model, {**meta, "balance": judge.balance})
     write_results(results_path, results)
     return results

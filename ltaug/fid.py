@@ -47,9 +47,9 @@ from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.evaluate import ClassifierConfig, embed, load_classifier, normalise
 from ltaug.fidelity import Detector, label_fidelity
-from ltaug.image_source import load_image
-from ltaug.images import open_image
-from ltaug.latents import preprocess
+from ltaug.image_store import ImageStores, read_images
+from ltaug.images import load_image, open_image
+from ltaug.latents import to_rgb_pixels
 from ltaug.synthetic import SyntheticSet
 
 
@@ -219,7 +219,9 @@ class FeatureSpace:
     judge's penultimate layer; the judge's class scores always come with them. Images are read
     ``batch_size`` at a time, so memory is O(batch) plus the (N, D) features."""
 
-    def __init__(self, model_path: str | Path, cfg: FidConfig, image_size: int, device: torch.device):
+    def __init__(self, model_path: str | Path, cfg: FidConfig, image_size: int, device: torch.device,
+                 stores: ImageStores | None = None, source: str = "the manifest"):  # fmt: skip
+        self.stores, self.source = stores, source  # real images: the stores of decode_images (None: the files)
         self.judge = DenseNetFeatures(model_path, device)
         self.inception = InceptionFeatures(cfg.inception_weights, device) if cfg.inception_weights else None
         self.batch_size, self.image_size, self.metric = cfg.batch_size, image_size, cfg.metric
@@ -228,17 +230,34 @@ class FeatureSpace:
     def __call__(
         self, paths: Sequence[str], where: Sequence[str], pixels: Callable[[int, np.ndarray], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(N, D) float32 features and (N, K) float64 class scores of the images at ``paths``; ``pixels(start,
-        batch)`` receives every batch's (B, S, S) uint8 grayscale images at the judge's input size."""
+        """(N, D) float32 features and (N, K) float64 class scores of the image files ``paths`` (a synthetic set);
+        ``pixels(start, batch)`` receives every batch's (B, S, S) uint8 grayscale images at the judge's input size."""
+        paths, where = list(paths), list(where)
+        return self._features(len(paths), lambda a, b: self.judge.images(paths[a:b], where[a:b]),
+                              lambda a, b: _rgb(paths[a:b], self.image_size, where[a:b]), pixels)  # fmt: skip
+
+    def real(self, table: pd.DataFrame, pixels: Callable[[int, np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`__call__`, for the manifest rows ``table`` (id, split, path): real images, from the stores."""
+        def gray(a: int, b: int) -> torch.Tensor:
+            return torch.from_numpy(read_images(table.iloc[a:b], self.judge.size, self.stores, self.source))[:, None]
+
+        def rgb(a: int, b: int) -> torch.Tensor:
+            x = to_rgb_pixels(read_images(table.iloc[a:b], self.image_size, self.stores, self.source))
+            return torch.from_numpy(x).permute(0, 3, 1, 2)  # (B, 3, S, S) uint8
+
+        return self._features(len(table), gray, rgb, pixels)
+
+    def _features(self, n: int, gray: Callable[[int, int], torch.Tensor], rgb: Callable[[int, int], torch.Tensor],
+                  pixels: Callable[[int, np.ndarray], None] | None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         feats, scores = [], []
-        for start in range(0, len(paths), self.batch_size):
-            p, w = list(paths[start : start + self.batch_size]), list(where[start : start + self.batch_size])
-            images = self.judge.images(p, w)  # (B, 1, S, S) uint8
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            images = gray(start, stop)  # (B, 1, S, S) uint8
             if pixels is not None:
                 pixels(start, images[:, 0].numpy())
             f, c = self.judge(images, self.batch_size)
             if self.inception is not None:
-                f = self.inception(_rgb(p, self.image_size, w), self.batch_size)
+                f = self.inception(rgb(start, stop), self.batch_size)
             feats.append(f.astype(np.float32))
             scores.append(c)
         if not feats:
@@ -247,9 +266,10 @@ class FeatureSpace:
 
 
 def _rgb(paths: Sequence[str], size: int, where: Sequence[str]) -> torch.Tensor:
-    """uint8 (N, 3, S, S): encode_latents' resize and crop, so real and generated images match in size."""
-    return torch.stack([((preprocess(open_image(p, w), size) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-                        for p, w in zip(paths, where)])  # fmt: skip
+    """uint8 (N, 3, S, S): synthetic images as the real ones reach InceptionV3 (grayscale, repeated into three
+    channels, at the latent size), so the two differ only in what they show."""
+    gray = np.stack([load_image(p, size, w) for p, w in zip(paths, where)])
+    return torch.from_numpy(to_rgb_pixels(gray)).permute(0, 3, 1, 2)
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -257,19 +277,15 @@ def _rgb(paths: Sequence[str], size: int, where: Sequence[str]) -> torch.Tensor:
 
 def real_features(
     manifest: pd.DataFrame, model_path: str | Path, cfg: FidConfig, image_size: int, device: torch.device,
-    path: str | Path, pixels_path: str | Path, source: str = "the manifest",
+    path: str | Path, source: str = "the manifest", stores: ImageStores | None = None,
 ) -> None:  # fmt: skip
     """Stage real_features: features of every training image, and of a seeded subset of
     ``cfg.memorisation_reference`` test images their nearest training image and its distance
-    (the reference distribution of memorisation), as .npz at ``path``; the training images' grayscale
-    pixels at the judge's input size (novelty's pixel space) as a Zarr store at ``pixels_path``
-    (``pixels`` (N, S, S) uint8 and ``ids``, written batch by batch: memory O(batch))."""
-    import zarr
-
+    (the reference distribution of memorisation), as .npz at ``path``. Images are read a batch at a
+    time from ``stores`` (None: the files): memory O(batch) plus the (N, D) features."""
     from ltaug.io import atomic_path
-    from ltaug.latents import COMPRESSOR
 
-    space = FeatureSpace(model_path, cfg, image_size, device)
+    space = FeatureSpace(model_path, cfg, image_size, device, stores, source)
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
     if len(train) == 0 or len(test) < 2:
@@ -278,19 +294,8 @@ def real_features(
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.choice(len(test), min(cfg.memorisation_reference, len(test)), replace=False))
     test = test.iloc[pick].reset_index(drop=True)
-    size = space.judge.size
-    with atomic_path(pixels_path) as tmp:
-        store = zarr.open_group(tmp, mode="w", zarr_format=3)
-        array = store.create_array("pixels", shape=(len(train), size, size), chunks=(cfg.batch_size, size, size),
-                                   dtype="uint8", compressors=COMPRESSOR)  # fmt: skip
-        store.create_array("ids", shape=(len(train),), chunks=(max(len(train), 1),), dtype=str)[:] = train["id"].astype(str).to_numpy(dtype=str)
-
-        def keep(start: int, batch: np.ndarray) -> None:
-            array[start : start + len(batch)] = batch
-
-        train_feats, _ = space(train["path"].tolist(), [f"{source}, id {i!r}" for i in train["id"]], keep)
-        store.attrs.update({"image_size": size, "judge": space.judge.name, "complete": True})
-    test_feats, _ = space(test["path"].tolist(), [f"{source}, id {i!r}" for i in test["id"]])
+    train_feats, _ = space.real(train)
+    test_feats, _ = space.real(test)
     distance, which = nearest(train_feats, test_feats)
     print(f"{len(train)} training and {len(test)} reference test images in {space.name}; test-to-train distance "
           f"median {np.median(distance):.3f}, {cfg.memorisation_percentile}th percentile "
@@ -318,20 +323,20 @@ def _load_real_features(path: str | Path, space: FeatureSpace) -> dict:
 def evaluate_set(
     synthetic: SyntheticSet, manifest: pd.DataFrame, split: ClassSplit, model_path: str | Path, cfg: FidConfig,
     image_size: int, device: torch.device, real_features_path: str | Path, detector: Detector | None = None,
-    source: str = "the manifest", pixels_path: str | Path | None = None,
+    source: str = "the manifest", stores: ImageStores | None = None,
 ) -> dict:  # fmt: skip
     """FD (or FID), KID and PRDC per tail class between the set's samples of that class and the real images
     of the class in ``cfg.real_splits``; memorisation against the training images of ``real_features_path``;
-    novelty (:mod:`ltaug.novelty`, against the training pixels of ``pixels_path`` and the training features);
+    novelty (:mod:`ltaug.novelty`, against the training images' pixels at the judge's size, read from the
+    training split's image store, and the training features; measured only with ``stores``);
     label fidelity by the judge and, with a ``detector``, detector fidelity on the samples made for each class
-    and its false-positive rate on the samples made for the other tail classes, with bootstrap intervals."""
-    import zarr
-
+    and its false-positive rate on the samples made for the other tail classes, with bootstrap intervals. Real
+    images come from ``stores`` (the stores of decode_images; None: the image files)."""
     from ltaug.fidelity import rate_intervals
     from ltaug.novelty import SOURCE_COLUMNS, gray_vectors, set_novelty
 
     classes, tail = split.classes, split.tail
-    space = FeatureSpace(model_path, cfg, image_size, device)
+    space = FeatureSpace(model_path, cfg, image_size, device, stores, source)
     judge = space.judge
     train = _load_real_features(real_features_path, space)
     threshold = memorisation_threshold(train["reference_distances"], cfg.memorisation_percentile)
@@ -353,13 +358,12 @@ def evaluate_set(
                 f"{', '.join(cfg.real_splits)} (eval.fid.real_splits); a distance needs at least 2. Add splits to "
                 f"eval.fid.real_splits (e.g. train) or images of the class."
             )
-        real_where = [f"{source}, id {i!r}" for i in real["id"]]
         fake_where = [f"{synthetic.root / 'manifest.csv'}, id {fake_rows['dicom_id'].iloc[i]!r}" for i in fake_idx]
         batches = []
         fake_feats, fake_scores = space([fake_paths[i] for i in fake_idx], fake_where, lambda _, b: batches.append(b))
         pixels[name], features[name] = gray_vectors(np.concatenate(batches) if batches else []), fake_feats
         sources[name] = {c: fake_rows[c].iloc[fake_idx].astype(str).tolist() for c in columns}
-        real_feats, real_scores = space(real["path"].tolist(), real_where)
+        real_feats, real_scores = space.real(real)
         kid, kid_std = kernel_distance(real_feats, fake_feats, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed + t)
         if min(len(real_feats), len(fake_feats)) >= 3:
             quality = prdc(real_feats, fake_feats, cfg.prdc_k)
@@ -391,18 +395,15 @@ def evaluate_set(
             negative = np.flatnonzero((fake_rows["tail_class"].to_numpy() != name) & (fake_rows[name].to_numpy() == 0))
             hits[name] = detector.hits(name, [_gray(fake_paths[i]) for i in fake_idx])
             false_hits[name] = detector.hits(name, [_gray(fake_paths[i]) for i in negative])
-            entry["detector_rate_real"] = float(np.mean(detector.hits(name, [_gray(p) for p in real["path"]])))
+            entry["detector_rate_real"] = float(np.mean(detector.hits(name, read_images(real, detector.image_size, stores, source))))
         per_class[name] = entry
         print(f"{synthetic.method}: {name}: {cfg.metric} {entry['fd']:.2f}, KID {kid:.4f}, precision "
               f"{entry['precision']:.3f}, recall {entry['recall']:.3f}, memorised {entry['memorised']:.3f}, label "
               f"fidelity {entry['label_fidelity']:.3f} ({len(fake_idx)} generated, {len(real)} real)", file=sys.stderr)  # fmt: skip
-    if pixels_path is not None:
-        store = zarr.open_group(pixels_path, mode="r")
-        if not store.attrs.get("complete") or store["pixels"].shape[0] != len(train_rows):
-            raise InputError(f"{pixels_path}: not a complete store of the {len(train_rows)} training images' pixels; "
-                             f"rerun real_features.")  # fmt: skip
+    if stores is not None:
+        train_pixels = stores.array("train", judge.size, train_rows["id"].astype(str).tolist(), source)
         class_rows = {name: np.flatnonzero(train_rows[name].to_numpy() == 1) for name in tail}
-        found = set_novelty(pixels, features, sources, class_rows, train["train_features"], store["pixels"],
+        found = set_novelty(pixels, features, sources, class_rows, train["train_features"], train_pixels,
                             train["train_ids"])  # fmt: skip
         for name, novelty in found.items():
             if "example" in novelty:

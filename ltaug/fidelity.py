@@ -32,7 +32,7 @@ from PIL import Image
 from scipy import ndimage, signal
 
 from ltaug.errors import InputError
-from ltaug.images import open_image
+from ltaug.image_store import ImageStores, read_images
 from ltaug.io import atomic_path
 
 # finding -> (filter, parameters): the pattern ltaug.demo draws for it (see demo.FINDINGS)
@@ -182,13 +182,9 @@ class Detector:
         return cls(data["image_size"], data["classes"])
 
 
-def _gray(path: str) -> np.ndarray:
-    return np.asarray(open_image(path).convert("L"))
-
-
 def fit_detector(
     manifest: pd.DataFrame, boxes: pd.DataFrame, classes: Sequence[str], image_size: int, seed: int = 0,
-    fit: str = "val", measure: str | None = "test",
+    fit: str = "val", measure: str | None = "test", stores: ImageStores | None = None,
 ) -> Detector:  # fmt: skip
     """Fit the region and threshold on the ``fit`` split (validation) and measure on the ``measure`` split (test;
     None: not measured, for choosing settings without the test split), for each of ``classes`` with a filter.
@@ -198,17 +194,17 @@ def fit_detector(
     ``MARGIN``), its threshold the Youden point of that split's positives and (up to ``NEGATIVES``,
     a seeded subset) negatives. ``manifest``: id, path, split and label columns; ``boxes``: the
     demo's boxes.csv (dicom_id, split, class, x0, y0, x1, y1) in pixels of ``image_size`` x
-    ``image_size`` images.
+    ``image_size`` images; ``stores``: the image stores of decode_images (None: the image files).
     """
     rng = np.random.default_rng(seed)
     detector = Detector(image_size, {})
-    images: dict[str, np.ndarray] = {}
+    seen: dict[str, np.ndarray] = {}
 
     def image(i: int) -> np.ndarray:
         key = manifest["id"].iloc[i]
-        if key not in images:
-            images[key] = _gray(manifest["path"].iloc[i])
-        return images[key]
+        if key not in seen:
+            seen[key] = read_images(manifest.iloc[[i]], image_size, stores)[0]
+        return seen[key]
 
     for name in classes:
         if name not in FILTERS or name not in manifest.columns:

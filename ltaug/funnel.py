@@ -43,7 +43,7 @@ from ltaug.data import ClassSplit
 from ltaug.fid import DenseNetFeatures
 from ltaug.fusion import specific_mask
 from ltaug.fidelity import Detector
-from ltaug.image_source import load_image
+from ltaug.image_store import ImageStores, read_images
 from ltaug.latents import decode_latents, open_latents
 from ltaug.synthetic import SyntheticSet
 
@@ -98,7 +98,8 @@ def detector_judge(detector: Detector) -> tuple[Judge, Callable[[str], float]]:
     return judge, fpr
 
 
-def classifier_judge(model_path: str | Path, manifest: pd.DataFrame, device: torch.device) -> tuple[Judge, Callable[[str], float]]:
+def classifier_judge(model_path: str | Path, manifest: pd.DataFrame, device: torch.device,
+                     stores: ImageStores | None = None) -> tuple[Judge, Callable[[str], float]]:  # fmt: skip
     """(judge, fpr) of the classifier trained on real data only, at its per-class F1 thresholds;
     fpr: its rate on the real test images negative for the class."""
     net = DenseNetFeatures(model_path, device)
@@ -115,8 +116,8 @@ def classifier_judge(model_path: str | Path, manifest: pd.DataFrame, device: tor
     test = manifest[manifest["split"] == "test"]
 
     def fpr(name: str) -> float:
-        negative = test[test[name] == 0]["path"].tolist()
-        return judge(name, [load_image(p, net.size) for p in negative]) if negative else float("nan")
+        negative = test[test[name] == 0]
+        return judge(name, list(read_images(negative, net.size, stores))) if len(negative) else float("nan")
 
     return judge, fpr
 
@@ -136,17 +137,19 @@ def fidelity_funnel(
     boxes: pd.DataFrame | None = None,
     box_size: int | None = None,
     batch_size: int = 32,
+    stores: ImageStores | None = None,
 ) -> pd.DataFrame:
     """The funnel table (``COLUMNS``) for every tail class of ``split``, then the mean over them.
 
     ``manifest``: id, path, split, classes; ``boxes``: the demo's boxes.csv (dicom_id, split,
     class, x0, y0, x1, y1) in pixels of ``box_size`` x ``box_size`` images, or None for real data
-    (no CAM or box stages). ``vae`` decodes
+    (no CAM or box stages); ``stores``: the image stores of decode_images (None: the files). ``vae`` decodes
     latents on its device; the IL model runs on the CPU.
     """
     il, latents, cams, ids = open_training_stores(latents_store, cam_store, il_path, split.classes)
     classes = list(split.classes)
-    path_of = dict(zip(manifest["id"], manifest["path"]))
+    train = manifest[manifest["split"] == "train"]
+    train_of = train.set_index(train["id"].astype(str), drop=False)  # the tail samples' rows, by id
     map_classes = list(cams.attrs.get("map_classes", []))
     method = cams.attrs.get("method", "eigencam")
     h = latents["z"].shape[-1]
@@ -163,7 +166,7 @@ def fidelity_funnel(
         rows_t = np.flatnonzero(latents["labels"][:, classes.index(name)])  # the tail samples fusion starts from
         tail_ids = ids[rows_t]
         rate = fpr(name)
-        real = [load_image(path_of[i], vae_size(vae, h)) for i in tail_ids]
+        real = list(read_images(train_of.loc[list(map(str, tail_ids))], vae_size(vae, h), stores))
         add("real", HIT, name, judge(name, real), len(real), rate)
         z = torch.from_numpy(latents["z"].oindex[rows_t])  # (n_t, C, h, w)
         add("vae", HIT, name, judge(name, gray(decode_latents(vae, z, batch_size))), len(z), rate)

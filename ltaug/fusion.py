@@ -77,7 +77,7 @@ from ltaug.config import config_section
 from ltaug.data import ClassSplit
 from ltaug.errors import ConfigError, InputError
 from ltaug.io import atomic_path
-from ltaug.latents import COMPRESSOR
+from ltaug.shards import COMPRESSOR
 
 LABEL_POLICIES = ("union", "tail_only", "classifier")
 DECODES = ("d", "residual")

@@ -40,7 +40,8 @@ from tqdm import tqdm
 from ltaug.config import config_section
 from ltaug.diffusion import check_prompt_template, prompt, sample_latents, torch_dtype
 from ltaug.errors import ConfigError, InputError
-from ltaug.latents import decode_latents, open_latents, pixels
+from ltaug.image_store import ImageStores
+from ltaug.latents import decode_latents, open_latents, to_rgb_pixels
 from ltaug.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.synthetic import SyntheticSetWriter, read_synthetic_set
 
@@ -107,13 +108,13 @@ def generate_set(
     dtype: str = "float32",
     variant: str = "",
     method: str | None = None,
-    manifest: pd.DataFrame | None = None,
+    stores: ImageStores | None = None,
 ) -> pd.DataFrame:
     """Stage generate: the synthetic set ``method`` (<variant>@<steps>, default ours@<steps>) of the fused latents,
     written atomically; returns its manifest.
 
-    ``dtype`` and ``variant`` are diffusion.dtype and diffusion.variant (which weight files to read); ``manifest``
-    (id, path) gives the real images a composite (``cfg.composite``) is made with."""
+    ``dtype`` and ``variant`` are diffusion.dtype and diffusion.variant (which weight files to read); ``stores``
+    (the image stores of decode_images) give the real training images a composite (``cfg.composite``) is made with."""
     if not isinstance(steps, int) or not 0 <= steps <= cfg.num_steps:
         raise ConfigError(f"generate.steps: {steps!r} is not an integer in 0..generate.num_steps ({cfg.num_steps}).")
     group = open_latents(fused_store, expect={"model_fingerprint": fingerprint(model_dir)})
@@ -141,11 +142,10 @@ def generate_set(
         info |= {"num_steps": cfg.num_steps, "guidance_scale": cfg.guidance_scale, "add_noise": cfg.add_noise,
                  "seed": cfg.seed, "prompt_template": cfg.prompt_template, "prompt_labels": cfg.prompt_labels}  # fmt: skip
     method = method or f"ours@{steps}"
-    path_of = dict(zip(manifest["id"].astype(str), manifest["path"])) if manifest is not None else {}
     if cfg.composite != "none":
-        if manifest is None:
+        if stores is None:
             raise ConfigError(f"generate.composite: {cfg.composite} puts real pixels together with the decoded ones; "
-                              f"the stage needs the manifest (--manifest).")  # fmt: skip
+                              f"the stage needs the image stores (--images).")  # fmt: skip
         info |= {"composite": cfg.composite, "feather": cfg.feather}
     prompt_source = "tail_labels" if cfg.prompt_labels == "tail" else "labels"
     if steps and prompt_source not in group:
@@ -166,8 +166,7 @@ def generate_set(
             if cfg.composite != "none":
                 size = images.shape[1]
                 roles = ("head_id", "tail_id") if cfg.composite == "paste" else ("head_id",)  # head: no tail pixels
-                real = {role: np.stack([pixels(path_of[str(i)], size, f"{fused_store}, {role} {i!r}") for i in group[role][a:b]])
-                        for role in roles}  # fmt: skip
+                real = {role: to_rgb_pixels(stores.read_ids("train", group[role][a:b], size)) for role in roles}
                 images = composite(images, group["from_tail"][a:b], real["head_id"], real.get("tail_id"), cfg.composite,
                                    cfg.feather)  # fmt: skip
             provenance = pd.DataFrame({name: group[name][a:b].astype(object) for name in PROVENANCE_COLUMNS[:4]})

@@ -1,7 +1,9 @@
-"""The classifier's images: read at its size, from disk per batch or cached in memory, and when to cache.
+"""The classifier's images: read at its size, per batch or cached in memory, and when to cache.
 
-``eval.classifier.cache_images`` true holds every image of a table as uint8 at image_size
-(fast: each is decoded once); false reads each batch from disk with ``threads`` readers;
+Real images come from the image stores of decode_images (one image a chunk: a batch reads
+only its own images), a synthetic set's from its PNG files.
+``eval.classifier.cache_images`` true holds every image of a table as uint8 at image_size;
+false reads each batch;
 auto caches when the images take at most ``CACHE_SHARE`` of the memory available to the
 process (its cgroup's limit, else MemAvailable), and says why.
 """
@@ -14,37 +16,45 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from PIL import Image, ImageOps
 
-from ltaug.images import open_image
-
-
-def load_image(path: str, size: int, where: str = "") -> np.ndarray:
-    """(S, S) uint8 grayscale, shorter side resized to S (bilinear, antialiased) and centre-cropped."""
-    image = open_image(path, where).convert("L")
-    if image.size != (size, size):
-        image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+from ltaug.image_store import ImageStores, read_images
+from ltaug.images import load_image
 
 
 class ImageSource:
-    """Images of a table (columns path, id) at the classifier's size: all in memory, or read per batch."""
+    """The classifier's images at its size, in order: first the manifest rows ``table`` (columns id, split) from the
+    image stores, then the image files ``paths`` (a synthetic set's PNGs, read with ``threads`` readers); all held
+    in memory (``cache``) or read per batch."""
 
-    def __init__(self, paths: Sequence[str], size: int, cache: bool, threads: int, where: Sequence[str]):
-        self.paths, self.size, self.threads, self.where = list(paths), size, max(1, threads), list(where)
-        self.cache = self._read(range(len(self.paths))) if cache else None
+    def __init__(self, size: int, cache: bool, threads: int, stores: ImageStores | None, table: pd.DataFrame,
+                 paths: Sequence[str] = (), where: Sequence[str] = ()):  # fmt: skip
+        self.size, self.threads, self.stores = size, max(1, threads), stores  # stores None: the rows' files
+        self.table = table[["id", "split", "path"]].reset_index(drop=True)
+        self.files, self.where = list(paths), list(where) or [""] * len(paths)
+        self.cache = self._read(range(len(self))) if cache else None
+
+    @property
+    def paths(self) -> list[str]:
+        """The source file of every image, in order (the real rows' as the manifest names them)."""
+        return self.table["path"].tolist() + self.files
 
     def _read(self, indices) -> torch.Tensor:
-        indices = list(indices)
-        with ThreadPoolExecutor(self.threads) as pool:
-            images = list(pool.map(lambda i: load_image(self.paths[i], self.size, self.where[i]), indices))
-        if not images:
-            return torch.zeros((0, 1, self.size, self.size), dtype=torch.uint8)
-        return torch.from_numpy(np.stack(images)[:, None])  # (B, 1, S, S)
+        indices = np.asarray(list(indices), dtype=np.int64)
+        out = np.zeros((len(indices), self.size, self.size), dtype=np.uint8)
+        stored = np.flatnonzero(indices < len(self.table))
+        if len(stored):
+            out[stored] = read_images(self.table.iloc[indices[stored]], self.size, self.stores)
+        files = np.flatnonzero(indices >= len(self.table))
+        if len(files):
+            at = indices[files] - len(self.table)
+            with ThreadPoolExecutor(self.threads) as pool:
+                out[files] = np.stack(list(pool.map(lambda i: load_image(self.files[i], self.size, self.where[i]), at)))
+        return torch.from_numpy(out[:, None])  # (B, 1, S, S)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.table) + len(self.files)
 
     def batch(self, indices: np.ndarray | Sequence[int]) -> torch.Tensor:
         if self.cache is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ltaug.errors import ConfigError, InputError
 
@@ -48,6 +48,11 @@ def set_window(window) -> None:
     _window = check_window(window)
 
 
+def get_window() -> tuple[float, float] | None:
+    """The window of :func:`set_window` (None: each image's own range)."""
+    return _window
+
+
 def to_8bit(image: Image.Image, window: tuple[float, float] | None = None) -> Image.Image:
     """An 8-bit grayscale ("L") image of a high-bit-depth one: ``window`` (lo, hi) mapped linearly onto
     0-255 and clipped, or without one its own value range (a constant image becomes 0); 8-bit images
@@ -69,6 +74,16 @@ def open_image(path: str | os.PathLike, where: str = "") -> Image.Image:
             return to_8bit(im.copy(), _window)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise InputError(_message(path, exc, where)) from exc
+
+
+def load_image(path: str | os.PathLike, size: int, where: str = "") -> np.ndarray:
+    """(S, S) uint8 grayscale: :func:`open_image`, the shorter side resized to S (bilinear, antialiased: PIL's
+    filter widens with the scale factor) and centre-cropped; an image of S x S is returned as it is.
+    Every image of the data set reaches a stage through this function, once, in stage decode_images."""
+    image = open_image(path, where).convert("L")
+    if image.size != (size, size):
+        image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image)
 
 
 def check_image(path: str | os.PathLike, level: str, where: str = "") -> None:

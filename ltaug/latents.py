@@ -2,8 +2,8 @@
 
 Elberg, Parra, Petrache, *Long Tail Image Generation Through Feature Space Augmentation
 and Iterated Learning* (arXiv 2405.01705), Sec. 3: the method works in the latent space
-of a pre-trained Stable Diffusion VAE. Every image is resized and centre-cropped to a
-square, scaled to [-1, 1] and encoded into z (4 x H/8 x W/8), multiplied by the VAE's
+of a pre-trained Stable Diffusion VAE. Every image, read from its split's image store
+(stage decode_images: resized and centre-cropped to a square once), is scaled to [-1, 1] and encoded into z (4 x H/8 x W/8), multiplied by the VAE's
 ``scaling_factor`` as Stable Diffusion's UNet expects (Rombach et al. 2022, Sec. 4.3.2).
 Iterated learning, CAM, pairing and fusion all read these latents; generation and the
 baselines turn latents back into pixels with :func:`decode_latents`, so that every
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import sys
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +38,12 @@ from tqdm import tqdm
 
 from ltaug.config import config_section
 from ltaug.errors import InputError
-from ltaug.images import open_image
+from ltaug.image_store import ImageStores, read_images
 from ltaug.io import atomic_path
-from ltaug.shards import block_rows, check_shards
+from ltaug.shards import COMPRESSOR, ChunkWriter, block_rows, check_shards, concatenate_shards
 
 MODES = ("sample", "mean")
 RESAMPLE = Image.Resampling.LANCZOS  # downsampling filter of preprocess (antialiased)
-COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 MODEL_KEYS = ("model_path", "model_fingerprint")
 
 
@@ -85,10 +83,16 @@ def preprocess(image: Image.Image, size: int) -> torch.Tensor:
     return pixels.permute(2, 0, 1) / 127.5 - 1.0  # (3, size, size)
 
 
-def pixels(path: str | Path, size: int, where: str = "") -> np.ndarray:
-    """(size, size, 3) uint8: the image as encode_latents sees it (:func:`preprocess`), back in 8 bits."""
-    x = preprocess(open_image(path, where), size)  # (3, size, size) in [-1, 1]
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+def to_vae_input(pixels: np.ndarray) -> torch.Tensor:
+    """(B, S, S) uint8 grayscale (an image store's rows) -> (B, 3, S, S) float32 in [-1, 1], the channels
+    repeated: :func:`preprocess` of an image already S x S."""
+    x = torch.from_numpy(np.asarray(pixels, dtype=np.float32))[:, None].expand(-1, 3, -1, -1)
+    return x / 127.5 - 1.0
+
+
+def to_rgb_pixels(pixels: np.ndarray) -> np.ndarray:
+    """(B, S, S) uint8 grayscale -> (B, S, S, 3) uint8, as :func:`decode_latents` returns images."""
+    return np.repeat(np.asarray(pixels)[..., None], 3, axis=-1)
 
 
 def _noise(seed: int | tuple[int, ...], index: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -146,43 +150,14 @@ def decode_latents(vae, z: torch.Tensor, batch_size: int = 16) -> np.ndarray:
 # ---------------------------------------------------------------------------- the store
 
 
-def _load(path: str, where: str, size: int) -> torch.Tensor:
-    return preprocess(open_image(path, where), size)
-
-
-class _ChunkWriter:
-    """Buffers rows and writes whole chunks along axis 0, so no chunk is read back and recompressed."""
-
-    def __init__(self, arrays: dict[str, zarr.Array], chunk: int):
-        self.arrays, self.chunk = arrays, chunk
-        self.start, self.buffer = 0, {name: [] for name in arrays}  # buffer starts at row self.start
-
-    def append(self, **rows: np.ndarray) -> None:
-        for name, value in rows.items():
-            self.buffer[name].append(value)
-        if sum(len(v) for v in self.buffer["ids"]) >= self.chunk:
-            self.flush(final=False)
-
-    def flush(self, final: bool = True) -> None:
-        data = {name: np.concatenate(parts) for name, parts in self.buffer.items() if parts}
-        if not data:
-            return
-        n = len(data["ids"])
-        take = n if final else n - n % self.chunk  # full chunks only, unless this is the end
-        for name, values in data.items():
-            self.arrays[name][self.start : self.start + take] = values[:take]
-            self.buffer[name] = [values[take:]] if take < n else []
-        self.start += take
-
-
-def _create_arrays(root: zarr.Group, n: int, latent: tuple, k: int, chunk: int) -> _ChunkWriter:
+def _create_arrays(root: zarr.Group, n: int, latent: tuple, k: int, chunk: int) -> ChunkWriter:
     """The store's three arrays, chunked along axis 0 (ids: zarr v3 variable-length UTF-8 strings)."""
     arrays = {
         "z": root.create_array("z", shape=(n, *latent), chunks=(chunk, *latent), dtype="float32", compressors=COMPRESSOR),
         "labels": root.create_array("labels", shape=(n, k), chunks=(chunk, k), dtype="uint8", compressors=COMPRESSOR),
         "ids": root.create_array("ids", shape=(n,), chunks=(chunk,), dtype=str, compressors=COMPRESSOR),
     }
-    return _ChunkWriter(arrays, chunk)
+    return ChunkWriter(arrays, chunk)
 
 
 def encode_split(
@@ -194,7 +169,7 @@ def encode_split(
     model: dict,
     device,
     *,
-    threads: int = 2,
+    stores: ImageStores | None = None,
     source: str = "the manifest",
     shard: tuple[int, int] = (1, 1),
 ) -> None:
@@ -202,9 +177,9 @@ def encode_split(
 
     ``manifest`` is the frame of :func:`ltaug.data.read_manifest` (id, path, split, then one
     uint8 column per class); rows keep manifest order. ``model`` is {"path", "fingerprint"}
-    of the diffusion model the VAE comes from, recorded so that later stages refuse latents
-    of another model. The VAE is moved to ``device`` and put in eval mode. Images are read by
-    ``threads`` threads one batch ahead of the encoder; encoded rows are buffered up to a
+    of another model. The VAE is moved to ``device`` and put in eval mode. Images are read
+    from ``stores``, the split's store at ``cfg.image_size`` (stage decode_images; None: the image
+    files), a batch at a time (:func:`to_vae_input`); encoded rows are buffered up to a
     chunk boundary, so memory is O(batch_size + chunk_size). The store is written beside
     ``store`` and renamed into place when complete; ``source`` names the manifest in errors
     (row index i of the frame is line i + 2 of the CSV, as read_manifest numbers rows).
@@ -222,11 +197,11 @@ def encode_split(
         raise InputError(f"{source}: no rows of split {split!r} (splits present: {found}); rerun prepare_data.")
     total = len(rows)
     first, stop = block_rows(total, cfg.batch_size, *shard)
+    if stores is not None:
+        stores.check(split, cfg.image_size, rows["id"].astype(str).tolist(), source)
     rows = rows.iloc[first:stop]  # row i of this store is row first + i of the split
-    paths = rows["path"].tolist()
     ids = rows["id"].astype(str).to_numpy()
     labels = rows[classes].to_numpy(dtype=np.uint8)  # (N, K)
-    where = [f"{source} line {i + 2}, id {image_id!r}" for i, image_id in zip(rows.index, ids)]
     n, bs = len(rows), cfg.batch_size
 
     vae = vae.to(device).eval()
@@ -243,48 +218,25 @@ def encode_split(
     }
     if shard[1] > 1:
         attrs.update(shard=shard[0], shards=shard[1], first_row=first, split_rows=total)
-    with atomic_path(store) as tmp, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with atomic_path(store) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         root.attrs.update(attrs)
-
-        def submit(start: int) -> list[Future]:
-            return [pool.submit(_load, paths[i], where[i], cfg.image_size) for i in range(start, min(start + bs, n))]
-
         writer, seed = None, split_seed(cfg.seed, split)
-        pending = submit(0)
-        try:
-            with tqdm(total=n, desc=f"encode_latents {split}", unit="img", file=sys.stderr, mininterval=2.0) as bar:
-                for start in range(0, n, bs):
-                    current, pending = pending, submit(start + bs) if start + bs < n else []
-                    images = torch.stack([f.result() for f in current])  # (b, 3, S, S); first failure raises
-                    z = encode_images(vae, images, cfg.mode, seed, first + start).cpu().numpy()  # (b, C, h, w)
-                    if writer is None:  # the latent shape is the VAE's business: take it from the first batch
-                        writer = _create_arrays(root, n, z.shape[1:], labels.shape[1], cfg.chunk_size)
-                    end = start + len(z)
-                    writer.append(z=z, labels=labels[start:end], ids=ids[start:end])
-                    bar.update(len(z))
-                if writer is None:  # an empty shard (more shards than images): the shape from one blank image
-                    blank = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
-                    latent = tuple(encode_images(vae, blank, "mean", 0, 0).shape[1:])
-                    writer = _create_arrays(root, 0, latent, labels.shape[1], cfg.chunk_size)
-                writer.flush()
-        finally:
-            for f in pending:
-                f.cancel()
+        with tqdm(total=n, desc=f"encode_latents {split}", unit="img", file=sys.stderr, mininterval=2.0) as bar:
+            for start in range(0, n, bs):
+                pixels = read_images(rows.iloc[start : start + bs], cfg.image_size, stores, source)  # (b, S, S)
+                z = encode_images(vae, to_vae_input(pixels), cfg.mode, seed, first + start).cpu().numpy()  # (b, C, h, w)
+                if writer is None:  # the latent shape is the VAE's business: take it from the first batch
+                    writer = _create_arrays(root, n, z.shape[1:], labels.shape[1], cfg.chunk_size)
+                end = start + len(z)
+                writer.append(z=z, labels=labels[start:end], ids=ids[start:end])
+                bar.update(len(z))
+            if writer is None:  # an empty shard (more shards than images): the shape from one blank image
+                blank = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+                latent = tuple(encode_images(vae, blank, "mean", 0, 0).shape[1:])
+                writer = _create_arrays(root, 0, latent, labels.shape[1], cfg.chunk_size)
+            writer.flush()
         root.attrs["complete"] = True  # last: a store without it was not finished
-
-
-def concatenate_shards(groups: list[zarr.Group], root: zarr.Group, names: tuple[str, ...], chunk_size: int) -> None:
-    """Copy arrays ``names`` of the shard stores ``groups``, in order, into the equally named
-    (already created, ``chunk_size``-chunked) arrays of ``root``: one shard chunk read at a
-    time, whole chunks written, so memory is O(chunk) whatever the split's size."""
-    writer = _ChunkWriter({name: root[name] for name in names}, chunk_size)
-    for group in groups:
-        n, step = group["ids"].shape[0], group["ids"].chunks[0]
-        for start in range(0, n, step):
-            part = slice(start, min(start + step, n))
-            writer.append(**{name: group[name][part] for name in names})
-    writer.flush()
 
 
 def gather_shards(shards: list[str | Path], store: str | Path, chunk_size: int, expect: dict | None = None) -> int:

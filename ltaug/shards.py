@@ -1,4 +1,5 @@
-"""Shards: which rows of a split each of S jobs takes, and the check that their stores belong together.
+"""Shards: which rows of a split each of S jobs takes, the check that their stores belong together, and the
+chunk-by-chunk writing every Zarr store of the workflow uses (:class:`ChunkWriter`, :func:`concatenate_shards`).
 
 encode_latents and cam_maps can split one split's rows over S jobs (latents.shards,
 cam.shards), each on its own GPU; a gather rule then joins their stores, chunk by chunk,
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import zarr
 
 from ltaug.errors import ConfigError, InputError
+
+COMPRESSOR = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")  # of every Zarr array written
 
 
 def shard_rows(n: int, shard: int, shards: int, key: str = "latents.shards") -> tuple[int, int]:
@@ -73,3 +77,41 @@ def check_shards(shards: list[str | Path], groups: list[zarr.Group], rows: str, 
             f"stores of this split and rerun {stage}."
         )
     return common, total
+
+
+class ChunkWriter:
+    """Buffers rows and writes whole chunks along axis 0, so no chunk is read back and recompressed."""
+
+    def __init__(self, arrays: dict[str, zarr.Array], chunk: int):
+        self.arrays, self.chunk = arrays, chunk
+        self.start, self.buffer = 0, {name: [] for name in arrays}  # buffer starts at row self.start
+
+    def append(self, **rows: np.ndarray) -> None:
+        for name, value in rows.items():
+            self.buffer[name].append(value)
+        if sum(len(v) for v in self.buffer["ids"]) >= self.chunk:
+            self.flush(final=False)
+
+    def flush(self, final: bool = True) -> None:
+        data = {name: np.concatenate(parts) for name, parts in self.buffer.items() if parts}
+        if not data:
+            return
+        n = len(data["ids"])
+        take = n if final else n - n % self.chunk  # full chunks only, unless this is the end
+        for name, values in data.items():
+            self.arrays[name][self.start : self.start + take] = values[:take]
+            self.buffer[name] = [values[take:]] if take < n else []
+        self.start += take
+
+
+def concatenate_shards(groups: list[zarr.Group], root: zarr.Group, names: tuple[str, ...], chunk_size: int) -> None:
+    """Copy arrays ``names`` of the shard stores ``groups``, in order, into the equally named
+    (already created, ``chunk_size``-chunked) arrays of ``root``: one shard chunk read at a
+    time, whole chunks written, so memory is O(chunk) whatever the split's size."""
+    writer = ChunkWriter({name: root[name] for name in names}, chunk_size)
+    for group in groups:
+        n, step = group["ids"].shape[0], group["ids"].chunks[0]
+        for start in range(0, n, step):
+            part = slice(start, min(start + step, n))
+            writer.append(**{name: group[name][part] for name in names})
+    writer.flush()

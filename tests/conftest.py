@@ -92,7 +92,7 @@ def write_latent_store(path: Path, z: np.ndarray, labels: np.ndarray, classes: l
     """A complete latent store in the layout encode_latents writes (see ltaug.latents), from arrays."""
     import zarr
 
-    from ltaug.latents import COMPRESSOR
+    from ltaug.shards import COMPRESSOR
 
     root = zarr.open_group(path, mode="w", zarr_format=3)
     n = len(z)

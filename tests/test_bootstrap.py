@@ -369,12 +369,13 @@ def test_load_images(tmp_path):
     wide = np.zeros((20, 40, 3), dtype=np.uint8)
     wide[:, 10:30] = 200  # the centre square of a 40x20 image
     Image.fromarray(wide).save(tmp_path / "b.png")
-    out = load_images([tmp_path / "a.png", tmp_path / "b.png"], 32)
+    rows = pd.DataFrame({"id": ["a", "b"], "split": "train", "path": [str(tmp_path / "a.png"), str(tmp_path / "b.png")]})
+    out = load_images(rows, 32, None, "m.csv")
     assert out.shape == (2, 1, 32, 32) and out.dtype == torch.uint8
     assert np.array_equal(out[0, 0].numpy(), exact)
     assert (out[1, 0, :, 2:-2].numpy() > 190).all()  # centre crop keeps the bright middle
     with pytest.raises(InputError, match="missing.png"):
-        load_images([tmp_path / "missing.png"], 32)
+        load_images(pd.DataFrame({"id": ["m"], "split": "train", "path": [str(tmp_path / "missing.png")]}), 32, None, "m.csv")
 
 
 def test_psnr():

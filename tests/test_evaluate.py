@@ -107,7 +107,7 @@ def test_a_set_made_from_a_test_image_is_refused(data):
 def test_training_is_seeded_and_selects_on_validation(data):
     root, manifest, split = data
     rows = {s: manifest[manifest["split"] == s] for s in ("train", "val")}
-    sources = {s: ImageSource(r["path"], 32, True, 1, list(r["id"])) for s, r in rows.items()}
+    sources = {s: ImageSource(32, True, 1, None, r) for s, r in rows.items()}
     labels = {s: r[split.classes].to_numpy(dtype=np.uint8) for s, r in rows.items()}
     runs = [train_classifier(sources["train"], labels["train"], sources["val"], labels["val"], split.classes, TINY, 7,
                              torch.device("cpu")) for _ in range(2)]  # fmt: skip

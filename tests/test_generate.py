@@ -245,7 +245,8 @@ def test_a_composite_puts_the_masked_region_into_the_head_image():
 
 
 def test_a_composite_set_keeps_the_head_image_outside_the_fused_region(fused, tmp_path):
-    from ltaug.latents import pixels
+    from ltaug.images import load_image
+    from ltaug.image_store import ImagesConfig, ImageStores, decode_split, store_path
 
     root, model, store = fused
     group = open_latents(store)
@@ -256,15 +257,16 @@ def test_a_composite_set_keeps_the_head_image_outside_the_fused_region(fused, tm
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(np.random.default_rng(len(paths)).integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
         paths.append(str(path))
-    manifest = pd.DataFrame({"id": [str(i) for i in ids], "path": paths})
+    manifest = pd.DataFrame({"id": [str(i) for i in ids], "path": paths, "split": "train"})
+    decode_split(manifest, "train", 32, store_path(tmp_path / "images", "train", 32), ImagesConfig())
     cfg = GenerateConfig(composite="paste", feather=0.0)
-    generate_set(store, model, tmp_path / "ours@0", 0, cfg, CPU, manifest=manifest)
+    generate_set(store, model, tmp_path / "ours@0", 0, cfg, CPU, stores=ImageStores(tmp_path / "images"))
     images = images_of(tmp_path / "ours@0")
     where = dict(zip(manifest["id"], manifest["path"]))
     for f in range(len(images)):
         mask = np.kron(group["from_tail"][f], np.ones((8, 8), dtype=np.uint8)).astype(bool)  # (32, 32)
-        head, tail = (pixels(where[str(group[c][f])], 32) for c in ("head_id", "tail_id"))
+        head, tail = (load_image(where[str(group[c][f])], 32)[..., None].repeat(3, -1) for c in ("head_id", "tail_id"))
         assert np.array_equal(images[f][~mask], head[~mask]) and np.array_equal(images[f][mask], tail[mask])
-    with pytest.raises(ConfigError, match="generate.composite: paste puts real pixels together .* needs the manifest"):
+    with pytest.raises(ConfigError, match="generate.composite: paste puts real pixels together .* needs the image stores"):
         generate_set(store, model, tmp_path / "again", 0, cfg, CPU)
     assert not (tmp_path / "again").exists()

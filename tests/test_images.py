@@ -11,7 +11,7 @@ def test_a_12_bit_image_in_a_16_bit_png_is_read_full_range_by_every_reader(tmp_p
     """Radiograph exports store 12 significant bits (0-4095) in 16-bit PNGs: no stage may read them nearly black."""
     import torch
 
-    from ltaug.image_source import load_image
+    from ltaug.images import load_image
     from ltaug.images import open_image, to_8bit
     from ltaug.latents import preprocess
 
@@ -43,7 +43,7 @@ def window():
 
 
 def test_a_configured_window_maps_lo_hi_onto_0_255_for_every_image_alike(tmp_path, window):
-    from ltaug.image_source import load_image
+    from ltaug.images import load_image
     from ltaug.images import open_image, to_8bit
 
     values = np.array([[0, 1000, 1500, 2000, 5000, 65535]], np.uint16)  # 0 below the window, 5000 and 65535 above

@@ -106,7 +106,7 @@ GPU_SHARED = ("slurm_partition", "gpu", "gres")  # the values every GPU rule rea
 def test_the_profile_sizes_every_gpu_rule_and_grows_with_each_attempt(tmp_path):
     """Without a cluster: every GPU rule of a dry run routes through the shared GPU values, no CPU rule does,
     and every runtime and memory of the profile grows with the attempt."""
-    write_config(tmp_path, latents={"shards": 2}, cam={"shards": 2})  # every rule, gather_* included
+    write_config(tmp_path, latents={"shards": 2}, cam={"shards": 2}, images={"shards": 2})  # every rule, gather_* included
     rules = rule_blocks(snakemake(tmp_path, "--dry-run").stdout)
     gpu_rules = {r for r, b in rules.items() if int(b["resources"].get("gpu", 0)) > 0}
     text = (PROFILE / "config.yaml").read_text()

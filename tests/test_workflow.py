@@ -91,7 +91,8 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert classes["head"][:2] == ["Cardiomegaly", "Pleural Effusion"]
     assert classes["tail"] == TAIL
     for stage, rule in (("data", "demo_dataset"), ("data", "prepare_data"), ("data", "split_classes"),
-                        ("diffusion", "bootstrap_vae"), ("diffusion", "bootstrap_unet"), ("latents", "encode_latents_train"),
+                        ("images", "decode_images_train_32px"), ("diffusion", "bootstrap_vae"), ("diffusion", "bootstrap_unet"),
+                        ("latents", "encode_latents_train"),
                         ("il", "train_il")):  # fmt: skip
         assert (tiny_run / f"logs/{stage}/{rule}.log").is_file()
         assert (tiny_run / f"benchmarks/{stage}/{rule}.tsv").is_file()
@@ -276,6 +277,6 @@ def test_padchest_as_downloaded_through_the_workflow(tmp_path):
     assert manifest["split"].value_counts().to_dict() == {"train": 8, "val": 2, "test": 2}  # carved by patient
     result = snakemake(tmp_path, "--printshellcmds", "results/latents/train.zarr")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "--window '[0, 4095]'" in result.stderr  # bootstrap_vae and encode_latents map pixels alike
+    assert "--window '[0, 4095]'" in result.stderr  # decode_images maps the pixels, once, for every later stage
     store = open_latents(tmp_path / "results/latents/train.zarr")
     assert [str(i) for i in store["ids"][:]] == manifest.loc[manifest["split"] == "train", "id"].tolist()

@@ -30,6 +30,7 @@ rule baseline_resample:
     input:
         manifest=rules.prepare_data.output.manifest,
         classes=rules.split_classes.output.classes,
+        images=image_stores(["train"], LATENT_SIZE),
     output:
         synthetic=directory(f"{OUT}/synthetic/resample"),
     log:
@@ -39,14 +40,14 @@ rule baseline_resample:
     conda:
         ENV
     params:
-        window=WINDOW,
+        images=lambda wildcards, input: stores_root(input.images),
         cfg=section_json("baselines"),
         n_per_class=config["fusion"]["n_per_class"],
         image_size=config["latents"]["image_size"],
     shell:
         "python -m ltaug baseline_resample --manifest {input.manifest:q} --classes {input.classes:q}"
         " --n-per-class {params.n_per_class} --image-size {params.image_size} --outdir {output.synthetic:q}"
-        " --params {params.cfg:q} --window {params.window:q} > {log} 2>&1"
+        " --params {params.cfg:q} --images {params.images:q} > {log} 2>&1"
 
 
 rule baseline_roentgen:

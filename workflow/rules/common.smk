@@ -62,6 +62,27 @@ WINDOW = json.dumps(
 )  # data.window for the rules that read image files (--window)
 
 
+IMAGES = f"{OUT}/images"  # the image stores of decode_images, results/images/{split}/{size}px.zarr
+LATENT_SIZE = config["latents"]["image_size"]
+CLASSIFIER_SIZE = config["eval"]["classifier"]["image_size"]
+DETECTOR_SIZE = config["demo"][
+    "image_size"
+]  # the demo's images and boxes (fit_detector)
+IMAGE_SIZES = sorted(
+    {LATENT_SIZE, CLASSIFIER_SIZE}
+    | ({DETECTOR_SIZE} if config["demo"]["enabled"] else set())
+)
+
+
+def image_stores(splits, *sizes):
+    """The image stores of ``splits`` at ``sizes`` (written by decode_images), which a stage reads pixels from."""
+    return [
+        f"{IMAGES}/{split}/{size}px.zarr"
+        for split in splits
+        for size in dict.fromkeys(sizes)
+    ]
+
+
 def section_json(name, keep=None, drop=()):
     """One config section (dotted, e.g. "diffusion.bootstrap") as JSON, for a rule's params:
     a change reruns exactly the stages that depend on it. ``keep``/``drop`` select keys.
@@ -186,6 +207,16 @@ def cam_json(wildcards):
     return json.dumps({**values, "method": wildcards.cam}, sort_keys=True)
 
 
+def stores_root(stores):
+    """results/images, for a stage's --images, from the image stores among its inputs ("" when it has none)."""
+    return os.path.dirname(os.path.dirname(stores[0])) if stores else ""
+
+
+def composites(variant):
+    """Whether the variant's generate.composite puts real pixels into its sets (they read the image stores)."""
+    return VARIANTS[variant]["generate"]["composite"] != "none"
+
+
 GENERATE_DECODE_KEYS = (
     "batch_size",
     "composite",
@@ -234,6 +265,7 @@ def classifier_inputs(wildcards):
     inputs = {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",
+        "images": image_stores(SPLITS, CLASSIFIER_SIZE),
     }
     if wildcards.method not in REAL_ONLY:
         inputs["synthetic"] = synthetic_set(wildcards.method)
@@ -249,11 +281,25 @@ def fid_inputs(wildcards):
         "synthetic": synthetic_set(wildcards.method),
         "judge": f"{OUT}/eval/judge/judge.pt",
         "real_features": f"{OUT}/eval/real_features.npz",
-        "pixels": f"{OUT}/eval/train_pixels.zarr",
+        "images": real_image_stores(["train", *config["eval"]["fid"]["real_splits"]])
+        + (
+            image_stores(config["eval"]["fid"]["real_splits"], DETECTOR_SIZE)
+            if config["demo"]["enabled"]
+            else []
+        ),
     }
     if config["demo"]["enabled"]:
         inputs["detector"] = f"{OUT}/eval/detector.json"
     return inputs
+
+
+def real_image_stores(splits):
+    """The stores the distances read real images of ``splits`` from: the judge's size and, for InceptionV3
+    (eval.fid.inception_weights), the latent size."""
+    sizes = [CLASSIFIER_SIZE] + (
+        [LATENT_SIZE] if config["eval"]["fid"]["inception_weights"] else []
+    )
+    return image_stores(splits, *sizes)
 
 
 def report_inputs(wildcards):
@@ -293,14 +339,18 @@ def funnel_inputs(wildcards):
         "fused": f"{OUT}/fused/{wildcards.variant}/latents.zarr",
         "diffusion_model": vae_model(),
         "sets": variant_sets(wildcards.variant),
+        "images": image_stores(
+            ["train"], LATENT_SIZE
+        ),  # the tail samples, as the VAE sees them
     }
     if config["demo"]["enabled"]:
         inputs |= {
             "detector": f"{OUT}/eval/detector.json",
             "boxes": f"{DEMO}/boxes.csv",
         }
-    else:
+    else:  # the judge's false-positive rate: on the real test images
         inputs["classifier"] = f"{OUT}/eval/judge/judge.pt"
+        inputs["images"] = inputs["images"] + image_stores(["test"], CLASSIFIER_SIZE)
     return inputs
 
 

@@ -10,6 +10,7 @@ if not config["diffusion"]["pretrained"]:
     rule bootstrap_vae:
         input:
             manifest=rules.prepare_data.output.manifest,
+            images=image_stores(["train", "val"], LATENT_SIZE),
         output:
             vae=directory(f"{OUT}/diffusion/vae"),
             latents=f"{OUT}/diffusion/train_latents.npy",
@@ -24,13 +25,13 @@ if not config["diffusion"]["pretrained"]:
         resources:
             gpu=1,
         params:
-            window=WINDOW,
+            images=lambda wildcards, input: stores_root(input.images),
             cfg=bootstrap_params(stage="vae"),
             diffusion=section_json("diffusion", keep=("device",)),
         shell:
             "python -m ltaug bootstrap_vae --manifest {input.manifest:q} --vae {output.vae:q}"
             " --latents {output.latents:q} --samples {output.samples:q} --params {params.cfg:q}"
-            " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+            " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
 
     rule bootstrap_unet:
         input:

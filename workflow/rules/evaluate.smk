@@ -21,18 +21,18 @@ rule evaluate_classifier:
     resources:
         gpu=1,
     params:
-        window=WINDOW,
         cfg=section_json("eval.classifier"),
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device",)),
         synthetic=lambda wildcards, input: input.get("synthetic", ""),
         balance=lambda wildcards: BALANCED.get(wildcards.method, 0.0),
+        images=lambda wildcards, input: stores_root(input.images),
     shell:
         "python -m ltaug evaluate_classifier --manifest {input.manifest:q} --classes {input.classes:q}"
         " --method {wildcards.method:q} --synthetic={params.synthetic:q} --n-per-class {params.n_per_class}"
         " --balance {params.balance} --results {output.results:q} --model-out {output.model:q} --scores {output.scores:q}"
         " --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+        " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
 
 
 # What a classifier of Table 1 trains on with each method, as one CSV any trainer reads: the real
@@ -87,6 +87,7 @@ if config["demo"]["enabled"]:
             manifest=rules.prepare_data.output.manifest,
             classes=rules.split_classes.output.classes,
             boxes=f"{DEMO}/boxes.csv",
+            images=image_stores(["val", "test"], DETECTOR_SIZE),
         output:
             detector=f"{OUT}/eval/detector.json",
         log:
@@ -96,11 +97,11 @@ if config["demo"]["enabled"]:
         conda:
             ENV
         params:
-            window=WINDOW,
-            image_size=config["demo"]["image_size"],
+            images=lambda wildcards, input: stores_root(input.images),
+            image_size=DETECTOR_SIZE,
         shell:
             "python -m ltaug fit_detector --manifest {input.manifest:q} --classes {input.classes:q}"
-            " --boxes {input.boxes:q} --image-size {params.image_size} --detector {output.detector:q} --window {params.window:q} > {log} 2>&1"
+            " --boxes {input.boxes:q} --image-size {params.image_size} --detector {output.detector:q} --images {params.images:q} > {log} 2>&1"
 
 
 # The judge of every synthetic set: a DenseNet like Table 1's, trained on the real training images
@@ -111,6 +112,7 @@ rule train_judge:
     input:
         manifest=rules.prepare_data.output.manifest,
         classes=rules.split_classes.output.classes,
+        images=image_stores(SPLITS, CLASSIFIER_SIZE),
     output:
         model=f"{OUT}/eval/judge/judge.pt",
         results=f"{OUT}/eval/judge/judge.json",
@@ -124,14 +126,14 @@ rule train_judge:
     resources:
         gpu=1,
     params:
-        window=WINDOW,
+        images=lambda wildcards, input: stores_root(input.images),
         cfg=section_json("eval.classifier", drop=("seeds",)),
         judge=section_json("eval.judge"),
         diffusion=section_json("diffusion", keep=("device",)),
     shell:
         "python -m ltaug train_judge --manifest {input.manifest:q} --classes {input.classes:q}"
         " --model-out {output.model:q} --results {output.results:q} --params {params.cfg:q} --judge {params.judge:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+        " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
 
 
 rule evaluate_fid:
@@ -151,7 +153,7 @@ rule evaluate_fid:
     resources:
         gpu=1,
     params:
-        window=WINDOW,
+        images=lambda wildcards, input: stores_root(input.images),
         cfg=section_json("eval.fid"),
         n_per_class=config["fusion"]["n_per_class"],
         image_size=config["latents"]["image_size"],
@@ -161,9 +163,8 @@ rule evaluate_fid:
         "python -m ltaug evaluate_fid --manifest {input.manifest:q} --classes {input.classes:q}"
         " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.judge:q}"
         " --image-size {params.image_size} --detector={params.detector:q} --real-features {input.real_features:q}"
-        " --pixels {input.pixels:q}"
         " --results {output.results:q}"
-        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+        " --params {params.cfg:q} --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
 
 
 # Memorisation's and novelty's reference: the training images' features and pixels (once for
@@ -172,9 +173,9 @@ rule real_features:
     input:
         manifest=f"{OUT}/data/manifest.csv",
         classifier=rules.train_judge.output.model,
+        images=real_image_stores(["train", "test"]),
     output:
         features=f"{OUT}/eval/real_features.npz",
-        pixels=directory(f"{OUT}/eval/train_pixels.zarr"),
     log:
         "logs/eval/real_features.log",
     benchmark:
@@ -185,7 +186,7 @@ rule real_features:
     resources:
         gpu=1,
     params:
-        window=WINDOW,
+        images=lambda wildcards, input: stores_root(input.images),
         cfg=section_json(
             "eval.fid",
             keep=("inception_weights", "batch_size", "memorisation_reference", "seed"),
@@ -194,8 +195,8 @@ rule real_features:
         diffusion=section_json("diffusion", keep=("device",)),
     shell:
         "python -m ltaug real_features --manifest {input.manifest:q} --classifier {input.classifier:q}"
-        " --image-size {params.image_size} --features {output.features:q} --pixels {output.pixels:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+        " --image-size {params.image_size} --features {output.features:q} --params {params.cfg:q}"
+        " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
 
 
 # How much of each tail finding survives each stage of a variant: on the demo judged by the finding
@@ -225,7 +226,7 @@ rule fidelity_funnel:
     resources:
         gpu=1,
     params:
-        window=WINDOW,
+        images=lambda wildcards, input: stores_root(input.images),
         tau_h=lambda wildcards: VARIANTS[wildcards.variant]["fusion"]["tau_h"],
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device", "variant")),
@@ -238,4 +239,4 @@ rule fidelity_funnel:
         " --diffusion-model {input.diffusion_model:q} --sets {input.sets:q} --n-per-class {params.n_per_class}"
         " --tau-h {params.tau_h} --detector={params.detector:q} --boxes={params.boxes:q}"
         " --classifier={params.classifier:q} --funnel {output.funnel:q} --markdown {output.markdown:q}"
-        " --figure {output.figure:q} --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+        " --figure {output.figure:q} --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"

@@ -6,8 +6,13 @@
 
 rule generate:
     input:
-        manifest=rules.prepare_data.output.manifest,
         fused=rules.fuse.output.store,
+        # generate.composite: the real training images the decoded ones are put together with
+        images=lambda wildcards: (
+            image_stores(["train"], LATENT_SIZE)
+            if composites(wildcards.variant)
+            else []
+        ),
         # s = 0: the VAE only
         model=lambda wildcards: (
             vae_model() if wildcards.steps == "0" else diffusion_model()
@@ -35,13 +40,12 @@ rule generate:
             keep=GENERATE_DECODE_KEYS if wildcards.steps == "0" else None,
             drop=("steps",),
         ),
-        window=WINDOW,
+        images=lambda wildcards, input: stores_root(input.images),
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
         "python -m ltaug generate --fused {input.fused:q} --model {input.model:q} --steps {wildcards.steps}"
-        " --method {wildcards.variant}@{wildcards.steps} --manifest {input.manifest:q} --outdir {output.synthetic:q}"
-        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q}"
-        " > {log} 2>&1"
+        " --method {wildcards.variant}@{wildcards.steps} --images={params.images:q} --outdir {output.synthetic:q}"
+        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
 
 
 rule fig2_panels:

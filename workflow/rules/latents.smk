@@ -12,6 +12,7 @@ if SHARDS == 1:
         input:
             manifest=rules.prepare_data.output.manifest,
             model=vae_model(),
+            images=lambda wildcards: image_stores([wildcards.split], LATENT_SIZE),
         output:
             store=directory(f"{OUT}/latents/{{split}}.zarr"),
         log:
@@ -26,13 +27,13 @@ if SHARDS == 1:
         resources:
             gpu=1,
         params:
-            window=WINDOW,
+            images=lambda wildcards, input: stores_root(input.images),
             cfg=section_json("latents", drop=("shards",)),
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         shell:
             "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
             " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
-            " --diffusion {params.diffusion:q} --threads {threads} --window {params.window:q} > {log} 2>&1"
+            " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
 
 else:
 
@@ -40,6 +41,7 @@ else:
         input:
             manifest=rules.prepare_data.output.manifest,
             model=vae_model(),
+            images=lambda wildcards: image_stores([wildcards.split], LATENT_SIZE),
         output:
             store=temp(
                 directory(f"{OUT}/latents/shards/{{split}}/{{shard}}-of-{SHARDS}.zarr")
@@ -57,7 +59,7 @@ else:
         resources:
             gpu=1,
         params:
-            window=WINDOW,
+            images=lambda wildcards, input: stores_root(input.images),
             cfg=section_json("latents", drop=("shards",)),
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
             shards=SHARDS,
@@ -65,7 +67,7 @@ else:
             "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
             " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
             " --diffusion {params.diffusion:q} --shard {wildcards.shard} --shards {params.shards}"
-            " --threads {threads} --window {params.window:q} > {log} 2>&1"
+            " --images {params.images:q} --threads {threads} > {log} 2>&1"
 
     # The shards are temp(): deleted once joined. Snakemake does not look behind a deleted
     # temporary file, so this rule carries everything a shard depends on (manifest, model,
