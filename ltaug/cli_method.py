@@ -138,23 +138,34 @@ def _decode_images(args: argparse.Namespace) -> None:
     print(f"{args.store}: {n} images at {args.size} px")
 
 
-def _gather_images_arguments(p: argparse.ArgumentParser) -> None:
+def _gather_arguments(p: argparse.ArgumentParser) -> None:
+    """What every gather stage takes: the split, its shard stores in order, the joined store."""
     p.add_argument("--manifest", required=True, help="input manifest.csv (the split's row count)")
     p.add_argument("--split", required=True, choices=SPLITS, help="train, val or test")
-    p.add_argument("--size", type=int, required=True, help="side of the stored square images, pixels")
     p.add_argument("--shards", nargs="+", required=True, help="the shard stores 1..S, in order")
     p.add_argument("--store", required=True, help="output .zarr store")
+
+
+def _split_rows(args: argparse.Namespace) -> int:
+    """The row count of --split in --manifest, which the shards must add up to."""
+    from ltaug.data import read_manifest
+
+    manifest = read_manifest(args.manifest)
+    return int((manifest["split"] == args.split).sum())
+
+
+def _gather_images_arguments(p: argparse.ArgumentParser) -> None:
+    _gather_arguments(p)
+    p.add_argument("--size", type=int, required=True, help="side of the stored square images, pixels")
 
 
 @stage("gather_images", "join the shard stores of one split and size into its image store", _gather_images_arguments)
 def _gather_images(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
-    from ltaug.data import read_manifest
     from ltaug.image_store import ImagesConfig, gather_images
 
     cfg = from_json(ImagesConfig, args.params, "images")
-    manifest = read_manifest(args.manifest)
-    expect = {"split": args.split, "image_size": args.size, "split_rows": int((manifest["split"] == args.split).sum())}
+    expect = {"split": args.split, "image_size": args.size, "split_rows": _split_rows(args)}
     rows = gather_images(args.shards, args.store, cfg.shard_size, expect)
     print(f"{args.store}: {rows} images from {len(args.shards)} shards")
 
@@ -187,23 +198,18 @@ def _encode_latents(args: argparse.Namespace) -> None:
 
 
 def _gather_latents_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="input manifest.csv (the split's row count)")
+    _gather_arguments(p)
     p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory the shards must come from")
-    p.add_argument("--split", required=True, help="train, val or test")
-    p.add_argument("--shards", nargs="+", required=True, help="the shard stores 1..S, in order")
-    p.add_argument("--store", required=True, help="output .zarr store")
 
 
 @stage("gather_latents", "join the shard stores of one split into its latent store", _gather_latents_arguments)
 def _gather_latents(args: argparse.Namespace) -> None:
     from ltaug.config import from_json
-    from ltaug.data import read_manifest
     from ltaug.latents import LatentsConfig, gather_shards
     from ltaug.model_dir import fingerprint
 
     cfg = from_json(LatentsConfig, args.params, "latents")
-    manifest = read_manifest(args.manifest)
-    expect = {"model_fingerprint": fingerprint(args.model), "split_rows": int((manifest["split"] == args.split).sum())}
+    expect = {"model_fingerprint": fingerprint(args.model), "split_rows": _split_rows(args)}
     rows = gather_shards(args.shards, args.store, cfg.chunk_size, expect)
     print(f"{args.store}: {rows} rows from {len(args.shards)} shards")
 
