@@ -137,7 +137,8 @@ def make_sets(name: str, sections: dict, results: Path, out: Path, n_per_class: 
 def new_and_faithful(set_dir: Path, results: Path, detector, device) -> dict:
     """Novelty against the training images and the val-fitted detector's rates of one synthetic set."""
     from ltaug.data import read_classes, read_manifest
-    from ltaug.fid import FeatureSpace, FidConfig, _gray
+    from ltaug.fid import FeatureSpace, FidConfig
+    from ltaug.images import load_image
     from ltaug.fidelity import rate_intervals
     from ltaug.image_store import ImageStores
     from ltaug.novelty import SOURCE_COLUMNS, gray_vectors, set_novelty
@@ -162,8 +163,8 @@ def new_and_faithful(set_dir: Path, results: Path, detector, device) -> dict:
         k = split.classes.index(name)
         label[name] = float(np.mean(scores[:, k] >= space.judge.meta["thresholds"][name]))
         negative = np.flatnonzero((frame["tail_class"].to_numpy() != name) & (frame[name].to_numpy() == 0))
-        hits[name] = detector.hits(name, [_gray(paths[i]) for i in idx])
-        false_hits[name] = detector.hits(name, [_gray(paths[i]) for i in negative])
+        hits[name] = detector.hits(name, [load_image(paths[i], detector.image_size) for i in idx])
+        false_hits[name] = detector.hits(name, [load_image(paths[i], detector.image_size) for i in negative])
     train_pixels = ImageStores(results / "images").array("train", space.judge.size, list(train["id"].astype(str)), "manifest")
     rows = {name: np.flatnonzero(train[name].to_numpy() == 1) for name in split.tail}
     novelty = set_novelty(pixels, features, sources, rows, train_features, train_pixels, train_ids)

@@ -61,6 +61,17 @@ def manifest_of(paths: list[Path], copies: int = 1):
     return pd.DataFrame(rows)
 
 
+def before_encode(image, size: int):
+    """What encode_latents did with each image before the image stores: RGB, Lanczos resize and centre crop, then
+    [-1, 1] (3, S, S) float32."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    image = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    return torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+
+
 def per_image(run, n: int) -> float:
     start = time.perf_counter()
     run()
@@ -73,14 +84,14 @@ def measure(paths: list[Path], work: Path) -> dict:
 
     from ltaug.image_store import ImagesConfig, ImageStores, decode_split, store_path
     from ltaug.images import load_image, open_image
-    from ltaug.latents import preprocess, to_vae_input
+    from ltaug.latents import to_vae_input
 
     torch.set_num_threads(1)
     n, row = len(paths), {}
     row["jpeg_mb"] = round(sum(p.stat().st_size for p in paths) / n / 1e6, 3)
     # before: each stage read the JPEG and resized it itself
     row["before_s_per_image"] = {
-        "encode_latents (512 px, Lanczos)": per_image(lambda: [preprocess(open_image(p), 512) for p in paths], n),
+        "encode_latents (512 px, Lanczos)": per_image(lambda: [before_encode(open_image(p), 512) for p in paths], n),
         "classifier / judge / features / distances (224 px)": per_image(lambda: [load_image(p, 224) for p in paths], n),
         "decode only (open_image)": per_image(lambda: [open_image(p) for p in paths], n),
     }

@@ -7,7 +7,7 @@ Builds, locally and with random weights, a directory laid out as the hub stores 
 entries, the PNDM scheduler; about 1.07 billion parameters, 4.3 GB of safetensors), then, in a
 fresh process so that the build's memory is not counted, loads it through the workflow's loader
 (ltaug.model_dir.load_stable_diffusion), encodes ``--images`` demo images at 512 px
-(ltaug.latents.preprocess + encode_images, latents 4 x 64 x 64), runs ours@1 on them (the last
+(ltaug.latents.to_vae_input + encode_images, latents 4 x 64 x 64), runs ours@1 on them (the last
 1 of generate.num_steps = 75 PNDM steps, guidance 3.5: one UNet evaluation on the doubled batch,
 ltaug.diffusion.sample_latents) and decodes them (ltaug.latents.decode_latents). It records the
 wall seconds of each phase, seconds per image, and the peak RSS after each phase, and writes
@@ -60,7 +60,7 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
 
     from ltaug.demo import DemoConfig, render_image
     from ltaug.diffusion import prompt, sample_latents
-    from ltaug.latents import decode_latents, encode_images, preprocess
+    from ltaug.latents import decode_latents, encode_images, to_vae_input
     from ltaug.model_dir import load_stable_diffusion
 
     torch.set_num_threads(threads)
@@ -80,7 +80,7 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
     done("load", per_image=False)
     cfg = DemoConfig(image_size=128)
     images = [Image.fromarray(render_image(cfg, "train", i, ["Nodule"])[0]) for i in range(n_images)]
-    x = torch.stack([preprocess(im, 512) for im in images])  # (n, 3, 512, 512)
+    x = to_vae_input(np.stack([np.asarray(im.convert("L").resize((512, 512), Image.BILINEAR)) for im in images]))
     with torch.no_grad():
         z = encode_images(sd.vae, x, "mean", 0, 0)
     assert z.shape == (n_images, 4, 64, 64), z.shape
@@ -108,14 +108,13 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
 
 
 def jpeg_cost(row: dict, n: int = 8) -> None:
-    """Seconds per image to read a JPEG through ltaug.images.open_image and resize it, as every stage that reads
-    the data set's images does (to 512 px for encode_latents, to 224 px for the classifier and FID): at
+    """Seconds per image to read a JPEG and resize it as decode_images does (ltaug.images.load_image), once per
+    size (512 px for encode_latents, 224 px for the classifier and FID): at
     MIMIC-CXR-JPG's size (2544 x 3056 grayscale, quality 95) and from a copy resized to 512 px once."""
     import numpy as np
     from PIL import Image
 
-    from ltaug.images import open_image
-    from ltaug.latents import preprocess
+    from ltaug.images import load_image
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +129,7 @@ def jpeg_cost(row: dict, n: int = 8) -> None:
             for size in (512, 224):
                 start = time.perf_counter()
                 for path in paths:
-                    preprocess(open_image(path), size)
+                    load_image(path, size)
                 row[f"jpeg_{name}_to_{size}px_s_per_image"] = round((time.perf_counter() - start) / n, 4)
     print(json.dumps({k: v for k, v in row.items() if k.startswith("jpeg")}), flush=True)
 

@@ -46,7 +46,7 @@ from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerFast
 
 from ltaug import bootstrap_models as nets  # the networks, tokenizer, prompts and saved directory
 from ltaug.config import THREADS, config_section
-from ltaug.data import read_manifest
+from ltaug.data import class_columns, read_manifest
 from ltaug.diffusion import sample_latents
 from ltaug.errors import ConfigError, InputError
 from ltaug.image_store import ImageStores, read_images
@@ -54,6 +54,7 @@ from ltaug.io import atomic_path
 from ltaug.latents import decode_latents
 from ltaug.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.sampling import balanced_indices
+from ltaug.schedule import warmup_cosine_schedule
 
 
 @config_section("diffusion.bootstrap", extra={
@@ -150,16 +151,9 @@ def to_pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _optimizer(params, lr: float, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with 5 % linear warm-up, then cosine decay to 0."""
+    """AdamW on the warm-up and cosine schedule (:mod:`ltaug.schedule`)."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return opt, warmup_cosine_schedule(opt, steps)
 
 
 def _progress(steps: int, desc: str) -> tqdm:
@@ -334,7 +328,7 @@ class _Laps:
 def _split_rows(manifest_csv: str | Path, splits: Sequence[str]) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """The manifest's classes and its rows of each of ``splits``; an empty split is an InputError."""
     manifest = read_manifest(manifest_csv)
-    classes = list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
+    classes = class_columns(manifest)
     frames = {split: manifest[manifest["split"] == split] for split in splits}
     for split, frame in frames.items():
         if len(frame) == 0:

@@ -301,12 +301,17 @@ def check_images(frame: pd.DataFrame, cfg: DataConfig, threads: int = 1) -> None
         list(pool.map(check_image, frame["path"], [cfg.check_images] * len(frame), where))
 
 
+def class_columns(manifest: pd.DataFrame) -> list[str]:
+    """The class columns of a manifest (the frame :func:`prepare_data` writes): every column after ``split``."""
+    return list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
+
+
 def split_classes(cfg: LongTailConfig, manifest: pd.DataFrame, source: str = "the manifest") -> ClassSplit:
     """Head and tail classes from explicit lists or training prevalence, checked against the data.
 
     ``manifest`` is the frame :func:`prepare_data` writes; its class columns follow ``split``.
     """
-    classes = list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
+    classes = class_columns(manifest)
     train = manifest[manifest["split"] == "train"]
     counts = {c: int(train[c].sum()) for c in classes}
     prevalence = {c: counts[c] / len(train) for c in classes}
@@ -380,8 +385,7 @@ def prepare_data(cfg: DataConfig, manifest: str | Path, threads: int = 1) -> pd.
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """manifest.csv as written by :func:`prepare_data` (labels as uint8)."""
     frame = pd.read_csv(path, dtype={"id": str, "path": str, "split": str})
-    classes = frame.columns[frame.columns.get_loc("split") + 1 :]
-    return frame.astype({c: np.uint8 for c in classes})
+    return frame.astype({c: np.uint8 for c in class_columns(frame)})
 
 
 def write_classes(

@@ -44,6 +44,7 @@ from ltaug.image_store import ImageStores
 from ltaug.io import atomic_path
 from ltaug.metrics import mean_over, per_class_ap, per_class_auroc
 from ltaug.sampling import balanced_indices
+from ltaug.schedule import warmup_cosine_schedule
 from ltaug.synthetic import SyntheticSet
 
 DENSENET121 = {"growth_rate": 32, "block_config": [6, 12, 24, 16], "num_init_features": 64}
@@ -230,13 +231,6 @@ def mean_std(runs: list[dict]) -> tuple[dict, dict]:
 # ---------------------------------------------------------------------------- training
 
 
-def _lr_factor(step: int, steps: int) -> float:
-    warm = max(1, int(0.05 * steps))
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-
-
 def train_classifier(
     train: ImageSource, train_labels: np.ndarray, val: ImageSource, val_labels: np.ndarray,
     classes: Sequence[str], cfg: ClassifierConfig, seed: int, device: torch.device, balance: float = 0.0,
@@ -252,7 +246,7 @@ def train_classifier(
     torch.manual_seed(seed)
     model = to_device(build_densenet(cfg, len(classes)), device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, cfg.steps))
+    schedule = warmup_cosine_schedule(optimiser, cfg.steps)
     generator = torch.Generator().manual_seed(seed)
     targets = torch.from_numpy(np.asarray(train_labels, dtype=np.float32))
     order, position = torch.randperm(len(train), generator=generator), 0

@@ -48,7 +48,7 @@ from ltaug.errors import ConfigError, InputError
 from ltaug.evaluate import ClassifierConfig, embed, load_classifier, normalise
 from ltaug.fidelity import Detector, label_fidelity
 from ltaug.image_store import ImageStores, read_images
-from ltaug.images import load_image, open_image
+from ltaug.images import load_image
 from ltaug.latents import to_rgb_pixels
 from ltaug.synthetic import SyntheticSet
 
@@ -393,8 +393,8 @@ def evaluate_set(
                             "train_path": str(train["train_paths"][which[j]]), "distance": float(distance[j])})  # fmt: skip
         if detector is not None and name in detector.classes:
             negative = np.flatnonzero((fake_rows["tail_class"].to_numpy() != name) & (fake_rows[name].to_numpy() == 0))
-            hits[name] = detector.hits(name, [_gray(fake_paths[i]) for i in fake_idx])
-            false_hits[name] = detector.hits(name, [_gray(fake_paths[i]) for i in negative])
+            hits[name] = detector.hits(name, [load_image(fake_paths[i], detector.image_size) for i in fake_idx])
+            false_hits[name] = detector.hits(name, [load_image(fake_paths[i], detector.image_size) for i in negative])
             entry["detector_rate_real"] = float(np.mean(detector.hits(name, read_images(real, detector.image_size, stores, source))))
         per_class[name] = entry
         print(f"{synthetic.method}: {name}: {cfg.metric} {entry['fd']:.2f}, KID {kid:.4f}, precision "
@@ -452,6 +452,3 @@ def evaluate_set(
                     if novelty else None),  # fmt: skip
     }
 
-
-def _gray(path: str) -> np.ndarray:
-    return np.asarray(open_image(path).convert("L"))

@@ -33,17 +33,16 @@ import numpy as np
 import pandas as pd
 import torch
 import zarr
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from ltaug.config import config_section
+from ltaug.data import class_columns
 from ltaug.errors import InputError
 from ltaug.image_store import ImageStores, read_images
 from ltaug.io import atomic_path
 from ltaug.shards import COMPRESSOR, ChunkWriter, block_rows, check_shards, concatenate_shards
 
 MODES = ("sample", "mean")
-RESAMPLE = Image.Resampling.LANCZOS  # downsampling filter of preprocess (antialiased)
 MODEL_KEYS = ("model_path", "model_fingerprint")
 
 
@@ -60,32 +59,9 @@ class LatentsConfig:
 # ---------------------------------------------------------------------------- pure functions
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB; 16-bit grayscale (PNG exports of radiographs) is scaled down, not clipped as PIL does."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        wide = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
-    return image.convert("RGB")  # grayscale is replicated into the three channels
-
-
-def preprocess(image: Image.Image, size: int) -> torch.Tensor:
-    """(3, size, size) float32 in [-1, 1], as Stable Diffusion's VAE expects.
-
-    RGB conversion, then the largest centred crop with the target's (square) aspect ratio,
-    resampled to ``size`` with a Lanczos filter (``ImageOps.fit``: the shorter side becomes
-    ``size``, the longer one is cut equally on both sides). An image already ``size`` x
-    ``size`` is used as is. Pixel p maps to p / 127.5 - 1, so 0 -> -1 and 255 -> 1 exactly.
-    """
-    image = _to_rgb(image)
-    if image.size != (size, size):
-        image = ImageOps.fit(image, (size, size), method=RESAMPLE, centering=(0.5, 0.5))
-    pixels = torch.from_numpy(np.array(image, dtype=np.float32))  # (size, size, 3)
-    return pixels.permute(2, 0, 1) / 127.5 - 1.0  # (3, size, size)
-
-
 def to_vae_input(pixels: np.ndarray) -> torch.Tensor:
-    """(B, S, S) uint8 grayscale (an image store's rows) -> (B, 3, S, S) float32 in [-1, 1], the channels
-    repeated: :func:`preprocess` of an image already S x S."""
+    """(B, S, S) uint8 grayscale (an image store's rows) -> (B, 3, S, S) float32 in [-1, 1], as Stable Diffusion's
+    VAE expects: the channels repeated, p / 127.5 - 1, so 0 -> -1 and 255 -> 1 exactly."""
     x = torch.from_numpy(np.asarray(pixels, dtype=np.float32))[:, None].expand(-1, 3, -1, -1)
     return x / 127.5 - 1.0
 
@@ -190,7 +166,7 @@ def encode_split(
     """
     if "split" not in manifest.columns:
         raise InputError(f"{source}: no 'split' column; expected the manifest written by prepare_data.")
-    classes = list(manifest.columns[manifest.columns.get_loc("split") + 1 :])
+    classes = class_columns(manifest)
     rows = manifest[manifest["split"] == split]
     if len(rows) == 0:
         found = ", ".join(sorted(map(str, manifest["split"].unique())))

@@ -23,8 +23,10 @@ from ltaug.latents import (
     encode_images,
     encode_split,
     open_latents,
-    preprocess,
+    to_rgb_pixels,
+    to_vae_input,
 )
+from ltaug.images import load_image
 from ltaug.shards import SHARD_KEYS, block_rows, shard_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,61 +82,52 @@ def manifest(tmp_path) -> pd.DataFrame:
 
 def load_batch(frame: pd.DataFrame, split: str, size: int = 32) -> torch.Tensor:
     rows = frame[frame["split"] == split]
-    return torch.stack([preprocess(Image.open(p).convert("L"), size) for p in rows["path"]])  # stored grayscale
+    return to_vae_input(np.stack([load_image(p, size) for p in rows["path"]]))  # stored grayscale
 
 
-# ---------------------------------------------------------------------------- preprocess
+# ---------------------------------------------------------------------------- the VAE's input
 
 
-def test_preprocess_two_levels_map_to_minus_one_and_one():
-    pixels = np.zeros((32, 32), dtype=np.uint8)
-    pixels[::2] = 255  # even rows white
-    x = preprocess(Image.fromarray(pixels), 32)
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])  # grayscale replicated into RGB
-    assert torch.all(x[:, ::2] == 1.0) and torch.all(x[:, 1::2] == -1.0)
-
-
-def test_preprocess_rgb_channels_kept():
-    pixels = np.zeros((16, 16, 3), dtype=np.uint8)
-    pixels[..., 0] = 255
-    x = preprocess(Image.fromarray(pixels), 16)
-    assert torch.all(x[0] == 1.0) and torch.all(x[1:] == -1.0)
+def test_vae_input_maps_two_levels_to_minus_one_and_one_in_three_equal_channels():
+    pixels = np.zeros((2, 32, 32), dtype=np.uint8)
+    pixels[:, ::2] = 255  # even rows white
+    x = to_vae_input(pixels)
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])  # grayscale repeated into RGB
+    assert torch.all(x[:, :, ::2] == 1.0) and torch.all(x[:, :, 1::2] == -1.0)
+    np.testing.assert_array_equal(to_rgb_pixels(pixels)[..., 1], pixels)  # and back to (B, H, W, 3) uint8
 
 
 @pytest.mark.parametrize("transpose", [False, True])
-def test_preprocess_resizes_shorter_side_and_keeps_the_centre(transpose):
+def test_load_image_resizes_the_shorter_side_and_keeps_the_centre(tmp_path, transpose):
     # 48 x 24 (or 24 x 48): black | white centre square (columns 12..35) | black
     pixels = np.zeros((24, 48), dtype=np.uint8)
     pixels[:, 12:36] = 255
     if transpose:
         pixels = pixels.T.copy()
-    x = preprocess(Image.fromarray(pixels), 32)[0]  # (32, 32)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    x = load_image(tmp_path / "a.png", 32).astype(float)  # (32, 32)
     if transpose:
         x = x.T
     assert x.shape == (32, 32)
-    # the centre square fills the crop; only Lanczos support at the borders reaches the black
-    assert torch.all(x[:, 2:30] > 0.9), x[0]
-    assert torch.all(x[:, [0, 31]] > 0.5)
-    torch.testing.assert_close(x, x.flip(1))  # cut equally on both sides
-    # a left-aligned crop would have kept the black band
-    assert x.mean() > 0.95
+    # the centre square fills the crop; only the filter's support at the borders reaches the black
+    assert (x[:, 2:30] > 240).all(), x[0]
+    assert (x[:, [0, 31]] > 128).all()
+    np.testing.assert_allclose(x, x[:, ::-1], atol=1)  # cut equally on both sides
+    assert x.mean() > 242  # a left-aligned crop would have kept the black band
 
 
-def test_preprocess_other_size_rgb_jpg(tmp_path):
+def test_load_image_reads_an_rgb_jpeg_of_another_size_as_its_luma(tmp_path):
     path = tmp_path / "a.jpg"
     Image.fromarray(np.full((40, 50, 3), 128, dtype=np.uint8)).save(path, quality=95)
-    x = preprocess(Image.open(path), 32)
-    assert x.shape == (3, 32, 32)
-    torch.testing.assert_close(x, torch.full_like(x, 128 / 127.5 - 1), atol=2 / 127.5, rtol=0)
+    x = load_image(path, 32)
+    assert x.shape == (32, 32) and x.dtype == np.uint8 and np.abs(x.astype(int) - 128).max() <= 2
 
 
-def test_preprocess_scales_16_bit_images(tmp_path):
+def test_load_image_scales_16_bit_images_by_their_range(tmp_path):
     wide = np.array([[0, 257 * 10, 257 * 200, 65535]] * 4, dtype=np.uint16)
     Image.fromarray(wide).save(tmp_path / "w.png")
-    x = preprocess(Image.open(tmp_path / "w.png"), 4)
-    expected = torch.tensor([0, 10, 200, 255], dtype=torch.float32) / 127.5 - 1
-    torch.testing.assert_close(x[0, 0], expected, atol=0, rtol=0)
+    np.testing.assert_array_equal(load_image(tmp_path / "w.png", 4)[0], [0, 10, 200, 255])
 
 
 @pytest.mark.parametrize(
