@@ -1,6 +1,6 @@
 """Stage decode_images: every image of a split read from disk once per size, into a Zarr store.
 
-Reading a full-size radiograph (a 2,500 x 3,000 JPEG: 0.09 s a core, docs/cost.md) costs more
+Reading a full-size radiograph (a 2,544 x 3,056 JPEG: 0.02 s of decoding a core, docs/cost.md) costs more
 than anything done with it afterwards, and every stage that sees pixels needs the same few
 sizes: the VAE's (latents.image_size) and the classifier's (eval.classifier.image_size). So
 each image is opened, mapped to 8 bits (bit depth and ``data.window``: :func:`ltaug.images.open_image`),
