@@ -1,4 +1,4 @@
-"""Time ``ltaug.bootstrap.bootstrap_diffusion`` (bootstrap_vae, then bootstrap_unet) with the default config on the demo manifest.
+"""Time ``ltaug.backbone.bootstrap.bootstrap_diffusion`` (bootstrap_vae, then bootstrap_unet) with the default config on the demo manifest.
 
     python benchmarks/bootstrap_diffusion.py [--manifest results/data/manifest.csv]
         [--out benchmarks/results/bootstrap_diffusion.json] [--keep DIR]
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion
-from ltaug.diffusion import pick_device
+from ltaug.backbone.bootstrap import bootstrap_diffusion
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.diffusion import pick_device
 
 
 def main() -> None:

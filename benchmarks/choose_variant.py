@@ -13,7 +13,7 @@ nothing of the test split:
 
 - new: the share of samples at least as far from every real training image of their class as
   those are from each other, in pixels and in the judge's features, and the share whose nearest
-  training image is their own source (:mod:`ltaug.novelty`);
+  training image is their own source (:mod:`ltaug.evaluation.novelty`);
 - faithful: the finding detector, its region and threshold fitted on the validation split (no
   test images read): hit rate per tail class, and its false-positive rate on the samples made
   for the other tail classes;
@@ -47,8 +47,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ltaug.config import from_dict, validate_config  # noqa: E402
-from ltaug.variants import resolve  # noqa: E402
+from ltaug.common.config import from_dict, validate_config  # noqa: E402
+from ltaug.common.variants import resolve  # noqa: E402
 
 # Every candidate names every key it depends on, so that it does not change with config.yaml's sections.
 PAPER = {"cam": {"method": "eigencam"}, "pairing": {"k": 5},
@@ -104,12 +104,13 @@ def make_sets(name: str, sections: dict, results: Path, out: Path, n_per_class: 
     """pairs.csv, the fused store and the synthetic sets <name>@<s> of one candidate, by the stages' functions."""
     import torch
 
-    from ltaug.cam import CamConfig, cam_maps
-    from ltaug.data import read_classes
-    from ltaug.fusion import FusionConfig, fuse_latents
-    from ltaug.generate import GenerateConfig, generate_set
-    from ltaug.image_store import ImageStores
-    from ltaug.pairing import PairingConfig, pair_neighbours
+    from ltaug.method.cam import CamConfig, cam_maps
+    from ltaug.data.classes import read_classes
+    from ltaug.method.fusion import FusionConfig
+    from ltaug.method.fused_store import fuse_latents
+    from ltaug.method.generate import GenerateConfig, generate_set
+    from ltaug.data.image_store import ImageStores
+    from ltaug.method.pairing import PairingConfig, pair_neighbours
 
     split = read_classes(results / "data/classes.json")
     latents, il = results / "latents/train.zarr", results / "il/model.pt"
@@ -136,13 +137,14 @@ def make_sets(name: str, sections: dict, results: Path, out: Path, n_per_class: 
 
 def new_and_faithful(set_dir: Path, results: Path, detector, device) -> dict:
     """Novelty against the training images and the val-fitted detector's rates of one synthetic set."""
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.fid import FeatureSpace, FidConfig
-    from ltaug.images import load_image
-    from ltaug.fidelity import rate_intervals
-    from ltaug.image_store import ImageStores
-    from ltaug.novelty import SOURCE_COLUMNS, gray_vectors, set_novelty
-    from ltaug.synthetic import read_synthetic_set
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.features import FeatureSpace, FidConfig
+    from ltaug.common.images import load_image
+    from ltaug.evaluation.detector import rate_intervals
+    from ltaug.data.image_store import ImageStores
+    from ltaug.evaluation.novelty import SOURCE_COLUMNS, gray_vectors, set_novelty
+    from ltaug.data.synthetic import read_synthetic_set
 
     split = read_classes(results / "data/classes.json")
     synthetic = read_synthetic_set(set_dir, split.classes, split.tail)
@@ -186,9 +188,10 @@ def useful(job: tuple) -> dict:
     method, set_dir, seed, workdir = job
     import torch
 
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.evaluate import ClassifierConfig, evaluate_method
-    from ltaug.synthetic import read_synthetic_set
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.classifier import ClassifierConfig, evaluate_method
+    from ltaug.data.synthetic import read_synthetic_set
 
     torch.set_num_threads(1)
     config = load_config(workdir)
@@ -211,8 +214,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.fidelity import fit_detector
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.detector import fit_detector
 
     workdir = Path(args.workdir).resolve()
     os.chdir(workdir)  # the manifest's paths are relative to the run's directory

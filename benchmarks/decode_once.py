@@ -82,9 +82,9 @@ def measure(paths: list[Path], work: Path) -> dict:
     import numpy as np
     import torch
 
-    from ltaug.image_store import ImagesConfig, ImageStores, decode_split, store_path
-    from ltaug.images import load_image, open_image
-    from ltaug.latents import to_vae_input
+    from ltaug.data.image_store import ImagesConfig, ImageStores, decode_split, store_path
+    from ltaug.common.images import load_image, open_image
+    from ltaug.backbone.latents import to_vae_input
 
     torch.set_num_threads(1)
     n, row = len(paths), {}
@@ -141,7 +141,7 @@ def memory(paths: list[Path], work: Path, copies: int) -> float:
 def child(work: Path, copies: int, paths: list[Path]) -> None:
     import torch
 
-    from ltaug.image_store import ImagesConfig, decode_split, store_path
+    from ltaug.data.image_store import ImagesConfig, decode_split, store_path
 
     torch.set_num_threads(1)
     manifest = manifest_of(paths, copies)

@@ -1,4 +1,4 @@
-"""Time ``ltaug.demo.make_demo`` on the default demo config (3,200 images at 128x128).
+"""Time ``ltaug.data.demo.make_demo`` on the default demo config (3,200 images at 128x128).
 
     python benchmarks/demo_data.py [--out benchmarks/results/demo_data.json] [--workers 2]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltaug.demo import SPLITS, DemoConfig, class_names, make_demo
+from ltaug.data.demo import SPLITS, DemoConfig, class_names, make_demo
 
 
 def main() -> None:

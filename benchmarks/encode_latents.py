@@ -1,9 +1,9 @@
-"""Throughput and peak memory of ``ltaug.latents.encode_split`` on N and 10 x N demo images (128x128).
+"""Throughput and peak memory of ``ltaug.backbone.latents.encode_split`` on N and 10 x N demo images (128x128).
 
     python benchmarks/encode_latents.py [--n 200] [--model DIR] [--threads 1] \
         [--out benchmarks/results/encode_latents.json]
 
-Draws 10 x N demo images (``ltaug.demo.render_image``, with the demo's labels) into a
+Draws 10 x N demo images (``ltaug.data.demo.render_image``, with the demo's labels) into a
 temporary directory, then encodes the first N and all 10 x N, each in a fresh subprocess
 so that the two runs share no memory; each child reports its images/s and its peak RSS
 (``ru_maxrss``) before and after encoding. The VAE is the one of ``--model`` (a diffusers
@@ -37,7 +37,7 @@ def _rss_mb() -> float:
 
 def draw_images(root: Path, n: int) -> Path:
     """n demo training images as PNGs and their manifest.csv (id, path, split, one column per class)."""
-    from ltaug.demo import FINDINGS, DemoConfig, class_names, draw_labels, render_image
+    from ltaug.data.demo import FINDINGS, DemoConfig, class_names, draw_labels, render_image
 
     cfg = DemoConfig(n_train=n)
     labels = draw_labels(cfg, "train")  # (n, K)
@@ -60,9 +60,9 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from diffusers import AutoencoderKL
 
-    from ltaug.data import read_manifest
-    from ltaug.latents import LatentsConfig, encode_split
-    from ltaug.model_dir import load_vae
+    from ltaug.data.manifest import read_manifest
+    from ltaug.backbone.latents import LatentsConfig, encode_split
+    from ltaug.backbone.model_dir import load_vae
 
     if args.model:
         vae, model = load_vae(args.model, torch.device("cpu")), {"path": args.model, "fingerprint": "benchmark"}

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import yaml
 
-from ltaug.config import validate_config
-from ltaug.data import read_classes, read_manifest
-from ltaug.evaluate import ClassifierConfig, evaluate_method
-from ltaug.synthetic import read_synthetic_set
+from ltaug.common.config import validate_config
+from ltaug.data.classes import read_classes
+from ltaug.data.manifest import read_manifest
+from ltaug.data.synthetic import read_synthetic_set
+from ltaug.evaluation.classifier import ClassifierConfig, evaluate_method
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,10 +6,10 @@ Builds, locally and with random weights, a directory laid out as the hub stores 
 (tests/hub_layouts.py: the published component configs, safety_checker and feature_extractor
 entries, the PNDM scheduler; about 1.07 billion parameters, 4.3 GB of safetensors), then, in a
 fresh process so that the build's memory is not counted, loads it through the workflow's loader
-(ltaug.model_dir.load_stable_diffusion), encodes ``--images`` demo images at 512 px
-(ltaug.latents.to_vae_input + encode_images, latents 4 x 64 x 64), runs ours@1 on them (the last
+(ltaug.backbone.model_dir.load_stable_diffusion), encodes ``--images`` demo images at 512 px
+(ltaug.backbone.latents.to_vae_input + encode_images, latents 4 x 64 x 64), runs ours@1 on them (the last
 1 of generate.num_steps = 75 PNDM steps, guidance 3.5: one UNet evaluation on the doubled batch,
-ltaug.diffusion.sample_latents) and decodes them (ltaug.latents.decode_latents). It records the
+ltaug.backbone.diffusion.sample_latents) and decodes them (ltaug.backbone.latents.decode_latents). It records the
 wall seconds of each phase, seconds per image, and the peak RSS after each phase, and writes
 them to benchmarks/full_size/results.json, with the floating-point operations of one image in each
 network (torch.utils.flop_counter), from which docs/cost.md's GPU-hours follow. Then torchvision's DenseNet121 (Table 1's classifier,
@@ -58,10 +58,10 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
     import torch
     from PIL import Image
 
-    from ltaug.demo import DemoConfig, render_image
-    from ltaug.diffusion import prompt, sample_latents
-    from ltaug.latents import decode_latents, encode_images, to_vae_input
-    from ltaug.model_dir import load_stable_diffusion
+    from ltaug.data.demo import DemoConfig, render_image
+    from ltaug.backbone.diffusion import prompt, sample_latents
+    from ltaug.backbone.latents import decode_latents, encode_images, to_vae_input
+    from ltaug.backbone.model_dir import load_stable_diffusion
 
     torch.set_num_threads(threads)
     row, lap = {"rss_gib": {"start": _rss_gib()}}, time.perf_counter()
@@ -108,13 +108,13 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
 
 
 def jpeg_cost(row: dict, n: int = 8) -> None:
-    """Seconds per image to read a JPEG and resize it as decode_images does (ltaug.images.load_image), once per
+    """Seconds per image to read a JPEG and resize it as decode_images does (ltaug.common.images.load_image), once per
     size (512 px for encode_latents, 224 px for the classifier and FID): at
     MIMIC-CXR-JPG's size (2544 x 3056 grayscale, quality 95) and from a copy resized to 512 px once."""
     import numpy as np
     from PIL import Image
 
-    from ltaug.images import load_image
+    from ltaug.common.images import load_image
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +147,7 @@ def il_flops(latent: tuple[int, int, int] = (4, 64, 64), classes: int = 26) -> d
     step (forward and backward, as train_il spends it per sample and epoch) and a forward pass (cam_maps, pairing)."""
     import torch
 
-    from ltaug.iterated import ILConfig, build_model
+    from ltaug.method.iterated import ILConfig, build_model
 
     model = build_model(ILConfig(), latent, classes)
     z = torch.randn(1, *latent)
@@ -162,11 +162,11 @@ def il_flops(latent: tuple[int, int, int] = (4, 64, 64), classes: int = 26) -> d
 
 
 def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 64, repeats: int = 3) -> None:
-    """DenseNet121 at 224 px (ltaug.evaluate.build_densenet with the defaults): s/image to train and to infer."""
+    """DenseNet121 at 224 px (ltaug.evaluation.classifier.build_densenet with the defaults): s/image to train and to infer."""
     import torch
     import torch.nn.functional as F
 
-    from ltaug.evaluate import ClassifierConfig, build_densenet
+    from ltaug.evaluation.classifier import ClassifierConfig, build_densenet
 
     model = build_densenet(ClassifierConfig(), 26)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

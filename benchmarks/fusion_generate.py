@@ -40,19 +40,19 @@ import zarr
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ltaug.config import from_dict, validate_config  # noqa: E402
+from ltaug.common.config import from_dict, validate_config  # noqa: E402
 
 
 def stand_ins(root: Path, config: dict) -> tuple[Path, Path, Path, object]:
     """Untrained demo-architecture SD and IL models and 2000 random training latents: (model, il, latents, split)."""
     from tests.stage_models import save_tiny_sd
 
-    from ltaug.bootstrap import BootstrapConfig
-    from ltaug.data import ClassSplit
-    from ltaug.iterated import ILConfig, build_model
-    from ltaug.iterated_stage import checkpoint, save_checkpoint
-    from ltaug.shards import COMPRESSOR
-    from ltaug.model_dir import fingerprint
+    from ltaug.backbone.bootstrap_config import BootstrapConfig
+    from ltaug.data.classes import ClassSplit
+    from ltaug.method.iterated import ILConfig, build_model
+    from ltaug.method.checkpoint import checkpoint, save_checkpoint
+    from ltaug.common.shards import COMPRESSOR
+    from ltaug.backbone.model_dir import fingerprint
 
     prevalence = dict(config["demo"]["prevalence"])
     classes = list(prevalence) + ["No Finding"]
@@ -105,14 +105,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from ltaug.cam import CamConfig, cam_maps
-    from ltaug.data import read_classes
-    from ltaug.diffusion import sample_latents
-    from ltaug.fusion import FusionConfig, fuse_latents
-    from ltaug.generate import GenerateConfig, generate_set
-    from ltaug.latents import decode_latents
-    from ltaug.model_dir import load_stable_diffusion
-    from ltaug.pairing import PairingConfig, pair_neighbours
+    from ltaug.method.cam import CamConfig, cam_maps
+    from ltaug.data.classes import read_classes
+    from ltaug.backbone.diffusion import sample_latents
+    from ltaug.method.fusion import FusionConfig
+    from ltaug.method.fused_store import fuse_latents
+    from ltaug.method.generate import GenerateConfig, generate_set
+    from ltaug.backbone.latents import decode_latents
+    from ltaug.backbone.model_dir import load_stable_diffusion
+    from ltaug.method.pairing import PairingConfig, pair_neighbours
 
     config = validate_config(yaml.safe_load(Path(args.config).read_text()))
     cpu = torch.device("cpu")

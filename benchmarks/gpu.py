@@ -5,7 +5,7 @@
 Builds, locally and with random weights, SD 1.5's architecture as the hub lays it out (RoentGen's;
 tests/hub_layouts.py, about 1.07 billion parameters), loads it through the workflow's loader in
 ``--dtype`` (the VAE stays float32, as in every stage) and measures, on ``--device``:
-  - encode: images/s of ltaug.latents.encode_images at 512 px (latents 4 x 64 x 64);
+  - encode: images/s of ltaug.backbone.latents.encode_images at 512 px (latents 4 x 64 x 64);
   - ours@5: images/s of the last 5 of 75 PNDM steps (guidance 3.5) plus the VAE decode;
   - text-to-image@75: images/s of all 75 steps plus the decode (RoentGen@75 in Table 1);
   - DenseNet121 at 224 px (evaluate_classifier's network): training images/s of AdamW steps
@@ -54,9 +54,9 @@ def timed(device: torch.device, n: int, work) -> dict:
 
 
 def diffusion(path: Path, device: torch.device, dtype: torch.dtype, n: int, size: int) -> dict:
-    from ltaug.diffusion import sample_latents
-    from ltaug.latents import decode_latents, encode_images
-    from ltaug.model_dir import load_stable_diffusion
+    from ltaug.backbone.diffusion import sample_latents
+    from ltaug.backbone.latents import decode_latents, encode_images
+    from ltaug.backbone.model_dir import load_stable_diffusion
 
     sd = load_stable_diffusion(path, device, dtype)
     x = torch.rand(n, 3, size, size, device=device) * 2 - 1
@@ -85,7 +85,7 @@ def diffusion(path: Path, device: torch.device, dtype: torch.dtype, n: int, size
 def densenet(device: torch.device, batch: int, size: int) -> dict:
     import torch.nn.functional as F
 
-    from ltaug.evaluate import ClassifierConfig, build_densenet
+    from ltaug.evaluation.classifier import ClassifierConfig, build_densenet
 
     model = build_densenet(ClassifierConfig(), 26).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -4,7 +4,7 @@
 
 Each shape is N test images x K classes x S seeds; the labels have the demo's kind of prevalences
 (a few head classes at 20-30 %, the rest rare, the rarest at 1 %), the scores are random. Every
-shape runs in a fresh process (its peak RSS is its own) through ltaug.stats.compare_methods on
+shape runs in a fresh process (its peak RSS is its own) through ltaug.evaluation.intervals.compare_methods on
 .npz files as evaluate_classifier writes them. Writes benchmarks/intervals/results.csv with wall
 seconds, peak RSS and seconds per million (replicate x image x class x seed x method) units, the
 constant that predicts larger runs (the work is linear in each factor).
@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_one(n: int, k: int, seeds: int, methods: int, resamples: int) -> dict:
-    from ltaug.data import ClassSplit
-    from ltaug.evaluate import write_scores
-    from ltaug.stats import IntervalsConfig, compare_methods
+    from ltaug.data.classes import ClassSplit
+    from ltaug.evaluation.classifier import write_scores
+    from ltaug.evaluation.intervals import IntervalsConfig, compare_methods
 
     rng = np.random.default_rng(0)
     prevalence = np.geomspace(0.3, 0.01, k)

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ltaug import bootstrap_models as nets
-from ltaug.bootstrap import BootstrapConfig
-from ltaug.config import validate_config
-from ltaug.evaluate import ClassifierConfig, build_densenet
+from ltaug.backbone import bootstrap_models as nets
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.common.config import validate_config
+from ltaug.evaluation.classifier import ClassifierConfig, build_densenet
 
 REPO = Path(__file__).resolve().parent.parent
 CL = torch.channels_last

@@ -93,7 +93,7 @@ def write_store(path: Path, n: int, split: str, seed: int, chunk: int = 256) -> 
     import numpy as np
     import zarr
 
-    from ltaug.shards import COMPRESSOR
+    from ltaug.common.shards import COMPRESSOR
 
     labels = labels_for(n, seed)
     root = zarr.open_group(path, mode="w", zarr_format=3)
@@ -121,7 +121,7 @@ def write_images(root: Path, n_train: int) -> None:
     import pandas as pd
     from PIL import Image
 
-    from ltaug.demo import DemoConfig, render_image
+    from ltaug.data.demo import DemoConfig, render_image
 
     cfg, rows, labels = DemoConfig(image_size=128), [], []
     for split, n, seed in (("train", n_train, 1), ("val", N_VAL, 2), ("test", N_TEST, 3)):
@@ -145,20 +145,21 @@ def prepare(root: Path, n: int) -> None:
 
 
 def _split(root: Path):
-    from ltaug.data import LongTailConfig, read_manifest, split_classes
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import LongTailConfig, split_classes
 
     return split_classes(LongTailConfig(), read_manifest(root / "manifest.csv"))
 
 
 def classifier_config(threads: int):
-    from ltaug.evaluate import ClassifierConfig
+    from ltaug.evaluation.classifier import ClassifierConfig
 
     return ClassifierConfig(image_size=224, growth_rate=12, block_config=[2, 4, 4, 4], num_init_features=24, steps=20,
                             batch_size=32, eval_every=20, seeds=[0], cache_images=False, threads=threads)  # fmt: skip
 
 
 def fid_config():
-    from ltaug.fid import FidConfig
+    from ltaug.evaluation.features import FidConfig
 
     return FidConfig(real_splits=["val", "test"], memorisation_reference=N_TEST)
 
@@ -167,7 +168,7 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
     """One stage on the prepared inputs of ``root``; returns what it made (sizes), for the record."""
     import torch
 
-    from ltaug.image_store import ImageStores
+    from ltaug.data.image_store import ImageStores
 
     torch.set_num_threads(threads)
     cpu = torch.device("cpu")
@@ -175,51 +176,52 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
     before = _rss_mib()
     start = time.perf_counter()
     if stage == "train_il":
-        from ltaug.iterated import ILConfig
-        from ltaug.iterated_stage import train_iterated
+        from ltaug.method.iterated import ILConfig
+        from ltaug.method.train_il import train_iterated
 
         cfg = ILConfig(generations=1, interaction_epochs=1, embed_channels=64, student_depth=2, balance=1.0,
                        shuffle_buffer=SHUFFLE_BUFFER, threads=threads)  # fmt: skip
         train_iterated(root / "train.zarr", root / "val.zarr", split, root / "il", cfg, cpu, resume=False)
     elif stage == "cam_maps":
-        from ltaug.cam import CamConfig, cam_maps
+        from ltaug.method.cam import CamConfig, cam_maps
 
         cam_maps(root / "train.zarr", root / "il" / "model.pt", root / "cam.zarr", CamConfig(), cpu)
     elif stage == "pair_neighbours":
-        from ltaug.pairing import PairingConfig, pair_neighbours
+        from ltaug.method.pairing import PairingConfig, pair_neighbours
 
         pair_neighbours(root / "train.zarr", root / "cam.zarr", root / "il" / "model.pt", split, root / "pairs.csv",
                         PairingConfig(), N_PER_CLASS)  # fmt: skip
     elif stage == "fuse":
-        from ltaug.fusion import FusionConfig, fuse_latents
+        from ltaug.method.fusion import FusionConfig
+        from ltaug.method.fused_store import fuse_latents
 
         fuse_latents(root / "pairs.csv", root / "train.zarr", root / "cam.zarr", root / "il" / "model.pt", split,
                      root / "fused.zarr", FusionConfig(n_per_class=N_PER_CLASS))  # fmt: skip
     elif stage == "decode_images":
-        from ltaug.data import read_manifest
-        from ltaug.image_store import ImagesConfig, decode_split, store_path
+        from ltaug.data.manifest import read_manifest
+        from ltaug.data.image_store import ImagesConfig, decode_split, store_path
 
         manifest = read_manifest(root / "manifest.csv")
         for part in ("train", "val", "test"):
             decode_split(manifest, part, 224, store_path(root / "stores", part, 224), ImagesConfig(), threads=threads)
     elif stage == "evaluate_classifier":
-        from ltaug.data import read_manifest
-        from ltaug.evaluate import evaluate_method, save_classifier
+        from ltaug.data.manifest import read_manifest
+        from ltaug.evaluation.classifier import evaluate_method, save_classifier
 
         _, model, meta, _ = evaluate_method("baseline", read_manifest(root / "manifest.csv"), split, None,
                                             classifier_config(threads), cpu, ImageStores(root / "stores"))  # fmt: skip
         save_classifier(root / "baseline.pt", model, meta)
     elif stage == "real_features":
-        from ltaug.data import read_manifest
-        from ltaug.fid import real_features
+        from ltaug.data.manifest import read_manifest
+        from ltaug.evaluation.distances import real_features
 
         real_features(read_manifest(root / "manifest.csv"), root / "baseline.pt", fid_config(), 224, cpu,
                       root / "real_features.npz", stores=ImageStores(root / "stores"))  # fmt: skip
     elif stage == "evaluate_fid":
-        from ltaug.baselines import BaselinesConfig, make_resample
-        from ltaug.data import read_manifest
-        from ltaug.fid import evaluate_set
-        from ltaug.synthetic import read_synthetic_set
+        from ltaug.evaluation.baselines import BaselinesConfig, make_resample
+        from ltaug.data.manifest import read_manifest
+        from ltaug.evaluation.distances import evaluate_set
+        from ltaug.data.synthetic import read_synthetic_set
 
         manifest = read_manifest(root / "manifest.csv")
         if not (root / "resample").exists():
@@ -285,7 +287,7 @@ def main() -> None:
     table["rss_ratio_to_smallest_n"] = (table["peak_rss_mib"] / table["stage"].map(smallest)).round(3)
     table["flat"] = table["rss_ratio_to_smallest_n"] <= REQUIRED_RATIO
     table.to_csv(out / "results.csv", index=False)
-    from ltaug.image_source import cache_decision
+    from ltaug.data.image_source import cache_decision
 
     mimic = {f"{n} images, {gib} GiB available": cache_decision("auto", n, 224, gib * 2**30)[1]
              for n in (377_110,) for gib in (128, 512)}  # fmt: skip

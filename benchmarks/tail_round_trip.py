@@ -27,16 +27,20 @@ import pandas as pd
 import torch
 import yaml
 
-from ltaug.bootstrap import BootstrapConfig, load_images, to_pixels, train_vae
-from ltaug.image_store import ImageStores
-from ltaug.bootstrap_models import build_vae
-from ltaug.data import read_classes, read_manifest
-from ltaug.fidelity import Detector
-from ltaug.funnel import gray
-from ltaug.iterated import ILConfig
-from ltaug.iterated_stage import load_il_model, train_iterated
-from ltaug.latents import decode_latents, encode_images, open_latents, split_seed
-from ltaug.model_dir import load_vae
+from ltaug.backbone.bootstrap import load_images
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.bootstrap_models import build_vae
+from ltaug.backbone.bootstrap_training import to_pixels, train_vae
+from ltaug.backbone.latents import decode_latents, encode_images, open_latents, split_seed
+from ltaug.backbone.model_dir import load_vae
+from ltaug.data.classes import read_classes
+from ltaug.data.image_store import ImageStores
+from ltaug.data.manifest import read_manifest
+from ltaug.evaluation.detector import Detector
+from ltaug.evaluation.funnel import gray
+from ltaug.method.checkpoint import load_il_model
+from ltaug.method.iterated import ILConfig
+from ltaug.method.train_il import train_iterated
 
 OUT = Path(__file__).parent / "tail_round_trip"
 

@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 import yaml
 
-from ltaug.config import from_dict, validate_config
-from ltaug.data import read_classes
-from ltaug.iterated import (
+from ltaug.backbone.latents import open_latents
+from ltaug.common.config import from_dict, validate_config
+from ltaug.data.classes import read_classes
+from ltaug.method.iterated import (
     ILConfig,
     LatentStream,
     build_model,
@@ -34,7 +35,6 @@ from ltaug.iterated import (
     imitation_phase,
     interaction_phase,
 )
-from ltaug.latents import open_latents
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 
 from ltaug.cli import STAGES
-from ltaug.errors import LtaugError
+from ltaug.common.errors import LtaugError
 
 for _module in ("ltaug.cli_method", "ltaug.cli_eval"):  # importing them registers their stages, in this order
     importlib.import_module(_module)
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         if hasattr(args, "window"):
-            from ltaug.images import set_window
+            from ltaug.common.images import set_window
 
             set_window(json.loads(args.window))
         args.run(args)

@@ -49,8 +49,8 @@ class Runtime(NamedTuple):
 def runtime(args: argparse.Namespace) -> Runtime:
     """(device, dtype, variant) from the diffusion section in --diffusion: the device picked once, CUDA
     when present unless the config names one; dtype and variant as configured."""
-    from ltaug.config import from_json
-    from ltaug.diffusion import DiffusionConfig, pick_device
+    from ltaug.common.config import from_json
+    from ltaug.backbone.diffusion import DiffusionConfig, pick_device
 
     section = from_json(DiffusionConfig, args.diffusion, "diffusion")
     return Runtime(pick_device(section.device), section.dtype, section.variant)
@@ -58,7 +58,7 @@ def runtime(args: argparse.Namespace) -> Runtime:
 
 def section_with_threads(cls, args: argparse.Namespace, key: str):
     """The stage's config section from --params as ``cls``, its threads from --threads unless the section sets them."""
-    from ltaug.config import from_dict
+    from ltaug.common.config import from_dict
 
     params = json.loads(args.params)
     params.setdefault("threads", args.threads)

@@ -25,7 +25,7 @@ from ltaug.cli import (
 
 def synthetic_args(args: argparse.Namespace):
     """(ClassSplit, n_per_class) of a baseline or evaluation stage."""
-    from ltaug.data import read_classes
+    from ltaug.data.classes import read_classes
 
     return read_classes(args.classes), args.n_per_class
 
@@ -42,10 +42,10 @@ def _baseline_smote_arguments(p: argparse.ArgumentParser) -> None:
 def _baseline_smote(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.baselines import BaselinesConfig, make_smote
-    from ltaug.config import from_json
-    from ltaug.latents import open_latents
-    from ltaug.model_dir import fingerprint, load_vae
+    from ltaug.evaluation.baselines import BaselinesConfig, make_smote
+    from ltaug.common.config import from_json
+    from ltaug.backbone.latents import open_latents
+    from ltaug.backbone.model_dir import fingerprint, load_vae
 
     torch.set_num_threads(args.threads)
     split, n = synthetic_args(args)
@@ -65,10 +65,10 @@ def _baseline_resample_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("baseline_resample", "class-balanced copies of the real tail images", _baseline_resample_arguments)
 def _baseline_resample(args: argparse.Namespace) -> None:
-    from ltaug.baselines import BaselinesConfig, make_resample
-    from ltaug.config import from_json
-    from ltaug.data import read_manifest
-    from ltaug.image_store import ImageStores
+    from ltaug.evaluation.baselines import BaselinesConfig, make_resample
+    from ltaug.common.config import from_json
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.image_store import ImageStores
 
     split, n = synthetic_args(args)
     cfg = from_json(BaselinesConfig, args.params, "baselines")
@@ -88,10 +88,10 @@ def _baseline_text_to_image_arguments(p: argparse.ArgumentParser) -> None:
 def _baseline_text_to_image(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.baselines import BaselinesConfig, make_text_to_image
-    from ltaug.config import from_json
-    from ltaug.diffusion import check_prompt_template, torch_dtype
-    from ltaug.model_dir import load_stable_diffusion
+    from ltaug.evaluation.baselines import BaselinesConfig, make_text_to_image
+    from ltaug.common.config import from_json
+    from ltaug.backbone.diffusion import check_prompt_template, torch_dtype
+    from ltaug.backbone.model_dir import load_stable_diffusion
 
     torch.set_num_threads(args.threads)
     split, n = synthetic_args(args)
@@ -120,10 +120,10 @@ def _evaluate_classifier_arguments(p: argparse.ArgumentParser) -> None:
     "evaluate_classifier", "train a DenseNet on real + synthetic images, score the test split", _evaluate_classifier_arguments
 )
 def _evaluate_classifier(args: argparse.Namespace) -> None:
-    from ltaug.data import read_manifest
-    from ltaug.evaluate import ClassifierConfig, evaluate_method, save_classifier, write_results, write_scores
-    from ltaug.image_store import ImageStores
-    from ltaug.synthetic import read_synthetic_set
+    from ltaug.data.manifest import read_manifest
+    from ltaug.evaluation.classifier import ClassifierConfig, evaluate_method, save_classifier, write_results, write_scores
+    from ltaug.data.image_store import ImageStores
+    from ltaug.data.synthetic import read_synthetic_set
 
     split, n = synthetic_args(args)
     cfg = torch_section(ClassifierConfig, args, "eval.classifier")
@@ -150,10 +150,11 @@ def _train_judge_arguments(p: argparse.ArgumentParser) -> None:
 def _train_judge(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.config import from_dict, from_json
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.evaluate import ClassifierConfig, JudgeConfig, train_judge
-    from ltaug.image_store import ImageStores
+    from ltaug.common.config import from_dict, from_json
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.classifier import ClassifierConfig, JudgeConfig, train_judge
+    from ltaug.data.image_store import ImageStores
 
     params = {"threads": args.threads, **json.loads(args.params)}  # the rule leaves out eval.classifier.seeds
     cfg = from_dict(ClassifierConfig, params, "eval.classifier")
@@ -176,8 +177,9 @@ def _export_training_set_arguments(p: argparse.ArgumentParser) -> None:
 @stage("export_training_set", "one CSV of a method's training rows: real and synthetic, for any trainer",
        _export_training_set_arguments)  # fmt: skip
 def _export_training_set(args: argparse.Namespace) -> None:
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.synthetic import export_training_rows, read_synthetic_set
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.data.synthetic import export_training_rows, read_synthetic_set
 
     split = read_classes(args.classes)
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail) if args.synthetic else None
@@ -194,10 +196,10 @@ def _compare_methods_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("compare_methods", "bootstrap intervals and paired differences to the reference rows", _compare_methods_arguments)
 def _compare_methods(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.data import read_classes
-    from ltaug.evaluate import write_results
-    from ltaug.stats import IntervalsConfig, compare_methods
+    from ltaug.common.config import from_json
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.classifier import write_results
+    from ltaug.evaluation.intervals import IntervalsConfig, compare_methods
 
     methods = json.loads(args.methods)
     if len(methods) != len(args.scores):
@@ -227,9 +229,10 @@ def _fit_detector_arguments(p: argparse.ArgumentParser) -> None:
 def _fit_detector(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.fidelity import fit_detector
-    from ltaug.image_store import ImageStores
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.detector import fit_detector
+    from ltaug.data.image_store import ImageStores
 
     split = read_classes(args.classes)
     detector = fit_detector(read_manifest(args.manifest), pd.read_csv(args.boxes), split.tail, args.image_size,
@@ -255,12 +258,13 @@ def _evaluate_fid_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("evaluate_fid", "FD/FID, KID and label fidelity of a synthetic set per tail class", _evaluate_fid_arguments)
 def _evaluate_fid(args: argparse.Namespace) -> None:
-    from ltaug.data import read_manifest
-    from ltaug.evaluate import write_results
-    from ltaug.fid import FidConfig, evaluate_set
-    from ltaug.fidelity import Detector
-    from ltaug.image_store import ImageStores
-    from ltaug.synthetic import read_synthetic_set
+    from ltaug.data.manifest import read_manifest
+    from ltaug.evaluation.classifier import write_results
+    from ltaug.evaluation.distances import evaluate_set
+    from ltaug.evaluation.features import FidConfig
+    from ltaug.evaluation.detector import Detector
+    from ltaug.data.image_store import ImageStores
+    from ltaug.data.synthetic import read_synthetic_set
 
     split, n = synthetic_args(args)
     cfg = torch_section(FidConfig, args, "eval.fid")
@@ -284,9 +288,10 @@ def _real_features_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("real_features", "features of the training images and the test-to-train distances", _real_features_arguments)
 def _real_features(args: argparse.Namespace) -> None:
-    from ltaug.data import read_manifest
-    from ltaug.fid import FidConfig, real_features
-    from ltaug.image_store import ImageStores
+    from ltaug.data.manifest import read_manifest
+    from ltaug.evaluation.distances import real_features
+    from ltaug.evaluation.features import FidConfig
+    from ltaug.data.image_store import ImageStores
 
     cfg = torch_section(FidConfig, args, "eval.fid")
     real_features(read_manifest(args.manifest), args.classifier, cfg, args.image_size, runtime(args)[0], args.features,
@@ -319,13 +324,14 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
     import pandas as pd
     import torch
 
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.fidelity import Detector
-    from ltaug.funnel import classifier_judge, detector_judge, fidelity_funnel, markdown, plot
-    from ltaug.image_store import ImageStores
-    from ltaug.io import atomic_path
-    from ltaug.model_dir import load_vae
-    from ltaug.synthetic import read_synthetic_set
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.detector import Detector
+    from ltaug.evaluation.funnel import classifier_judge, detector_judge, fidelity_funnel, markdown, plot
+    from ltaug.data.image_store import ImageStores
+    from ltaug.common.io import atomic_path
+    from ltaug.backbone.model_dir import load_vae
+    from ltaug.data.synthetic import read_synthetic_set
 
     torch.set_num_threads(args.threads)
     split, manifest = read_classes(args.classes), read_manifest(args.manifest)
@@ -373,10 +379,11 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from ltaug.data import read_classes, read_manifest
-    from ltaug.report import write_report
-    from ltaug.synthetic import read_synthetic_set
-    from ltaug.variants import REAL_ONLY
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.report import write_report
+    from ltaug.data.synthetic import read_synthetic_set
+    from ltaug.common.variants import REAL_ONLY
 
     split = read_classes(args.classes)
     methods = json.loads(args.methods)

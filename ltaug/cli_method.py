@@ -28,8 +28,8 @@ def _demo_dataset_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("demo_dataset", "draw the long-tailed demo data set", _demo_dataset_arguments)
 def _demo_dataset(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.demo import DemoConfig, make_demo
+    from ltaug.common.config import from_json
+    from ltaug.data.demo import DemoConfig, make_demo
 
     make_demo(args.outdir, from_json(DemoConfig, args.params, "demo"), workers=args.threads)
 
@@ -40,8 +40,8 @@ def _prepare_data_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("prepare_data", "validate the labels files and images, write the manifest", _prepare_data_arguments)
 def _prepare_data(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.data import DataConfig, prepare_data
+    from ltaug.common.config import from_json
+    from ltaug.data.manifest import DataConfig, prepare_data
 
     frame = prepare_data(from_json(DataConfig, args.params, "data"), args.manifest, args.threads)
     counts = frame["split"].value_counts()
@@ -56,8 +56,8 @@ def _split_classes_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("split_classes", "split the classes into head, medium and tail", _split_classes_arguments)
 def _split_classes(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.data import LongTailConfig, write_classes
+    from ltaug.common.config import from_json
+    from ltaug.data.classes import LongTailConfig, write_classes
 
     split = write_classes(from_json(LongTailConfig, args.params, "long_tail"), args.manifest, args.classes,
                           json.loads(args.labels))  # fmt: skip
@@ -74,7 +74,7 @@ def _check_class_names_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("check_class_names", "check that every config key naming a class names one of classes.json", _check_class_names_arguments)
 def _check_class_names(args: argparse.Namespace) -> None:
-    from ltaug.data import check_class_names, read_classes
+    from ltaug.data.classes import check_class_names, read_classes
 
     check_class_names(json.loads(args.keys), read_classes(args.classes), args.out, source=args.classes)
 
@@ -90,8 +90,9 @@ def _bootstrap_vae_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("bootstrap_vae", "train the VAE of the small demo Stable Diffusion model", _bootstrap_vae_arguments)
 def _bootstrap_vae(args: argparse.Namespace) -> None:
-    from ltaug.bootstrap import BootstrapConfig, bootstrap_vae
-    from ltaug.image_store import ImageStores
+    from ltaug.backbone.bootstrap import bootstrap_vae
+    from ltaug.backbone.bootstrap_config import BootstrapConfig
+    from ltaug.data.image_store import ImageStores
 
     cfg = section_with_threads(BootstrapConfig, args, "diffusion.bootstrap")
     bootstrap_vae(args.manifest, args.vae, args.latents, args.samples, cfg, runtime(args)[0], ImageStores(args.images))
@@ -109,7 +110,8 @@ def _bootstrap_unet_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("bootstrap_unet", "train the UNet and text encoder of the small demo model", _bootstrap_unet_arguments)
 def _bootstrap_unet(args: argparse.Namespace) -> None:
-    from ltaug.bootstrap import BootstrapConfig, bootstrap_unet
+    from ltaug.backbone.bootstrap import bootstrap_unet
+    from ltaug.backbone.bootstrap_config import BootstrapConfig
 
     cfg = section_with_threads(BootstrapConfig, args, "diffusion.bootstrap")
     bootstrap_unet(args.manifest, args.vae, args.latents, args.vae_samples, args.model, args.samples, cfg,
@@ -128,9 +130,9 @@ def _decode_images_arguments(p: argparse.ArgumentParser) -> None:
 @stage("decode_images", "read every image of one split once, resized, into a Zarr store", _decode_images_arguments,
        reads_images=True)  # fmt: skip
 def _decode_images(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.data import read_manifest
-    from ltaug.image_store import ImagesConfig, decode_split
+    from ltaug.common.config import from_json
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.image_store import ImagesConfig, decode_split
 
     cfg = from_json(ImagesConfig, args.params, "images")
     n = decode_split(read_manifest(args.manifest), args.split, args.size, args.store, cfg, threads=args.threads,
@@ -148,7 +150,7 @@ def _gather_arguments(p: argparse.ArgumentParser) -> None:
 
 def _split_rows(args: argparse.Namespace) -> int:
     """The row count of --split in --manifest, which the shards must add up to."""
-    from ltaug.data import read_manifest
+    from ltaug.data.manifest import read_manifest
 
     manifest = read_manifest(args.manifest)
     return int((manifest["split"] == args.split).sum())
@@ -161,8 +163,8 @@ def _gather_images_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("gather_images", "join the shard stores of one split and size into its image store", _gather_images_arguments)
 def _gather_images(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.image_store import ImagesConfig, gather_images
+    from ltaug.common.config import from_json
+    from ltaug.data.image_store import ImagesConfig, gather_images
 
     cfg = from_json(ImagesConfig, args.params, "images")
     expect = {"split": args.split, "image_size": args.size, "split_rows": _split_rows(args)}
@@ -183,11 +185,11 @@ def _encode_latents_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("encode_latents", "encode one split into a Zarr store of VAE latents", _encode_latents_arguments)
 def _encode_latents(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.data import read_manifest
-    from ltaug.image_store import ImageStores
-    from ltaug.latents import LatentsConfig, encode_split
-    from ltaug.model_dir import fingerprint, load_vae
+    from ltaug.common.config import from_json
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.image_store import ImageStores
+    from ltaug.backbone.latents import LatentsConfig, encode_split
+    from ltaug.backbone.model_dir import fingerprint, load_vae
 
     cfg = from_json(LatentsConfig, args.params, "latents")
     device, _, variant = runtime(args)
@@ -204,9 +206,9 @@ def _gather_latents_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("gather_latents", "join the shard stores of one split into its latent store", _gather_latents_arguments)
 def _gather_latents(args: argparse.Namespace) -> None:
-    from ltaug.config import from_json
-    from ltaug.latents import LatentsConfig, gather_shards
-    from ltaug.model_dir import fingerprint
+    from ltaug.common.config import from_json
+    from ltaug.backbone.latents import LatentsConfig, gather_shards
+    from ltaug.backbone.model_dir import fingerprint
 
     cfg = from_json(LatentsConfig, args.params, "latents")
     expect = {"model_fingerprint": fingerprint(args.model), "split_rows": _split_rows(args)}
@@ -226,10 +228,10 @@ def _train_il_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("train_il", "iterated learning of the sparse latent space (S, D, C)", _train_il_arguments)
 def _train_il(args: argparse.Namespace) -> None:
-    from ltaug.data import read_classes
-    from ltaug.iterated import ILConfig
-    from ltaug.iterated_stage import train_iterated
-    from ltaug.model_dir import fingerprint
+    from ltaug.data.classes import read_classes
+    from ltaug.method.iterated import ILConfig
+    from ltaug.method.train_il import train_iterated
+    from ltaug.backbone.model_dir import fingerprint
 
     cfg = section_with_threads(ILConfig, args, "il")
     expect = {"model_fingerprint": fingerprint(args.model)} if args.model else None
@@ -252,8 +254,8 @@ def _cam_maps_arguments(p: argparse.ArgumentParser) -> None:
 def _cam_maps(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.cam import CamConfig, cam_maps
-    from ltaug.config import from_json
+    from ltaug.method.cam import CamConfig, cam_maps
+    from ltaug.common.config import from_json
 
     torch.set_num_threads(args.threads)
     cfg = from_json(CamConfig, args.params, "cam")
@@ -273,8 +275,8 @@ def _gather_cams_arguments(p: argparse.ArgumentParser) -> None:
 
 @stage("gather_cams", "join the CAM shard stores of one split into its CAM store", _gather_cams_arguments)
 def _gather_cams(args: argparse.Namespace) -> None:
-    from ltaug.cam import gather_cams, il_fingerprint
-    from ltaug.latents import open_latents
+    from ltaug.method.cam import gather_cams, il_fingerprint
+    from ltaug.backbone.latents import open_latents
 
     expect = {"il_fingerprint": il_fingerprint(args.model), "split_rows": int(open_latents(args.latents)["z"].shape[0])}
     rows = gather_cams(args.shards, args.store, expect)
@@ -292,9 +294,9 @@ def _pair_neighbours_arguments(p: argparse.ArgumentParser) -> None:
 def _pair_neighbours(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.config import from_json
-    from ltaug.data import read_classes
-    from ltaug.pairing import PairingConfig, pair_neighbours
+    from ltaug.common.config import from_json
+    from ltaug.data.classes import read_classes
+    from ltaug.method.pairing import PairingConfig, pair_neighbours
 
     torch.set_num_threads(args.threads)
     cfg = from_json(PairingConfig, args.params, "pairing")
@@ -316,9 +318,10 @@ def _fuse_arguments(p: argparse.ArgumentParser) -> None:
 def _fuse(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.config import from_json
-    from ltaug.data import read_classes
-    from ltaug.fusion import FusionConfig, fuse_latents
+    from ltaug.common.config import from_json
+    from ltaug.data.classes import read_classes
+    from ltaug.method.fusion import FusionConfig
+    from ltaug.method.fused_store import fuse_latents
 
     torch.set_num_threads(args.threads)
     cfg = from_json(FusionConfig, args.params, "fusion")
@@ -342,9 +345,9 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.config import from_dict
-    from ltaug.generate import GenerateConfig, generate_set
-    from ltaug.image_store import ImageStores
+    from ltaug.common.config import from_dict
+    from ltaug.method.generate import GenerateConfig, generate_set
+    from ltaug.data.image_store import ImageStores
 
     torch.set_num_threads(args.threads)
     device, dtype, variant = runtime(args)
@@ -369,8 +372,8 @@ def _fig2_panels_arguments(p: argparse.ArgumentParser) -> None:
 def _fig2_panels(args: argparse.Namespace) -> None:
     import torch
 
-    from ltaug.data import read_classes
-    from ltaug.figures import fig2_panels
+    from ltaug.data.classes import read_classes
+    from ltaug.evaluation.fig2 import fig2_panels
 
     torch.set_num_threads(args.threads)
     paths = fig2_panels(args.manifest, read_classes(args.classes), args.latents, args.cams, args.fused, args.model,

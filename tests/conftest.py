@@ -89,10 +89,10 @@ def dataset(tmp_path) -> dict:
 
 def write_latent_store(path: Path, z: np.ndarray, labels: np.ndarray, classes: list[str], split: str = "train",
                        chunk: int = 64, **attrs) -> Path:  # fmt: skip
-    """A complete latent store in the layout encode_latents writes (see ltaug.latents), from arrays."""
+    """A complete latent store in the layout encode_latents writes (see ltaug.backbone.latents), from arrays."""
     import zarr
 
-    from ltaug.shards import COMPRESSOR
+    from ltaug.common.shards import COMPRESSOR
 
     root = zarr.open_group(path, mode="w", zarr_format=3)
     n = len(z)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ltaug.bootstrap import BootstrapConfig
-from ltaug.bootstrap_models import (
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.bootstrap_models import (
     build_scheduler,
     build_text_encoder,
     build_tokenizer,
@@ -15,11 +15,11 @@ from ltaug.bootstrap_models import (
     build_vae,
     save_model,
 )
-from ltaug.cam import CamConfig, cam_maps
-from ltaug.data import ClassSplit
-from ltaug.iterated import ILConfig, build_model
-from ltaug.iterated_stage import checkpoint, save_checkpoint
-from ltaug.latents import open_latents
+from ltaug.backbone.latents import open_latents
+from ltaug.data.classes import ClassSplit
+from ltaug.method.cam import CamConfig, cam_maps
+from ltaug.method.checkpoint import checkpoint, save_checkpoint
+from ltaug.method.iterated import ILConfig, build_model
 
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Fracture", "No Finding"]
 SPLIT = ClassSplit(

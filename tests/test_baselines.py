@@ -10,7 +10,14 @@ import zarr
 from PIL import Image
 from stage_models import save_tiny_sd
 
-from ltaug.baselines import (
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.bootstrap_models import build_vae
+from ltaug.backbone.latents import decode_latents
+from ltaug.backbone.model_dir import load_stable_diffusion
+from ltaug.common.errors import ConfigError
+from ltaug.common.images import load_image
+from ltaug.data.synthetic import read_synthetic_set
+from ltaug.evaluation.baselines import (
     BaselinesConfig,
     balanced_repeats,
     make_resample,
@@ -19,13 +26,6 @@ from ltaug.baselines import (
     smote_draws,
     smote_interpolate,
 )
-from ltaug.bootstrap import BootstrapConfig
-from ltaug.bootstrap_models import build_vae
-from ltaug.errors import ConfigError
-from ltaug.images import load_image
-from ltaug.latents import decode_latents
-from ltaug.model_dir import load_stable_diffusion
-from ltaug.synthetic import read_synthetic_set
 
 CLASSES = ["Cardiomegaly", "Nodule", "Fracture", "No Finding"]
 TAIL = ["Nodule", "Fracture"]

@@ -1,4 +1,4 @@
-"""ltaug.bootstrap: a tiny bootstrap end to end, save -> load identity, tokenizer, samplers, sampling."""
+"""ltaug.backbone.bootstrap: a tiny bootstrap end to end, save -> load identity, tokenizer, samplers, sampling."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from diffusers import DDIMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 
-from ltaug.bootstrap import BootstrapConfig, bootstrap_diffusion, bootstrap_unet, load_images, psnr, random_crops, train_vae, vae_loss
-from ltaug.bootstrap_models import (
+from ltaug.backbone.bootstrap import bootstrap_diffusion, bootstrap_unet, load_images
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.bootstrap_models import (
     NO_FINDING_PROMPT,
     build_scheduler,
     build_text_encoder,
@@ -26,10 +27,11 @@ from ltaug.bootstrap_models import (
     save_model,
     training_prompts,
 )
-from ltaug.diffusion import encode_prompts, prompt, sample_latents
-from ltaug.errors import ConfigError, InputError
-from ltaug.model_dir import COMPONENTS, fingerprint, load_stable_diffusion, load_vae
-from ltaug.sampling import balanced_indices
+from ltaug.backbone.bootstrap_training import psnr, random_crops, train_vae, vae_loss
+from ltaug.backbone.diffusion import encode_prompts, prompt, sample_latents
+from ltaug.backbone.model_dir import COMPONENTS, fingerprint, load_stable_diffusion, load_vae
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.common.sampling import balanced_indices
 
 CPU = torch.device("cpu")
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Calcification of the Aorta", "No Finding"]
@@ -439,7 +441,7 @@ def test_train_vae_on_crops_is_seeded_and_sees_crops(monkeypatch):
     labels = np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1, 2]]
     cfg = dataclasses.replace(TINY, vae_crop_size=16, vae_steps=3)
     seen = []
-    monkeypatch.setattr("ltaug.bootstrap.vae_loss", lambda vae, x, cfg, g: seen.append(x.shape) or vae(x).sample.mean())
+    monkeypatch.setattr("ltaug.backbone.bootstrap_training.vae_loss", lambda vae, x, cfg, g: seen.append(x.shape) or vae(x).sample.mean())
     torch.manual_seed(0)
     first = train_vae(build_vae(cfg), images, labels, cfg, CPU)
     assert seen == [(cfg.vae_batch_size, 3, 16, 16)] * 3
@@ -475,7 +477,7 @@ def test_train_vae_runs_its_passes_in_the_configured_precision(monkeypatch, prec
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         return vae(x).sample.float().mean()
 
-    monkeypatch.setattr("ltaug.bootstrap.vae_loss", loss)
+    monkeypatch.setattr("ltaug.backbone.bootstrap_training.vae_loss", loss)
     images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
     train_vae(build_vae(cfg), images, np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1, 2]], cfg, CPU)
     assert [on for on, _ in seen] == [autocast] * 2

@@ -1,4 +1,4 @@
-"""ltaug.cam: the sign convention, equality with pytorch-grad-cam, batch-size invariance, the store, errors."""
+"""ltaug.method.cam: the sign convention, equality with pytorch-grad-cam, batch-size invariance, the store, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from stage_models import CLASSES, cam_store_for, save_tiny_il
 
-from ltaug.cam import (
+from ltaug.backbone.latents import open_latents
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.method.cam import (
     CamConfig,
     cam_maps,
     cam_rows,
@@ -24,7 +26,7 @@ from ltaug.cam import (
     open_cams,
     select_maps,
 )
-from ltaug.cam_methods import (
+from ltaug.method.cam_methods import (
     ClonedActivationsAndGradients,
     OrientedEigenCAM,
     build_cam,
@@ -33,10 +35,8 @@ from ltaug.cam_methods import (
     orient,
     target_module,
 )
-from ltaug.errors import ConfigError, InputError
-from ltaug.iterated_stage import load_il_model
-from ltaug.latents import open_latents
-from ltaug.models import LatentClassifier
+from ltaug.method.checkpoint import load_il_model
+from ltaug.method.networks import LatentClassifier
 
 CPU = torch.device("cpu")
 

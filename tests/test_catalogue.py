@@ -8,9 +8,10 @@ import tomllib
 import yaml
 from conftest import REPO
 
-from ltaug.config import validate_config
-from ltaug.data import DataConfig, LongTailConfig
-from ltaug.variants import expand_methods, resolve
+from ltaug.common.config import validate_config
+from ltaug.common.variants import expand_methods, resolve
+from ltaug.data.classes import LongTailConfig
+from ltaug.data.manifest import DataConfig
 
 
 def test_the_licence_is_the_one_the_package_declares():

@@ -9,22 +9,23 @@ import pytest
 import yaml
 from conftest import REPO
 
-from ltaug.config import SCHEMA, from_dict, validate_config
-from ltaug.data import DataConfig, LongTailConfig
-from ltaug.demo import DemoConfig
-from ltaug.errors import ConfigError
-from ltaug.baselines import BaselinesConfig
-from ltaug.bootstrap import BootstrapConfig
-from ltaug.cam import CamConfig
-from ltaug.diffusion import DiffusionConfig
-from ltaug.evaluate import ClassifierConfig
-from ltaug.fid import FidConfig
-from ltaug.fusion import FusionConfig
-from ltaug.generate import GenerateConfig
-from ltaug.iterated import ILConfig
-from ltaug.latents import LatentsConfig
-from ltaug.pairing import PairingConfig
-from ltaug.stats import IntervalsConfig
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.diffusion import DiffusionConfig
+from ltaug.backbone.latents import LatentsConfig
+from ltaug.common.config import SCHEMA, from_dict, validate_config
+from ltaug.common.errors import ConfigError
+from ltaug.data.classes import LongTailConfig
+from ltaug.data.demo import DemoConfig
+from ltaug.data.manifest import DataConfig
+from ltaug.evaluation.baselines import BaselinesConfig
+from ltaug.evaluation.classifier import ClassifierConfig
+from ltaug.evaluation.features import FidConfig
+from ltaug.evaluation.intervals import IntervalsConfig
+from ltaug.method.cam import CamConfig
+from ltaug.method.fusion import FusionConfig
+from ltaug.method.generate import GenerateConfig
+from ltaug.method.iterated import ILConfig
+from ltaug.method.pairing import PairingConfig
 
 CONFIG = REPO / "config.yaml"
 SECTIONS = {
@@ -96,8 +97,9 @@ def test_defaults_fill_an_empty_config():
     ],
 )
 def test_bad_config_names_the_key(config, pattern):
+    """The schema's rules, then the data section's cross-key rules (DataConfig), as the workflow checks them."""
     with pytest.raises(ConfigError, match=pattern):
-        validate_config(config)
+        DataConfig(**validate_config(config)["data"])
 
 
 def test_every_schema_key_has_type_default_and_description():
@@ -125,7 +127,7 @@ def test_every_schema_key_is_a_dataclass_field():
 
 
 def test_a_default_that_is_not_the_schemas_fails_at_import():
-    from ltaug.config import config_section
+    from ltaug.common.config import config_section
 
     @dataclasses.dataclass(frozen=True)
     class Cam:
@@ -171,8 +173,13 @@ def test_a_stage_dataclass_is_checked_by_the_schema_however_it_is_built(cls, val
 
 def test_the_schemas_choices_are_the_codes():
     """Where the code dispatches on a key's value, its table and the schema's enum agree."""
-    from ltaug import cam_methods, diffusion, fusion, images, latents, models
-    from ltaug.labels import SPLITS
+    from ltaug.method import cam_methods
+    from ltaug.backbone import diffusion
+    from ltaug.method import fusion
+    from ltaug.common import images
+    from ltaug.backbone import latents
+    from ltaug.method import networks as models
+    from ltaug.data.labels import SPLITS
 
     choices = {
         "cam.method": ["eigencam", *cam_methods.CLASS_SPECIFIC], "diffusion.dtype": list(diffusion.DTYPES),
@@ -194,7 +201,7 @@ def test_every_config_key_is_commented():
 
 
 def test_command_line_overrides_take_the_schema_types():
-    from ltaug.config import coerce_overrides
+    from ltaug.common.config import coerce_overrides
 
     schema = yaml.safe_load(SCHEMA.read_text())
     # as Snakemake's --config hands them over: every nested scalar a string (YAML BaseLoader)

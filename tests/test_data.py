@@ -11,8 +11,9 @@ import pytest
 from conftest import CXR_LT_26, MICCAI_19, SMALL_CLASSES, write_dataset
 
 from ltaug.__main__ import main
-from ltaug.data import DataConfig, LongTailConfig, prepare_data, read_classes, read_manifest, write_classes
-from ltaug.errors import ConfigError, InputError
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.data.classes import LongTailConfig, read_classes, write_classes
+from ltaug.data.manifest import DataConfig, prepare_data, read_manifest
 
 
 def run_prepare(data: dict, out: Path, **overrides) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Tests of ltaug.demo: exact label counts, finding locality and regions, the radiograph look,
+"""Tests of ltaug.data.demo: exact label counts, finding locality and regions, the radiograph look,
 make_demo's files (byte-identical for any number of workers, atomic on failure), config errors."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ltaug import demo
-from ltaug.demo import DEFAULT_PREVALENCE, FINDINGS, NO_FINDING, SPLITS, DemoConfig, class_names, make_demo
-from ltaug.errors import ConfigError, InputError
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.data import demo
+from ltaug.data.demo import DEFAULT_PREVALENCE, FINDINGS, NO_FINDING, SPLITS, DemoConfig, class_names, make_demo
 
 TINY = DemoConfig(seed=3, image_size=64, n_train=30, n_val=8, n_test=8)
 

@@ -1,4 +1,4 @@
-"""ltaug.diffusion: device and dtype choice, the checks before loading, fingerprint, prompts."""
+"""ltaug.backbone.diffusion: device and dtype choice, the checks before loading, fingerprint, prompts."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from safetensors.torch import load_file, save_file
 from stage_models import save_tiny_sd
 from transformers import CLIPTokenizer
 
-from ltaug.bootstrap import BootstrapConfig
-from ltaug.diffusion import DiffusionConfig, encode_prompts, pick_device, prompt, torch_dtype
-from ltaug.errors import ConfigError, InputError
-from ltaug.model_dir import COMPONENTS, fingerprint, load_stable_diffusion
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.diffusion import DiffusionConfig, encode_prompts, pick_device, prompt, torch_dtype
+from ltaug.backbone.model_dir import COMPONENTS, fingerprint, load_stable_diffusion
+from ltaug.common.errors import ConfigError, InputError
 
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Calcification of the Aorta", "No Finding"]
 TINY = BootstrapConfig(

@@ -10,22 +10,21 @@ import pytest
 import torch
 from conftest import write_dataset
 
-from ltaug import evaluate
-from ltaug.data import DataConfig, LongTailConfig, load_labels, split_classes
-from ltaug.errors import ConfigError, InputError
-from ltaug.evaluate import (
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.common.metrics import best_thresholds, mean_std, score_metrics
+from ltaug.data.classes import LongTailConfig, split_classes
+from ltaug.data.image_source import ImageSource
+from ltaug.data.manifest import DataConfig, load_labels
+from ltaug.data.synthetic import read_synthetic_set, write_synthetic_set
+from ltaug.evaluation import classifier as evaluate
+from ltaug.evaluation.classifier import (
     ClassifierConfig,
-    best_thresholds,
     evaluate_method,
     load_classifier,
-    mean_std,
     predict,
     save_classifier,
-    score_metrics,
     train_classifier,
 )
-from ltaug.image_source import ImageSource
-from ltaug.synthetic import read_synthetic_set, write_synthetic_set
 
 TINY = ClassifierConfig(image_size=32, growth_rate=4, block_config=[1, 1], num_init_features=8, steps=6, batch_size=8,
                         eval_every=3, seeds=[0], threads=1)  # fmt: skip
@@ -167,7 +166,7 @@ def test_classifier_config_names_the_key(tmp_path):
 
 
 def test_cache_images_auto_caches_only_what_fits_in_a_quarter_of_the_memory():
-    from ltaug.image_source import cache_decision
+    from ltaug.data.image_source import cache_decision
 
     gib = 2**30
     # CXR-LT at 224 px: 377,110 images x 50,176 bytes = 17.6 GiB of uint8
@@ -183,7 +182,7 @@ def test_cache_images_auto_caches_only_what_fits_in_a_quarter_of_the_memory():
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_available_memory_is_capped_by_the_jobs_cgroup(tmp_path, version):
     """A SLURM job's --mem is a memory cgroup; /proc/meminfo shows the whole node."""
-    from ltaug.image_source import available_memory
+    from ltaug.data.image_source import available_memory
 
     gib = 2**30
     proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"

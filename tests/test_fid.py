@@ -9,10 +9,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from ltaug.errors import ConfigError
-from ltaug.fid import (
-    FidConfig,
-    InceptionFeatures,
+from ltaug.common.errors import ConfigError
+from ltaug.evaluation.distances import (
     feature_frechet_distance,
     frechet_distance,
     gaussian_stats,
@@ -21,6 +19,7 @@ from ltaug.fid import (
     nearest,
     prdc,
 )
+from ltaug.evaluation.features import FidConfig, InceptionFeatures
 
 
 def rotation(d: int, seed: int) -> np.ndarray:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ltaug.demo import DemoConfig, make_demo, render_image
-from ltaug.fidelity import Detector, fit_detector, label_fidelity, response, youden_threshold
+from ltaug.data.demo import DemoConfig, make_demo, render_image
+from ltaug.evaluation.detector import Detector, fit_detector, label_fidelity, response, youden_threshold
 
 TAIL = ["Nodule", "Fracture", "Calcification of the Aorta", "Pneumoperitoneum"]
 
@@ -99,7 +99,7 @@ def test_the_detector_depends_on_the_validation_images_only(demo):
 
 
 def test_rate_intervals_hold_the_rate_and_average_over_classes():
-    from ltaug.fidelity import rate_intervals
+    from ltaug.evaluation.detector import rate_intervals
 
     hits = {"a": np.array([True] * 30 + [False] * 10), "b": np.array([False] * 20), "c": np.array([], dtype=bool)}
     out = rate_intervals(hits, resamples=500, seed=0)

@@ -1,4 +1,4 @@
-"""ltaug.funnel: box measures on hand-made maps, and the funnel of a tiny pipeline with known answers."""
+"""ltaug.evaluation.funnel: box measures on hand-made maps, and the funnel of a tiny pipeline with known answers."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from conftest import synthetic_latents, write_latent_store
 from PIL import Image
 from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il, save_tiny_sd
 
-from ltaug.bootstrap import BootstrapConfig
-from ltaug.funnel import COVER, HIT, PEAK, box_share, fidelity_funnel, markdown, peak_in_box
-from ltaug.model_dir import load_vae
-from ltaug.synthetic import read_synthetic_set, write_synthetic_set
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.model_dir import load_vae
+from ltaug.data.synthetic import read_synthetic_set, write_synthetic_set
+from ltaug.evaluation.funnel import COVER, HIT, PEAK, box_share, fidelity_funnel, markdown, peak_in_box
 
 
 def test_peak_in_box_reads_the_latent_cell_of_the_maximum():
@@ -103,8 +103,8 @@ def test_classifier_judge_scores_at_the_classifiers_thresholds(tmp_path):
     """Without boxes the judge is the real-data classifier: here one that says Nodule and never Fracture."""
     from dataclasses import asdict
 
-    from ltaug.evaluate import ClassifierConfig, build_densenet, save_classifier
-    from ltaug.funnel import classifier_judge
+    from ltaug.evaluation.classifier import ClassifierConfig, build_densenet, save_classifier
+    from ltaug.evaluation.funnel import classifier_judge
 
     cfg = ClassifierConfig(image_size=32, growth_rate=4, block_config=[1, 1], num_init_features=8)
     model = build_densenet(cfg, len(CLASSES))

@@ -1,4 +1,4 @@
-"""ltaug.fusion: Eqs. 6-13 on hand-made tensors, seeds, label policies, and the fuse stage on a tiny IL model."""
+"""ltaug.method.fusion: Eqs. 6-13 on hand-made tensors, seeds, label policies, and the fuse stage on a tiny IL model."""
 
 from __future__ import annotations
 
@@ -9,22 +9,12 @@ import torch
 from conftest import synthetic_latents, write_latent_store
 from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
-from ltaug.cam import open_cams
-from ltaug.errors import ConfigError, InputError
-from ltaug.fusion import (
-    FusionConfig,
-    combine,
-    decode_fused,
-    fuse,
-    fuse_latents,
-    fused_labels,
-    fusion_masks,
-    plan,
-    sample_generator,
-    shares,
-)
-from ltaug.iterated_stage import load_il_model
-from ltaug.latents import open_latents
+from ltaug.backbone.latents import open_latents
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.method.cam import open_cams
+from ltaug.method.checkpoint import load_il_model
+from ltaug.method.fused_store import fuse_latents, plan, sample_generator
+from ltaug.method.fusion import FusionConfig, combine, decode_fused, fuse, fused_labels, fusion_masks, shares
 
 C = 3  # C' of the hand-made sparse vectors
 TAIL = torch.arange(C * 4, dtype=torch.float32).reshape(1, C, 2, 2) + 100  # z_t^s (1, C', 2, 2), every entry distinct
@@ -380,7 +370,7 @@ def test_residual_decode_adds_back_each_sources_round_trip_error():
 
 def test_a_region_mask_covers_the_finding_and_not_the_scattered_cells():
     """A hand-made 6 x 6 tail map: a finding of 2 x 2 cells around the peak, and one stray hot cell far away."""
-    from ltaug.fusion import specific_mask
+    from ltaug.method.fusion import specific_mask
 
     m = torch.zeros(1, 6, 6)
     m[0, 1:3, 1:3] = torch.tensor([[0.6, 0.8], [0.7, 1.0]])  # the finding, its peak at (2, 2)

@@ -1,4 +1,4 @@
-"""ltaug.generate: ours@0 is the VAE decode of z_F, ours@s the shared sampler's last s steps; the set layout."""
+"""ltaug.method.generate: ours@0 is the VAE decode of z_F, ours@s the shared sampler's last s steps; the set layout."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from conftest import synthetic_latents, write_latent_store
 from PIL import Image
 from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il, save_tiny_sd
 
-from ltaug.bootstrap import BootstrapConfig
-from ltaug.diffusion import prompt, sample_latents
-from ltaug.errors import ConfigError, InputError
-from ltaug.fusion import FusionConfig, fuse_latents
-from ltaug.generate import PROVENANCE_COLUMNS, GenerateConfig, generate_set, sample_seed
-from ltaug.latents import decode_latents, open_latents
-from ltaug.model_dir import fingerprint, load_stable_diffusion
-from ltaug.pairing import PairingConfig, pair_neighbours
-from ltaug.synthetic import read_synthetic_set
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.diffusion import prompt, sample_latents
+from ltaug.backbone.latents import decode_latents, open_latents
+from ltaug.backbone.model_dir import fingerprint, load_stable_diffusion
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.data.synthetic import read_synthetic_set
+from ltaug.method.fused_store import fuse_latents
+from ltaug.method.fusion import FusionConfig
+from ltaug.method.generate import PROVENANCE_COLUMNS, GenerateConfig, generate_set, sample_seed
+from ltaug.method.pairing import PairingConfig, pair_neighbours
 
 CPU = torch.device("cpu")
 TINY_SD = BootstrapConfig(
@@ -127,7 +128,7 @@ def test_config_errors():
 
 
 def test_fig2_panels_one_figure_per_tail_class(fused, tmp_path):
-    from ltaug.figures import fig2_panels
+    from ltaug.evaluation.fig2 import fig2_panels
 
     root, model, store = fused
     rows = []
@@ -194,12 +195,12 @@ def test_a_scheduler_with_two_evaluations_a_step_is_refused(tmp_path):
 
 
 def test_prompt_template_is_what_the_unet_reads(fused, tmp_path, monkeypatch):
-    import ltaug.generate
+    import ltaug.method.generate
 
     root, model, store = fused
     seen = []
-    real = ltaug.generate.sample_latents
-    monkeypatch.setattr(ltaug.generate, "sample_latents", lambda sd, prompts, *a, **k: (seen.extend(prompts), real(sd, prompts, *a, **k))[1])
+    real = ltaug.method.generate.sample_latents
+    monkeypatch.setattr(ltaug.method.generate, "sample_latents", lambda sd, prompts, *a, **k: (seen.extend(prompts), real(sd, prompts, *a, **k))[1])
     cfg = GenerateConfig(steps=[1], num_steps=4, batch_size=8, prompt_template="chest x-ray showing {classes}")
     generate_set(store, model, tmp_path / "ours@1", 1, cfg, CPU)
     labels = open_latents(store)["tail_labels"][:]
@@ -210,12 +211,12 @@ def test_prompt_template_is_what_the_unet_reads(fused, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("whose", ["tail", "fused"])
 def test_the_prompt_names_the_tail_image_s_classes_unless_asked_for_the_fused_label(fused, tmp_path, monkeypatch, whose):
-    import ltaug.generate
+    import ltaug.method.generate
 
     root, model, store = fused
     seen = []
-    real = ltaug.generate.sample_latents
-    monkeypatch.setattr(ltaug.generate, "sample_latents", lambda sd, prompts, *a, **k: (seen.extend(prompts), real(sd, prompts, *a, **k))[1])
+    real = ltaug.method.generate.sample_latents
+    monkeypatch.setattr(ltaug.method.generate, "sample_latents", lambda sd, prompts, *a, **k: (seen.extend(prompts), real(sd, prompts, *a, **k))[1])
     generate_set(store, model, tmp_path / "ours@1", 1, GenerateConfig(steps=[1], num_steps=4, prompt_labels=whose), CPU)
     group = open_latents(store)
     tail_ids = group["tail_id"][:]
@@ -228,7 +229,7 @@ def test_the_prompt_names_the_tail_image_s_classes_unless_asked_for_the_fused_la
 
 
 def test_a_composite_puts_the_masked_region_into_the_head_image():
-    from ltaug.generate import composite
+    from ltaug.method.generate import composite
 
     decoded = np.full((1, 16, 16, 3), 200, dtype=np.uint8)
     head = np.full((1, 16, 16, 3), 10, dtype=np.uint8)
@@ -245,8 +246,8 @@ def test_a_composite_puts_the_masked_region_into_the_head_image():
 
 
 def test_a_composite_set_keeps_the_head_image_outside_the_fused_region(fused, tmp_path):
-    from ltaug.images import load_image
-    from ltaug.image_store import ImagesConfig, ImageStores, decode_split, store_path
+    from ltaug.common.images import load_image
+    from ltaug.data.image_store import ImagesConfig, ImageStores, decode_split, store_path
 
     root, model, store = fused
     group = open_latents(store)

@@ -14,12 +14,12 @@ import torch
 from conftest import synthetic_latents, write_latent_store
 from hub_layouts import write_hub_layout
 
-from ltaug.diffusion import sample_latents
-from ltaug.evaluate import ClassifierConfig, predict, train_classifier
-from ltaug.iterated import ILConfig
-from ltaug.iterated_stage import train_iterated
-from ltaug.latents import decode_latents, encode_images
-from ltaug.model_dir import load_stable_diffusion
+from ltaug.backbone.diffusion import sample_latents
+from ltaug.backbone.latents import decode_latents, encode_images
+from ltaug.backbone.model_dir import load_stable_diffusion
+from ltaug.evaluation.classifier import ClassifierConfig, predict, train_classifier
+from ltaug.method.iterated import ILConfig
+from ltaug.method.train_il import train_iterated
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 CUDA = torch.device("cuda")
@@ -110,7 +110,7 @@ def test_the_classifier_trains_under_bfloat16_autocast_on_cuda():
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_iterated_learning_trains_on_cuda(tmp_path, precision):
     classes = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Fracture"]
-    from ltaug.data import ClassSplit
+    from ltaug.data.classes import ClassSplit
 
     split = ClassSplit(classes=classes, head=classes[:2], tail=classes[2:], medium=[], train_counts={}, prevalence={}, n={})
     z, y = synthetic_latents(128, [0.4, 0.3, 0.05, 0.05], seed=0)

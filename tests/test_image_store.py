@@ -8,9 +8,17 @@ import pytest
 import zarr
 from PIL import Image
 
-from ltaug.errors import InputError
-from ltaug.image_store import ImagesConfig, ImageStores, decode_split, gather_images, open_images, read_images, store_path
-from ltaug.images import load_image, set_window
+from ltaug.common.errors import InputError
+from ltaug.common.images import load_image, set_window
+from ltaug.data.image_store import (
+    ImageStores,
+    ImagesConfig,
+    decode_split,
+    gather_images,
+    open_images,
+    read_images,
+    store_path,
+)
 
 
 @pytest.fixture
@@ -151,7 +159,7 @@ def test_sharded_workflow_writes_the_image_store_of_the_unsharded_one(tiny_refer
 
 
 def test_the_classifier_reads_real_rows_from_the_stores_and_synthetic_images_from_their_files(manifest, tmp_path):
-    from ltaug.image_source import ImageSource
+    from ltaug.data.image_source import ImageSource
 
     root = tmp_path / "images"
     decode_split(manifest, "train", 16, store_path(root, "train", 16), ImagesConfig())

@@ -9,8 +9,8 @@ from PIL import Image
 
 def test_a_12_bit_image_in_a_16_bit_png_is_read_full_range_by_every_reader(tmp_path):
     """Radiograph exports store 12 significant bits (0-4095) in 16-bit PNGs: no stage may read them nearly black."""
-    from ltaug.images import load_image, open_image, to_8bit
-    from ltaug.latents import to_vae_input
+    from ltaug.common.images import load_image, open_image, to_8bit
+    from ltaug.backbone.latents import to_vae_input
 
     ramp = np.tile(np.linspace(0, 4095, 64).round().astype(np.uint16), (64, 1))  # 0..4095 across
     path = tmp_path / "twelve_bit.png"
@@ -34,15 +34,15 @@ def test_a_12_bit_image_in_a_16_bit_png_is_read_full_range_by_every_reader(tmp_p
 @pytest.fixture
 def window():
     """set_window for one test, reset after it (the window is per process)."""
-    from ltaug.images import set_window
+    from ltaug.common.images import set_window
 
     yield set_window
     set_window(None)
 
 
 def test_a_configured_window_maps_lo_hi_onto_0_255_for_every_image_alike(tmp_path, window):
-    from ltaug.images import load_image
-    from ltaug.images import open_image, to_8bit
+    from ltaug.common.images import load_image
+    from ltaug.common.images import open_image, to_8bit
 
     values = np.array([[0, 1000, 1500, 2000, 5000, 65535]], np.uint16)  # 0 below the window, 5000 and 65535 above
     im = Image.fromarray(values)
@@ -71,9 +71,9 @@ SHAPE = r"data\.window(\.0)?: .* \(\[lo, hi\] stored pixel values mapped to blac
 @pytest.mark.parametrize("bad, pattern", [([5, 1], ORDER), ([3, 3], ORDER), ([0], SHAPE), ([0, 1, 2], SHAPE), (["0", 4095], SHAPE),
                                           ([True, 4095], SHAPE), ("0-4095", SHAPE)])  # fmt: skip
 def test_a_bad_window_is_a_config_error_naming_the_key(bad, pattern):
-    from ltaug.data import DataConfig
-    from ltaug.errors import ConfigError
-    from ltaug.images import set_window
+    from ltaug.data.manifest import DataConfig
+    from ltaug.common.errors import ConfigError
+    from ltaug.common.images import set_window
 
     with pytest.raises(ConfigError, match=pattern):
         DataConfig(window=bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ltaug.io import atomic_path
+from ltaug.common.io import atomic_path
 
 
 def test_file_appears_only_when_complete(tmp_path):

@@ -1,4 +1,4 @@
-"""ltaug.iterated and ltaug.models: Eqs. 1-5 on hand-made tensors, training, determinism, resume, checkpoints."""
+"""ltaug.method.iterated and ltaug.method.networks: Eqs. 1-5 on hand-made tensors, training, determinism, resume, checkpoints."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import synthetic_latents, write_latent_store
 
-from ltaug.data import ClassSplit
-from ltaug.errors import ConfigError, InputError
-from ltaug.iterated import (
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.data.classes import ClassSplit
+from ltaug.method.checkpoint import HISTORY_COLUMNS, check_checkpoint, generation_path, load_il_model, read_checkpoint
+from ltaug.method.iterated import (
     ILConfig,
     LatentStream,
     build_model,
@@ -22,15 +23,8 @@ from ltaug.iterated import (
     interaction_phase,
     sample_one_hot,
 )
-from ltaug.iterated_stage import (
-    HISTORY_COLUMNS,
-    check_checkpoint,
-    generation_path,
-    load_il_model,
-    read_checkpoint,
-    train_iterated,
-)
-from ltaug.models import LatentClassifier, Student, densenet121_classifier
+from ltaug.method.networks import LatentClassifier, Student, densenet121_classifier
+from ltaug.method.train_il import train_iterated
 
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Nodule", "Fracture"]
 PREVALENCE = [0.4, 0.3, 0.1, 0.06]
@@ -264,7 +258,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(stores, train
 def test_every_epoch_trains_in_train_mode(stores):
     """Validation after an epoch puts the model in eval mode; the next epoch must train BatchNorm again."""
     train, _ = stores
-    from ltaug.latents import open_latents
+    from ltaug.backbone.latents import open_latents
 
     cfg = ILConfig(**{**TINY.identity(), "interaction_epochs": 2})
     model = build_model(cfg, (4, 8, 8), 4)
@@ -320,7 +314,7 @@ def test_latent_classifier_is_c_of_s(trained):
 
 
 def test_balanced_stream_draws_every_class_about_equally_often():
-    from ltaug.iterated import LatentStream
+    from ltaug.method.iterated import LatentStream
 
     labels = np.zeros((400, 3), dtype=np.uint8)
     labels[:360, 0] = 1  # head

@@ -1,4 +1,4 @@
-"""Tests of ltaug.latents on a tiny seeded AutoencoderKL and 32x32 images (CPU, a few seconds each)."""
+"""Tests of ltaug.backbone.latents on a tiny seeded AutoencoderKL and 32x32 images (CPU, a few seconds each)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ltaug import latents
-from ltaug.errors import ConfigError, InputError
-from ltaug.latents import (
+from ltaug.backbone import latents
+from ltaug.backbone.latents import (
     LatentsConfig,
     decode_latents,
     encode_images,
@@ -26,8 +25,9 @@ from ltaug.latents import (
     to_rgb_pixels,
     to_vae_input,
 )
-from ltaug.images import load_image
-from ltaug.shards import SHARD_KEYS, block_rows, shard_rows
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.common.images import load_image
+from ltaug.common.shards import SHARD_KEYS, block_rows, shard_rows
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ["Cardiomegaly", "Nodule"]
@@ -268,7 +268,7 @@ def test_failure_midway_leaves_nothing_and_rerun_completes(vae, manifest, tmp_pa
 KILLED_RUN = TINY_VAE + """
 import sys, time
 import pandas as pd
-from ltaug import latents
+from ltaug.backbone import latents
 manifest, store, marker = sys.argv[1:4]
 real, calls = latents.encode_images, []
 def slow(*args, **kwargs):
@@ -419,7 +419,7 @@ def test_gathered_shards_equal_the_unsharded_store(manifest, tmp_path, shards, r
 
 
 def test_gather_streams_whole_chunks(vae, manifest, tmp_path, monkeypatch):
-    from ltaug.shards import ChunkWriter
+    from ltaug.common.shards import ChunkWriter
 
     cfg = LatentsConfig(image_size=32, mode="mean", batch_size=4, chunk_size=2)
     parts = encode_shards(manifest, vae, tmp_path, 3, cfg)  # 4, 4, 2 rows: whole batches

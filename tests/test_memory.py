@@ -1,4 +1,4 @@
-"""ltaug.memory: free heap pages scattered between live blocks go back to the system."""
+"""ltaug.common.memory: free heap pages scattered between live blocks go back to the system."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from ltaug.memory import release_free_memory
+from ltaug.common.memory import release_free_memory
 
 
 def rss_mib() -> float:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from hub_layouts import write_hub_layout
 
-from ltaug.config import from_dict
-from ltaug.diffusion import DiffusionConfig, check_prompt_template, prompt, sample_latents
-from ltaug.errors import ConfigError, InputError
-from ltaug.generate import GenerateConfig
-from ltaug.model_dir import weight_variant, load_stable_diffusion, load_vae  # fmt: skip
+from ltaug.backbone.diffusion import DiffusionConfig, check_prompt_template, prompt, sample_latents
+from ltaug.backbone.model_dir import load_stable_diffusion, load_vae, weight_variant  # fmt: skip
+from ltaug.common.config import from_dict
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.method.generate import GenerateConfig
 
 CPU = torch.device("cpu")
 

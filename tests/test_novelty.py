@@ -1,11 +1,11 @@
-"""ltaug.novelty: copies score 0 new, far images 1; the reference distance, own sources, streaming search."""
+"""ltaug.evaluation.novelty: copies score 0 new, far images 1; the reference distance, own sources, streaming search."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ltaug.novelty import (
+from ltaug.evaluation.novelty import (
     class_novelty,
     gray_vectors,
     nearest_training,

@@ -1,4 +1,4 @@
-"""ltaug.pairing: highest-confusion head class, k-nearest neighbour draws, errors, the stage on a tiny IL model."""
+"""ltaug.method.pairing: highest-confusion head class, k-nearest neighbour draws, errors, the stage on a tiny IL model."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import torch
 from conftest import synthetic_latents, write_latent_store
 from stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
-from ltaug.cam import open_cams
-from ltaug.data import ClassSplit
-from ltaug.errors import ConfigError, InputError
-from ltaug.iterated_stage import load_il_model
-from ltaug.latents import open_latents
-from ltaug.pairing import COLUMNS, PairingConfig, confused_head, pair_neighbours, pair_samples, tail_draw
+from ltaug.backbone.latents import open_latents
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.data.classes import ClassSplit
+from ltaug.method.cam import open_cams
+from ltaug.method.checkpoint import load_il_model
+from ltaug.method.pairing import COLUMNS, PairingConfig, confused_head, pair_neighbours, pair_samples, tail_draw
 
 # columns: Cardiomegaly, Pleural Effusion (head), Nodule, Fracture (tail), No Finding
 HEAD_COLUMNS = np.array([0, 1])
@@ -127,7 +127,7 @@ def random_training_split(n=400, d=24, seed=0):
 
 def in_memory_pairs(ids, labels, probs, features, k, seed, n, exclude_tail):
     """The pairs of an exact in-memory search (scikit-learn on every candidate at once), the same draws."""
-    from ltaug.pairing import nearest
+    from ltaug.method.pairing import nearest
 
     classes, labels = SPLIT.classes, labels.astype(bool)
     head_columns = np.array([classes.index(h) for h in SPLIT.head])

@@ -16,15 +16,16 @@ import torch
 import yaml
 from conftest import REPO
 
-from ltaug.cam import CamConfig
-from ltaug.config import load_schema, validate_config
-from ltaug.data import DataConfig, LongTailConfig
-from ltaug.evaluate import DENSENET121, ClassifierConfig
-from ltaug.fusion import FusionConfig
-from ltaug.generate import GenerateConfig
-from ltaug.iterated import ILConfig, build_model
-from ltaug.pairing import PairingConfig
-from ltaug.variants import expand_methods, resolve
+from ltaug.common.config import load_schema, validate_config
+from ltaug.common.variants import expand_methods, resolve
+from ltaug.data.classes import LongTailConfig
+from ltaug.data.manifest import DataConfig
+from ltaug.evaluation.classifier import DENSENET121, ClassifierConfig
+from ltaug.method.cam import CamConfig
+from ltaug.method.fusion import FusionConfig
+from ltaug.method.generate import GenerateConfig
+from ltaug.method.iterated import ILConfig, build_model
+from ltaug.method.pairing import PairingConfig
 
 PRESETS = {p.stem: p for p in sorted((REPO / "presets").glob("*.yaml"))}
 # the heading of each data set's section in docs/datasets.md

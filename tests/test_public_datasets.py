@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ltaug.data import DataConfig, prepare_data, read_manifest, write_classes, LongTailConfig
-from ltaug.errors import ConfigError, InputError
-from ltaug.images import open_image
+from ltaug.common.errors import ConfigError, InputError
+from ltaug.common.images import open_image
+from ltaug.data.classes import LongTailConfig, write_classes
+from ltaug.data.manifest import DataConfig, prepare_data, read_manifest
 
 # ---------------------------------------------------------------------------- NIH ChestX-ray14
 
@@ -266,7 +267,7 @@ def test_every_config_block_of_the_data_set_page_is_a_valid_config():
     import yaml
 
     from conftest import REPO
-    from ltaug.config import validate_config
+    from ltaug.common.config import validate_config
 
     page = (REPO / "docs" / "datasets.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", page, re.S)

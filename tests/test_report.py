@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ltaug.errors import InputError
-from ltaug.report import build_table, markdown, notes_for
-from ltaug.variants import describe, display_name, resolve
+from ltaug.common.errors import InputError
+from ltaug.common.variants import describe, display_name, resolve
+from ltaug.evaluation.report import build_table, markdown, notes_for
 
 TAIL = ["Nodule", "Fracture", "Calcification of the Aorta", "Pneumoperitoneum"]
 REFERENCES = ["baseline", "resample"]
@@ -95,7 +95,7 @@ def test_table_has_one_row_per_method_with_intervals_and_differences_to_every_re
 
 
 def test_a_variant_s_rows_appear_with_its_settings():
-    from ltaug.config import validate_config
+    from ltaug.common.config import validate_config
 
     config = validate_config({"variants": {"ours": {}, "ours-paper": {"cam": {"method": "eigencam"}, "description": "the paper",
                                                                       "fusion": {"tau_h": 0.4, "tau_l": 0.4, "decode": "d"}}},
@@ -136,7 +136,7 @@ def test_a_method_without_synthetic_samples_is_an_error_not_a_row_of_zeros():
 
 
 def test_a_p_value_at_the_bootstrap_floor_says_so():
-    from ltaug.report import _p
+    from ltaug.evaluation.report import _p
 
     assert _p(2 / 1001, 1000) == "≤ 0.002" and _p(0.05, 1000) == "0.050" and _p(0.0004) == "< 0.001"
     assert _p(float("nan"), 1000) == "–"
@@ -255,7 +255,7 @@ def test_an_empty_synthetic_set_stops_the_evaluation_with_its_name(evaluated, tm
 
 
 def test_the_funnels_side_by_side_say_where_each_variant_loses_the_finding():
-    from ltaug.report import funnel_table
+    from ltaug.evaluation.report import funnel_table
 
     def funnel(variant, values):
         rows = [{"stage": s, "measure": m, "class": "mean", "n": 10, "value": v, "fpr": 0.05}

@@ -55,7 +55,7 @@ def snakemake_ancestor(pid: int, workdir: Path) -> int:
 
 
 # A case per stage: the stage's job is killed at its `at`-th complete output, just before
-# that output is renamed into place (ltaug.io.atomic_path). Add a case for another stage here.
+# that output is renamed into place (ltaug.common.io.atomic_path). Add a case for another stage here.
 # train_il at 2: generation 1 is saved, gen_2.pt is being written; the rerun resumes from gen_1.pt.
 @pytest.mark.parametrize("stage,at", [("encode_latents", 1), ("train_il", 2)])
 def test_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tiny_reference, tmp_path, monkeypatch, stage, at):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ltaug.schedule import warmup_cosine, warmup_cosine_schedule
+from ltaug.common.schedule import warmup_cosine, warmup_cosine_schedule
 
 
 @pytest.mark.parametrize("step,factor", [(0, 0.5), (1, 1.0), (2, 1.0), (21, 0.5), (40, 0.0)])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ltaug.data import ClassSplit
-from ltaug.errors import InputError
-from ltaug.evaluate import write_scores
-from ltaug.stats import (
+from ltaug.common.errors import InputError
+from ltaug.data.classes import ClassSplit
+from ltaug.evaluation.classifier import write_scores
+from ltaug.evaluation.intervals import (
     IntervalsConfig,
     bootstrap,
     compare_methods,

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ltaug.errors import InputError
-from ltaug.synthetic import SyntheticSetWriter, read_synthetic_set, sample_ids, write_synthetic_set
+from ltaug.common.errors import InputError
+from ltaug.data.synthetic import SyntheticSetWriter, read_synthetic_set, sample_ids, write_synthetic_set
 
 CLASSES = ["Cardiomegaly", "Nodule", "Fracture", "No Finding"]
 TAIL = ["Nodule", "Fracture"]
@@ -117,7 +117,7 @@ def test_set_of_other_classes_or_size_is_refused(tmp_path):
 
 
 def test_the_training_export_is_the_real_rows_then_the_synthetic_ones(tmp_path):
-    from ltaug.synthetic import export_training_rows
+    from ltaug.data.synthetic import export_training_rows
 
     images, provenance, labels = make_set(tmp_path / "ours@1")
     synthetic = read_synthetic_set(tmp_path / "ours@1", CLASSES, TAIL, 3)

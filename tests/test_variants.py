@@ -1,13 +1,13 @@
-"""ltaug.variants: a variant's sections are the configured ones with its keys over them; names, rows, errors."""
+"""ltaug.common.variants: a variant's sections are the configured ones with its keys over them; names, rows, errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from ltaug.config import validate_config
-from ltaug.data import ClassSplit, check_class_names
-from ltaug.errors import ConfigError
-from ltaug.variants import expand_methods, resolve, variant_of
+from ltaug.common.config import validate_config
+from ltaug.common.errors import ConfigError
+from ltaug.common.variants import expand_methods, resolve, variant_of
+from ltaug.data.classes import ClassSplit, check_class_names
 
 PAPER = {"cam": {"method": "eigencam"}, "fusion": {"tau_h": 0.4, "tau_l": 0.4, "decode": "d"}, "generate": {"steps": [0, 5]}}
 

@@ -99,8 +99,8 @@ def test_tiny_workflow_end_to_end(tiny_run):
 
 
 def test_tiny_workflow_latents_follow_the_manifest(tiny_run):
-    from ltaug.latents import open_latents
-    from ltaug.model_dir import fingerprint
+    from ltaug.backbone.latents import open_latents
+    from ltaug.backbone.model_dir import fingerprint
 
     manifest = pd.read_csv(tiny_run / "results/data/manifest.csv")
     model = tiny_run / "results/diffusion/model"
@@ -245,8 +245,8 @@ def test_bad_label_fails_with_the_rows_and_leaves_no_manifest(tmp_path):
 
 
 def test_tiny_workflow_trains_the_il_model(tiny_run):
-    from ltaug.iterated_stage import load_il_model
-    from ltaug.model_dir import fingerprint
+    from ltaug.method.checkpoint import load_il_model
+    from ltaug.backbone.model_dir import fingerprint
 
     il = load_il_model(tiny_run / "results/il/model.pt")
     assert il.generation == 2 and il.latent_shape == (4, 4, 4)
@@ -262,7 +262,7 @@ def test_padchest_as_downloaded_through_the_workflow(tmp_path):
     classes.json, then the training latents, with data.window reaching the rule that reads the pixels."""
     from test_public_datasets import write_padchest
 
-    from ltaug.latents import open_latents
+    from ltaug.backbone.latents import open_latents
 
     data = write_padchest(tmp_path / "padchest")
     write_config(tmp_path, demo={"enabled": False}, data={**data, "window": [0, 4095]},

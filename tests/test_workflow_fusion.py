@@ -11,9 +11,9 @@ import pytest
 import yaml
 from test_workflow import TAIL, TINY_FUSION, TINY_GENERATE, planned_jobs, snakemake, write_config
 
-from ltaug.cam import open_cams
-from ltaug.latents import open_latents
-from ltaug.synthetic import read_synthetic_set
+from ltaug.backbone.latents import open_latents
+from ltaug.data.synthetic import read_synthetic_set
+from ltaug.method.cam import open_cams
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

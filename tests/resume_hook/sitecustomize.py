@@ -2,7 +2,7 @@
 
 On PYTHONPATH, with LTAUG_PAUSE_STAGE=<stage> and LTAUG_PAUSE_MARKER=<file>, the process
 ``python -m ltaug <stage> ...`` stops at its LTAUG_PAUSE_AT-th (default first) complete
-output, just before ``ltaug.io.atomic_path`` renames it into place: it writes
+output, just before ``ltaug.common.io.atomic_path`` renames it into place: it writes
 "<pid> <output>" to the marker file and sleeps until it is killed. Every other process,
 and every process without these variables, is untouched.
 """
@@ -17,9 +17,9 @@ if _stage and "-m" in _argv and _argv[_argv.index("-m") + 1 : _argv.index("-m") 
     import time
     from pathlib import Path
 
-    import ltaug.io
+    import ltaug.common.io
 
-    _real, _count = ltaug.io.atomic_path, [0]
+    _real, _count = ltaug.common.io.atomic_path, [0]
     _at = int(os.environ.get("LTAUG_PAUSE_AT", "1"))
 
     @contextlib.contextmanager
@@ -31,4 +31,4 @@ if _stage and "-m" in _argv and _argv[_argv.index("-m") + 1 : _argv.index("-m") 
                 Path(os.environ["LTAUG_PAUSE_MARKER"]).write_text(f"{os.getpid()} {path}\n")
                 time.sleep(3600)
 
-    ltaug.io.atomic_path = _paused
+    ltaug.common.io.atomic_path = _paused

@@ -1,5 +1,5 @@
 # Baselines of Table 1, each a synthetic set in the layout of results/synthetic/<variant>@{s}/
-# (ltaug.synthetic): SMOTE on the VAE latents, class-balanced resampling, text-to-image.
+# (ltaug.data.synthetic): SMOTE on the VAE latents, class-balanced resampling, text-to-image.
 
 
 rule baseline_smote:

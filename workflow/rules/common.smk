@@ -3,10 +3,11 @@
 import json
 import re
 
-from ltaug.config import section_schema, validate_config
-from ltaug.data import SPLITS, DataConfig, LongTailConfig
-from ltaug.errors import ConfigError
-from ltaug.variants import (
+from ltaug.common.config import section_schema, validate_config
+from ltaug.data.classes import LongTailConfig
+from ltaug.data.manifest import SPLITS, DataConfig
+from ltaug.common.errors import ConfigError
+from ltaug.common.variants import (
     BALANCED,
     REAL_ONLY,
     describe,
@@ -48,7 +49,7 @@ def _validated(config):
 config.update(_validated(config))
 VARIANTS = resolve(
     config
-)  # name -> its cam, pairing, fusion and generate sections (ltaug.variants)
+)  # name -> its cam, pairing, fusion and generate sections (ltaug.common.variants)
 
 OUT = config["outdir"]  # results/<stage>/...
 DEMO = config["demo"]["outdir"]
@@ -125,7 +126,7 @@ def labels_files(wildcards=None):
     return files
 
 
-# diffusion.bootstrap's UNet training settings (ltaug.bootstrap.BootstrapConfig): bootstrap_vae reads none of
+# diffusion.bootstrap's UNet training settings (ltaug.backbone.bootstrap_config.BootstrapConfig): bootstrap_vae reads none of
 # them. The UNet's and text encoder's architecture keys stay in its params: it writes their configs.
 UNET_TRAINING_KEYS = ("unet_steps", "unet_batch_size", "unet_lr", "unet_snr_gamma", "unet_balance",
                       "empty_prompt_share", "text_embedding_std", "sample_steps", "guidance_scale", "samples_per_class")  # fmt: skip
@@ -175,7 +176,7 @@ VARIANT_PATTERN = "|".join(
 
 def eval_methods():
     """Table 1's rows in order: eval.methods with roentgen -> roentgen@{generate.num_steps} (roentgen@N stays), a
-    variant's name -> one <name>@<s> per s of its generate.steps (ltaug.variants.expand_methods).
+    variant's name -> one <name>@<s> per s of its generate.steps (ltaug.common.variants.expand_methods).
     """
     return expand_methods(
         config["eval"]["methods"], VARIANTS, config["generate"]["num_steps"]
@@ -237,7 +238,7 @@ def variant_sets(variant):
 
 
 def variant_notes():
-    """What each variant of Table 1 does, one line each for the report's notes (ltaug.variants.describe), and whether
+    """What each variant of Table 1 does, one line each for the report's notes (ltaug.common.variants.describe), and whether
     its images go through D(S(z)) alone (the funnel's il stage is on its path)."""
     return json.dumps({v: {"line": describe(v, VARIANTS[v]), "il_on_path": on_decoder_path(VARIANTS[v])}
                        for v in listed_variants()})  # fmt: skip

@@ -1,0 +1,1 @@
+"""Baselines and the evaluation: the classifier, intervals, distances, novelty, the detector, the funnel, the report."""
