@@ -3,7 +3,7 @@
     python benchmarks/full_size.py [--images 4] [--threads 2] [--keep DIR]
 
 Builds, locally and with random weights, a directory laid out as the hub stores SD 1.5
-(tests/hub_layouts.py: the published component configs, safety_checker and feature_extractor
+(tests/helpers/hub_layouts.py: the published component configs, safety_checker and feature_extractor
 entries, the PNDM scheduler; about 1.07 billion parameters, 4.3 GB of safetensors), then, in a
 fresh process so that the build's memory is not counted, loads it through the workflow's loader
 (ltaug.backbone.model_dir.load_stable_diffusion), encodes ``--images`` demo images at 512 px
@@ -44,7 +44,7 @@ def _rss_gib() -> float:
 
 
 def build(path: Path) -> dict:
-    from hub_layouts import write_hub_layout
+    from helpers.hub_layouts import write_hub_layout
 
     start = time.perf_counter()
     states = write_hub_layout(path, "sd15", widths="full")

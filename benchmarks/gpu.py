@@ -3,7 +3,7 @@
     python benchmarks/gpu.py [--images 16] [--device cuda] [--dtype float16] [--widths full]
 
 Builds, locally and with random weights, SD 1.5's architecture as the hub lays it out (RoentGen's;
-tests/hub_layouts.py, about 1.07 billion parameters), loads it through the workflow's loader in
+tests/helpers/hub_layouts.py, about 1.07 billion parameters), loads it through the workflow's loader in
 ``--dtype`` (the VAE stays float32, as in every stage) and measures, on ``--device``:
   - encode: images/s of ltaug.backbone.latents.encode_images at 512 px (latents 4 x 64 x 64);
   - ours@5: images/s of the last 5 of 75 PNDM steps (guidance 3.5) plus the VAE decode;
@@ -114,7 +114,7 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py: no CUDA device here; nothing measured (--device cpu --widths tiny checks the script)")
-    from hub_layouts import write_hub_layout
+    from helpers.hub_layouts import write_hub_layout
 
     size = 512 if args.widths == "full" else 64
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

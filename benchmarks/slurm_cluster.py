@@ -2,13 +2,13 @@
 
     python benchmarks/slurm_cluster.py [--shards 1] [--out benchmarks/slurm/tiny.json]
 
-What tests/test_slurm.py runs, timed: the tiny config of tests/test_workflow.py, once
+What tests/slurm/test_slurm.py runs, timed: the tiny config of tests/workflow/test_workflow.py, once
 locally (`--cores 2 --resources gpu=1`, as the workflow tests run it) and once through
 `--executor slurm --workflow-profile profiles/slurm` on the cluster of
-tests/slurm/cluster.py (installed with apt-get if missing; needs root), in fresh
+tests/helpers/slurm_cluster.py (installed with apt-get if missing; needs root), in fresh
 temporary directories. Reported: both wall times, the cluster's start-up, the SLURM jobs
 submitted per rule (from `scontrol show job`) with their summed queue and run times,
-whether the two runs' results are equal (tests/same_outputs.py), and the load average, as
+whether the two runs' results are equal (tests/helpers/same_outputs.py), and the load average, as
 other work on the machine slows both runs. ``--shards`` sets latents.shards for both runs.
 Writes JSON to ``--out`` and a Markdown table beside it.
 """
@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from same_outputs import differences  # noqa: E402
-from slurm.cluster import SlurmCluster, install  # noqa: E402
-from test_slurm import CLUSTER_FLAGS, slurm_snakemake, submitted_jobs  # noqa: E402
-from test_workflow import snakemake, write_config  # noqa: E402
+from helpers.same_outputs import differences  # noqa: E402
+from helpers.slurm_cluster import SlurmCluster, install  # noqa: E402
+from helpers.slurm_workflow import CLUSTER_FLAGS, slurm_snakemake, submitted_jobs  # noqa: E402
+from helpers.workflow import snakemake, write_config  # noqa: E402
 
 
 def _seconds(job: dict, start: str, end: str) -> float:

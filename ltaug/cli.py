@@ -1,40 +1,125 @@
-"""The stages' command line: a registry that every stage module fills, its arguments beside what it runs.
+"""The stages' command line, declared once: each stage's options, where its rule takes them from, and what it runs.
 
-``@stage(name, help, arguments)`` registers a run function under ``python -m ltaug NAME``;
-``arguments(p)`` adds the stage's own options to its parser. Every stage also takes
-``--params`` (its config section as JSON), ``--threads`` and, if it reads the data set's
-image files, ``--window`` (:mod:`ltaug.__main__` adds them). The stages are in
-:mod:`ltaug.cli_method` (the method, data to synthetic images) and :mod:`ltaug.cli_eval`
-(baselines, evaluation, the report).
+``@stage(name, help, *options, section=..., threads=..., torch=..., runtime=..., reads_images=...)``
+registers a run function under ``python -m ltaug NAME``. From that one declaration follow
+
+- the stage's argparse options (:func:`add_options`);
+- its workflow rule's command line (:func:`stage_command`): every option with a rule value, as
+  ``--name={input.name:q}`` and so on, then ``--params`` (the config section, the rule's
+  ``params.cfg``), ``--diffusion``, ``--window``, ``--threads`` and the log;
+- what the run function gets (:class:`Job`): the options by name, the config section built once
+  as its dataclass, and the runtime (device, dtype, weight variant) picked once.
+
+Threads are set in one place (:func:`ltaug.commands.main`): a stage that declares ``torch=True``
+runs torch on its section's ``threads`` if the section has that key, else on ``--threads``.
+The stages are in :mod:`ltaug.cli_method` (data to synthetic images) and :mod:`ltaug.cli_eval`
+(baselines, evaluation, the report); :mod:`ltaug.commands` loads both.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 SPLITS = ("train", "val", "test")
+REQUIRED = object()  # an option without a default: the rule always passes it
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str  # the attribute of Job.args; the flag is --name with dashes
+    help: str
+    rule: str | None  # the rule's value: "input.latents" (a field, quoted), "{wildcards.a}@{wildcards.b}", None = CLI only
+    type: Callable = str
+    default: Any = REQUIRED
+    many: bool = False  # one or more values (none either when it has a default)
+    choices: tuple | None = None
+    flag: bool = False  # a switch (store_true); never passed by a rule
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        kwargs: dict[str, Any] = {"help": self.help}
+        if self.flag:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = self.type
+            if self.default is REQUIRED:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = self.default
+            if self.many:
+                kwargs["nargs"] = "+" if self.default is REQUIRED else "*"
+            if self.choices:
+                kwargs["choices"] = self.choices
+        parser.add_argument(self.flag_name, **kwargs)
+
+    def command(self) -> str:
+        """This option in the rule's shell command."""
+        value = self.rule if "{" in self.rule else "{" + self.rule + ":q}"
+        return f"{self.flag_name} {value}" if self.many else f"{self.flag_name}={value}"
+
+
+def Input(name: str, help: str, **kw) -> Option:
+    """An option whose rule passes its input ``name``."""
+    return Option(name, help, f"input.{name}", **kw)
+
+
+def Output(name: str, help: str, **kw) -> Option:
+    """An option whose rule passes its output ``name``."""
+    return Option(name, help, f"output.{name}", **kw)
+
+
+def Param(name: str, help: str, **kw) -> Option:
+    """An option whose rule passes its params ``name``."""
+    return Option(name, help, f"params.{name}", **kw)
+
+
+def Wildcard(name: str, help: str, **kw) -> Option:
+    """An option whose rule passes its wildcard ``name``."""
+    return Option(name, help, f"wildcards.{name}", **kw)
+
+
+class Section(NamedTuple):
+    key: str  # the config key, dotted ("eval.classifier")
+    cls: str  # "module:Class" of its dataclass, imported when the stage runs
 
 
 class Stage(NamedTuple):
-    run: Callable[[argparse.Namespace], None]
-    arguments: Callable[[argparse.ArgumentParser], None]
+    name: str
     help: str
+    run: Callable[[Job], None]
+    options: tuple[Option, ...]
+    section: Section | None  # the config section --params holds
+    threads: bool  # takes --threads (worker threads or processes; torch's with torch)
+    torch: bool  # sets torch's CPU threads before it runs
+    runtime: bool  # reads the diffusion section (--diffusion): device, dtype, weight variant
     reads_images: bool  # reads the data set's image files: maps > 8-bit pixels by data.window (--window)
+    section_values: Callable[[argparse.Namespace], dict] | None  # values the options set in the section
 
 
 STAGES: dict[str, Stage] = {}
 
 
-def stage(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None], reads_images: bool = False):
-    """Register the decorated function as the run function of stage ``name``."""
+def stage(name: str, help: str, *options: Option, section: tuple[str, str] | None = None, threads: bool = False,
+          torch: bool = False, runtime: bool = False, reads_images: bool = False,
+          section_values: Callable[[argparse.Namespace], dict] | None = None):  # fmt: skip
+    """Register the decorated function as the run function of stage ``name`` (see the module's docstring)."""
 
-    def register(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+    def register(run: Callable[[Job], None]) -> Callable[[Job], None]:
         if name in STAGES:
             raise ValueError(f"stage {name} is registered twice")
-        STAGES[name] = Stage(run, arguments, help, reads_images)
+        names = [o.name for o in options]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage {name} declares an option twice: {names}")
+        STAGES[name] = Stage(name, help, run, tuple(options), Section(*section) if section else None,
+                             threads or torch, torch, runtime, reads_images, section_values)  # fmt: skip
         return run
 
     return register
@@ -46,59 +131,119 @@ class Runtime(NamedTuple):
     variant: str  # diffusion.variant: which weight files of the model directory to read
 
 
-def runtime(args: argparse.Namespace) -> Runtime:
+class Job(NamedTuple):
+    """What a run function gets: its options, its config section and its runtime, each built once."""
+
+    args: argparse.Namespace
+    cfg: Any  # the section's dataclass (None for a stage without one)
+    runtime: Runtime | None
+
+
+def add_options(parser: argparse.ArgumentParser, s: Stage) -> None:
+    """The stage's own options, then the ones its declaration implies."""
+    for option in s.options:
+        option.add_to(parser)
+    if s.section:
+        parser.add_argument("--params", default="{}", help=f"the {s.section.key} section as JSON (defaults if omitted)")
+    if s.runtime:
+        parser.add_argument("--diffusion", default="{}", help="the diffusion section (device, dtype, variant) as JSON")
+    if s.reads_images:
+        parser.add_argument("--window", default="null", help="data.window as JSON: [lo, hi] for > 8-bit images, null = each image's range")
+    if s.threads:
+        parser.add_argument("--threads", type=int, default=1, help="worker threads or processes")
+
+
+def stage_command(name: str, stages: dict[str, Stage], omit: tuple[str, ...] = ()) -> str:
+    """The shell command of stage ``name``'s rule, its values from the rule's fields; ``omit``: options left out."""
+    s = stages[name]
+    unknown = set(omit) - {o.name for o in s.options}
+    if unknown:
+        raise ValueError(f"stage {name} has no option {sorted(unknown)} to omit")
+    parts = [f"python -m ltaug {name}"]
+    parts += [o.command() for o in s.options if o.rule and o.name not in omit]
+    if s.section:
+        parts.append("--params={params.cfg:q}")
+    if s.runtime:
+        parts.append("--diffusion={params.diffusion:q}")
+    if s.reads_images:
+        parts.append("--window={params.window:q}")
+    if s.threads:
+        parts.append("--threads={threads}")
+    return " ".join(parts) + " > {log} 2>&1"
+
+
+def build_section(s: Stage, args: argparse.Namespace):
+    """The stage's config section from --params as its dataclass; ``threads`` from --threads unless the section sets it."""
+    from ltaug.common.config import from_dict
+
+    module, cls_name = s.section.cls.split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    try:
+        values = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        from ltaug.common.errors import ConfigError
+
+        raise ConfigError(f"{s.section.key}: --params is not valid JSON ({exc})") from exc
+    if s.threads and "threads" in {f.name for f in dataclasses.fields(cls)}:
+        values.setdefault("threads", args.threads)
+    if s.section_values:
+        values |= s.section_values(args)
+    return from_dict(cls, values, s.section.key)
+
+
+def build_runtime(args: argparse.Namespace) -> Runtime:
     """(device, dtype, variant) from the diffusion section in --diffusion: the device picked once, CUDA
     when present unless the config names one; dtype and variant as configured."""
-    from ltaug.common.config import from_json
     from ltaug.backbone.diffusion import DiffusionConfig, pick_device
+    from ltaug.common.config import from_json
 
     section = from_json(DiffusionConfig, args.diffusion, "diffusion")
     return Runtime(pick_device(section.device), section.dtype, section.variant)
 
 
-def section_with_threads(cls, args: argparse.Namespace, key: str):
-    """The stage's config section from --params as ``cls``, its threads from --threads unless the section sets them."""
-    from ltaug.common.config import from_dict
+def prepare(s: Stage, args: argparse.Namespace) -> Job:
+    """The window, the section, the runtime and torch's threads, set once before the stage runs."""
+    if s.reads_images:
+        from ltaug.common.images import set_window
 
-    params = json.loads(args.params)
-    params.setdefault("threads", args.threads)
-    return from_dict(cls, params, key)
+        set_window(json.loads(args.window))
+    cfg = build_section(s, args) if s.section else None
+    if s.torch:
+        import torch
 
-
-def diffusion_argument(p: argparse.ArgumentParser, reads: str = "device") -> None:
-    """--diffusion: the diffusion section the stage reads its runtime (``reads``) from."""
-    p.add_argument("--diffusion", default="{}", help=f"the diffusion section ({reads}) as JSON")
-
-
-def torch_section(cls, args: argparse.Namespace, key: str):
-    """:func:`section_with_threads`, with torch's CPU threads set to the section's."""
-    import torch
-
-    cfg = section_with_threads(cls, args, key)
-    torch.set_num_threads(cfg.threads)
-    return cfg
+        torch.set_num_threads(getattr(cfg, "threads", None) or args.threads)
+    return Job(args, cfg, build_runtime(args) if s.runtime else None)
 
 
-def images_argument(p: argparse.ArgumentParser) -> None:
+# ---------------------------------------------------------------------------- options several stages share
+
+
+def images_option() -> Option:
     """--images: the image stores every stage after decode_images reads the data set's pixels from."""
-    p.add_argument("--images", required=True, help="results/images: the stores of rule decode_images")
+    return Param("images", "results/images: the stores of rule decode_images")
 
 
-def model_arguments(p: argparse.ArgumentParser) -> None:
-    """The diffusion model a stage loads, and the runtime it loads it with."""
-    p.add_argument("--model", required=True, help="diffusers Stable Diffusion directory")
-    diffusion_argument(p, "device, dtype")
+def shard_options(verb: str, done: str, key: str) -> tuple[Option, Option]:
+    """--shard, --shards of a stage that can split a split's rows over jobs (the rule's wildcard and config key)."""
+    return (Wildcard("shard", f"{verb} only shard SHARD (1-based) of the split's rows", type=int, default=1),
+            Param("shards", f"number of shards the split is {done} in ({key})", type=int, default=1))  # fmt: skip
 
 
-def training_stores_arguments(p: argparse.ArgumentParser) -> None:
+def gather_options() -> tuple[Option, ...]:
+    """What every gather stage takes: the split, its shard stores in order, the joined store."""
+    return (Wildcard("split", "train, val or test", choices=SPLITS),
+            Input("shards", "the shard stores 1..S, in order", many=True),
+            Output("store", "output .zarr store"))  # fmt: skip
+
+
+def training_store_options() -> tuple[Option, ...]:
     """The training split's latent and CAM stores and the IL model that made the maps."""
-    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
-    p.add_argument("--cams", required=True, help="CAM store of the training split (.zarr)")
-    p.add_argument("--model", required=True, help="IL model (results/il/model.pt)")
+    return (Input("latents", "training latent store (.zarr)"), Input("cams", "CAM store of the training split (.zarr)"),
+            Input("model", "IL model (results/il/model.pt)"))  # fmt: skip
 
 
-def synthetic_set_arguments(p: argparse.ArgumentParser) -> None:
+def synthetic_set_options(outdir: str = "synthetic") -> tuple[Option, ...]:
     """What every stage that writes a synthetic set takes."""
-    p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--n-per-class", type=int, required=True, help="samples per tail class (fusion.n_per_class)")
-    p.add_argument("--outdir", required=True, help="output synthetic set directory (results/synthetic/{method})")
+    return (Input("classes", "classes.json"),
+            Param("n_per_class", "samples per tail class (fusion.n_per_class)", type=int),
+            Option("outdir", "output synthetic set directory (results/synthetic/{method})", f"output.{outdir}"))  # fmt: skip

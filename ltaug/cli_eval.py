@@ -1,211 +1,173 @@
 """The baselines, the evaluation and the report on the command line: ``python -m ltaug STAGE``.
 
 The baselines' synthetic sets (baseline_smote, baseline_resample, baseline_text_to_image),
-Table 1's classifier and its statistics (evaluate_classifier, compare_methods), the demo's
-detector, FID and memorisation (fit_detector, evaluate_fid, real_features), the fidelity
-funnel and the report. Each stage's options are declared just above it.
+Table 1's classifier and its statistics (evaluate_classifier, train_judge, export_training_set,
+compare_methods), the demo's detector, FID and memorisation (fit_detector, evaluate_fid,
+real_features), the fidelity funnel and the report. Each stage is declared once (:mod:`ltaug.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from ltaug.cli import (
-    diffusion_argument,
-    images_argument,
-    model_arguments,
-    runtime,
+    Input,
+    Job,
+    Option,
+    Output,
+    Param,
+    Wildcard,
+    images_option,
     stage,
-    synthetic_set_arguments,
-    torch_section,
-    training_stores_arguments,
+    synthetic_set_options,
+    training_store_options,
 )
 
+BASELINES = ("baselines", "ltaug.evaluation.baselines:BaselinesConfig")
+CLASSIFIER = ("eval.classifier", "ltaug.evaluation.classifier:ClassifierConfig")
+FID = ("eval.fid", "ltaug.evaluation.features:FidConfig")
 
-def synthetic_args(args: argparse.Namespace):
-    """(ClassSplit, n_per_class) of a baseline or evaluation stage."""
+
+def _read_split(job: Job):
+    """classes.json of a baseline or evaluation stage."""
     from ltaug.data.classes import read_classes
 
-    return read_classes(args.classes), args.n_per_class
+    return read_classes(job.args.classes)
 
 
-def _baseline_smote_arguments(p: argparse.ArgumentParser) -> None:
-    synthetic_set_arguments(p)
-    p.add_argument("--latents", required=True, help="training latent store (.zarr)")
-    model_arguments(p)
-
-
-@stage(
-    "baseline_smote", "SMOTE on the training latents of each tail class, decoded by the VAE", _baseline_smote_arguments
-)
-def _baseline_smote(args: argparse.Namespace) -> None:
-    import torch
-
-    from ltaug.evaluation.baselines import BaselinesConfig, make_smote
-    from ltaug.common.config import from_json
+@stage("baseline_smote", "SMOTE on the training latents of each tail class, decoded by the VAE",
+       *synthetic_set_options(),
+       Input("latents", "training latent store (.zarr)"),
+       Input("model", "diffusers Stable Diffusion directory"),
+       section=BASELINES, torch=True, runtime=True)  # fmt: skip
+def _baseline_smote(job: Job) -> None:
     from ltaug.backbone.latents import open_latents
     from ltaug.backbone.model_dir import fingerprint, load_vae
+    from ltaug.evaluation.baselines import make_smote
 
-    torch.set_num_threads(args.threads)
-    split, n = synthetic_args(args)
-    cfg = from_json(BaselinesConfig, args.params, "baselines")
+    args, split, (device, _, variant) = job.args, _read_split(job), job.runtime
     store = open_latents(args.latents, expect={"model_fingerprint": fingerprint(args.model), "classes": split.classes})
-    device, _, variant = runtime(args)
     vae = load_vae(args.model, device, variant)
-    make_smote(store, vae, split.classes, split.tail, n, cfg, args.outdir, source=args.latents)
+    make_smote(store, vae, split.classes, split.tail, args.n_per_class, job.cfg, args.outdir, source=args.latents)
 
 
-def _baseline_resample_arguments(p: argparse.ArgumentParser) -> None:
-    synthetic_set_arguments(p)
-    p.add_argument("--manifest", required=True, help="manifest.csv (the training images)")
-    p.add_argument("--image-size", type=int, required=True, help="latents.image_size: side of the images written")
-    images_argument(p)
-
-
-@stage("baseline_resample", "class-balanced copies of the real tail images", _baseline_resample_arguments)
-def _baseline_resample(args: argparse.Namespace) -> None:
-    from ltaug.evaluation.baselines import BaselinesConfig, make_resample
-    from ltaug.common.config import from_json
-    from ltaug.data.manifest import read_manifest
+@stage("baseline_resample", "class-balanced copies of the real tail images",
+       *synthetic_set_options(),
+       Input("manifest", "manifest.csv (the training images)"),
+       Param("image_size", "latents.image_size: side of the images written", type=int),
+       images_option(),
+       section=BASELINES)  # fmt: skip
+def _baseline_resample(job: Job) -> None:
     from ltaug.data.image_store import ImageStores
+    from ltaug.data.manifest import read_manifest
+    from ltaug.evaluation.baselines import make_resample
 
-    split, n = synthetic_args(args)
-    cfg = from_json(BaselinesConfig, args.params, "baselines")
-    make_resample(read_manifest(args.manifest), split.classes, split.tail, n, args.image_size, cfg, args.outdir,
-                  source=args.manifest, stores=ImageStores(args.images))  # fmt: skip
-
-
-def _baseline_text_to_image_arguments(p: argparse.ArgumentParser) -> None:
-    synthetic_set_arguments(p)
-    p.add_argument("--num-steps", type=int, required=True, help="N: scheduler steps (generate.num_steps)")
-    p.add_argument("--guidance-scale", type=float, required=True, help="generate.guidance_scale")
-    p.add_argument("--prompt-template", default="{classes}", help="generate.prompt_template")
-    model_arguments(p)
+    args, split = job.args, _read_split(job)
+    make_resample(read_manifest(args.manifest), split.classes, split.tail, args.n_per_class, args.image_size, job.cfg,
+                  args.outdir, source=args.manifest, stores=ImageStores(args.images))  # fmt: skip
 
 
-@stage("baseline_text_to_image", "text-to-image samples from each tail class's name", _baseline_text_to_image_arguments)
-def _baseline_text_to_image(args: argparse.Namespace) -> None:
-    import torch
-
-    from ltaug.evaluation.baselines import BaselinesConfig, make_text_to_image
-    from ltaug.common.config import from_json
+@stage("baseline_text_to_image", "text-to-image samples from each tail class's name",
+       *synthetic_set_options(),
+       Option("num_steps", "N: scheduler steps (generate.num_steps)", "wildcards.steps", type=int),
+       Option("guidance_scale", "generate.guidance_scale", "params.guidance", type=float),
+       Option("prompt_template", "generate.prompt_template", "params.template", default="{classes}"),
+       Input("model", "diffusers Stable Diffusion directory"),
+       section=BASELINES, torch=True, runtime=True)  # fmt: skip
+def _baseline_text_to_image(job: Job) -> None:
     from ltaug.backbone.diffusion import check_prompt_template, torch_dtype
     from ltaug.backbone.model_dir import load_stable_diffusion
+    from ltaug.evaluation.baselines import make_text_to_image
 
-    torch.set_num_threads(args.threads)
-    split, n = synthetic_args(args)
-    cfg = from_json(BaselinesConfig, args.params, "baselines")
-    device, dtype, variant = runtime(args)
+    args, split, (device, dtype, variant) = job.args, _read_split(job), job.runtime
     sd = load_stable_diffusion(args.model, device, torch_dtype(dtype, device), variant)
-    make_text_to_image(sd, split.classes, split.tail, n, args.num_steps, args.guidance_scale, cfg, args.outdir,
-                       method=f"roentgen@{args.num_steps}", template=check_prompt_template(args.prompt_template))  # fmt: skip
+    make_text_to_image(sd, split.classes, split.tail, args.n_per_class, args.num_steps, args.guidance_scale, job.cfg,
+                       args.outdir, method=f"roentgen@{args.num_steps}",
+                       template=check_prompt_template(args.prompt_template))  # fmt: skip
 
 
-def _evaluate_classifier_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--method", required=True, help="baseline, balanced, resample, smote, roentgen@N or <variant>@s")
-    p.add_argument("--synthetic", default="", help="the method's synthetic set directory ('' for baseline and balanced)")
-    p.add_argument("--balance", type=float, default=0.0, help="class balancing of the batches (balanced: 1; the rest 0)")
-    p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the set")
-    p.add_argument("--results", required=True, help="output results/eval/classifier/{method}.json")
-    p.add_argument("--model-out", required=True, help="output: the first seed's selected model (.pt)")
-    p.add_argument("--scores", required=True, help="output: every seed's test scores (.npz, for compare_methods)")
-    images_argument(p)
-    diffusion_argument(p)
-
-
-@stage(
-    "evaluate_classifier", "train a DenseNet on real + synthetic images, score the test split", _evaluate_classifier_arguments
-)
-def _evaluate_classifier(args: argparse.Namespace) -> None:
-    from ltaug.data.manifest import read_manifest
-    from ltaug.evaluation.classifier import ClassifierConfig, evaluate_method, save_classifier, write_results, write_scores
+@stage("evaluate_classifier", "train a DenseNet on real + synthetic images, score the test split",
+       Input("manifest", "manifest.csv"),
+       Input("classes", "classes.json"),
+       Wildcard("method", "baseline, balanced, resample, smote, roentgen@N or <variant>@s"),
+       Param("synthetic", "the method's synthetic set directory ('' for baseline and balanced)", default=""),
+       Param("n_per_class", "fusion.n_per_class, checked against the set", type=int),
+       Param("balance", "class balancing of the batches (balanced: 1; the rest 0)", type=float, default=0.0),
+       Output("results", "output results/eval/classifier/{method}.json"),
+       Option("model_out", "output: the first seed's selected model (.pt)", "output.model"),
+       Output("scores", "output: every seed's test scores (.npz, for compare_methods)"),
+       images_option(),
+       section=CLASSIFIER, torch=True, runtime=True)  # fmt: skip
+def _evaluate_classifier(job: Job) -> None:
     from ltaug.data.image_store import ImageStores
+    from ltaug.data.manifest import read_manifest
     from ltaug.data.synthetic import read_synthetic_set
+    from ltaug.evaluation.classifier import evaluate_method, save_classifier, write_results, write_scores
 
-    split, n = synthetic_args(args)
-    cfg = torch_section(ClassifierConfig, args, "eval.classifier")
-    device = runtime(args)[0]
-    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n) if args.synthetic else None
-    results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, cfg,
-                                                   device, ImageStores(args.images), args.manifest, args.balance)  # fmt: skip
+    args, split = job.args, _read_split(job)
+    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, args.n_per_class) if args.synthetic else None
+    results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, job.cfg,
+                                                   job.runtime.device, ImageStores(args.images), args.manifest,
+                                                   args.balance)  # fmt: skip
     save_classifier(args.model_out, model, meta)
     write_scores(args.scores, scores)
     write_results(args.results, results)
 
 
-def _train_judge_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--judge", default="{}", help="the eval.judge section as JSON (balance, seed)")
-    p.add_argument("--model-out", required=True, help="output results/eval/judge/judge.pt")
-    p.add_argument("--results", required=True, help="output results/eval/judge/judge.json (its test metrics)")
-    images_argument(p)
-    diffusion_argument(p)
-
-
-@stage("train_judge", "train the class-balanced real-data classifier that judges the synthetic sets", _train_judge_arguments)
-def _train_judge(args: argparse.Namespace) -> None:
-    import torch
-
-    from ltaug.common.config import from_dict, from_json
-    from ltaug.data.manifest import read_manifest
-    from ltaug.data.classes import read_classes
-    from ltaug.evaluation.classifier import ClassifierConfig, JudgeConfig, train_judge
+@stage("train_judge", "train the class-balanced real-data classifier that judges the synthetic sets",
+       Input("manifest", "manifest.csv"),
+       Input("classes", "classes.json"),
+       Param("judge", "the eval.judge section as JSON (balance, seed)", default="{}"),
+       Option("model_out", "output results/eval/judge/judge.pt", "output.model"),
+       Output("results", "output results/eval/judge/judge.json (its test metrics)"),
+       images_option(),
+       section=CLASSIFIER, torch=True, runtime=True)  # fmt: skip
+def _train_judge(job: Job) -> None:
+    from ltaug.common.config import from_json
     from ltaug.data.image_store import ImageStores
+    from ltaug.data.manifest import read_manifest
+    from ltaug.evaluation.classifier import JudgeConfig, train_judge
 
-    params = {"threads": args.threads, **json.loads(args.params)}  # the rule leaves out eval.classifier.seeds
-    cfg = from_dict(ClassifierConfig, params, "eval.classifier")
-    torch.set_num_threads(cfg.threads)
-    results = train_judge(read_manifest(args.manifest), read_classes(args.classes), cfg,
-                          from_json(JudgeConfig, args.judge, "eval.judge"), runtime(args)[0], args.model_out,
+    args = job.args  # the rule leaves eval.classifier.seeds out of --params
+    results = train_judge(read_manifest(args.manifest), _read_split(job), job.cfg,
+                          from_json(JudgeConfig, args.judge, "eval.judge"), job.runtime.device, args.model_out,
                           args.results, ImageStores(args.images), source=args.manifest)  # fmt: skip
     mean = results["mean"]
     print(f"judge: test head mAP {mean['map_head']:.3f}, tail mAP {mean['map_tail']:.3f}, macro AUROC "
           f"{mean['auroc_macro']:.3f}")  # fmt: skip
 
 
-def _export_training_set_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv (the real training rows)")
-    p.add_argument("--classes", required=True, help="classes.json (the class columns' order)")
-    p.add_argument("--synthetic", default="", help="the method's synthetic set directory ('' for the real rows alone)")
-    p.add_argument("--out", required=True, help="output results/export/{method}.csv")
-
-
 @stage("export_training_set", "one CSV of a method's training rows: real and synthetic, for any trainer",
-       _export_training_set_arguments)  # fmt: skip
-def _export_training_set(args: argparse.Namespace) -> None:
+       Input("manifest", "manifest.csv (the real training rows)"),
+       Input("classes", "classes.json (the class columns' order)"),
+       Param("synthetic", "the method's synthetic set directory ('' for the real rows alone)", default=""),
+       Option("out", "output results/export/{method}.csv", "output.table"))  # fmt: skip
+def _export_training_set(job: Job) -> None:
     from ltaug.data.manifest import read_manifest
-    from ltaug.data.classes import read_classes
     from ltaug.data.synthetic import export_training_rows, read_synthetic_set
 
-    split = read_classes(args.classes)
+    args, split = job.args, _read_split(job)
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail) if args.synthetic else None
     rows = export_training_rows(args.out, read_manifest(args.manifest), split.classes, synthetic)
     print(f"{args.out}: {int((rows['synthetic'] == 0).sum())} real and {int(rows['synthetic'].sum())} synthetic rows")
 
 
-def _compare_methods_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--methods", required=True, help="JSON list of the methods, in the order of --scores")
-    p.add_argument("--scores", nargs="+", required=True, help="every method's results/eval/classifier/{method}.scores.npz")
-    p.add_argument("--results", required=True, help="output results/eval/intervals.json")
-
-
-@stage("compare_methods", "bootstrap intervals and paired differences to the reference rows", _compare_methods_arguments)
-def _compare_methods(args: argparse.Namespace) -> None:
-    from ltaug.common.config import from_json
-    from ltaug.data.classes import read_classes
+@stage("compare_methods", "bootstrap intervals and paired differences to the reference rows",
+       Input("classes", "classes.json"),
+       Param("methods", "JSON list of the methods, in the order of --scores"),
+       Input("scores", "every method's results/eval/classifier/{method}.scores.npz", many=True),
+       Output("results", "output results/eval/intervals.json"),
+       section=("eval.intervals", "ltaug.evaluation.intervals:IntervalsConfig"))  # fmt: skip
+def _compare_methods(job: Job) -> None:
+    from ltaug.common.errors import ConfigError
     from ltaug.evaluation.classifier import write_results
-    from ltaug.evaluation.intervals import IntervalsConfig, compare_methods
+    from ltaug.evaluation.intervals import compare_methods
 
+    args = job.args
     methods = json.loads(args.methods)
     if len(methods) != len(args.scores):
-        raise SystemExit(f"--methods names {len(methods)} methods but --scores gives {len(args.scores)} files")
-    results = compare_methods(dict(zip(methods, args.scores)), read_classes(args.classes),
-                              from_json(IntervalsConfig, args.params, "eval.intervals"))  # fmt: skip
+        raise ConfigError(f"--methods names {len(methods)} methods but --scores gives {len(args.scores)} files")
+    results = compare_methods(dict(zip(methods, args.scores)), _read_split(job), job.cfg)
     write_results(args.results, results)
     for method, entry in results["methods"].items():
         tail = entry["map_tail"]
@@ -216,126 +178,106 @@ def _compare_methods(args: argparse.Namespace) -> None:
         print(line)
 
 
-def _fit_detector_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--boxes", required=True, help="the demo's boxes.csv")
-    p.add_argument("--image-size", type=int, required=True, help="demo.image_size (the boxes' pixel frame)")
-    p.add_argument("--detector", required=True, help="output detector.json")
-    images_argument(p)
-
-
-@stage("fit_detector", "fit the demo's tail-finding detector on real images, test it", _fit_detector_arguments)
-def _fit_detector(args: argparse.Namespace) -> None:
+@stage("fit_detector", "fit the demo's tail-finding detector on real images, test it",
+       Input("manifest", "manifest.csv"),
+       Input("classes", "classes.json"),
+       Input("boxes", "the demo's boxes.csv"),
+       Param("image_size", "demo.image_size (the boxes' pixel frame)", type=int),
+       Output("detector", "output detector.json"),
+       images_option())  # fmt: skip
+def _fit_detector(job: Job) -> None:
     import pandas as pd
 
-    from ltaug.data.manifest import read_manifest
-    from ltaug.data.classes import read_classes
-    from ltaug.evaluation.detector import fit_detector
     from ltaug.data.image_store import ImageStores
+    from ltaug.data.manifest import read_manifest
+    from ltaug.evaluation.detector import fit_detector
 
-    split = read_classes(args.classes)
-    detector = fit_detector(read_manifest(args.manifest), pd.read_csv(args.boxes), split.tail, args.image_size,
-                            stores=ImageStores(args.images))  # fmt: skip
+    args = job.args
+    detector = fit_detector(read_manifest(args.manifest), pd.read_csv(args.boxes), _read_split(job).tail,
+                            args.image_size, stores=ImageStores(args.images))  # fmt: skip
     detector.save(args.detector)
     for name, entry in detector.classes.items():
         print(f"{name}: {entry['filter']}, threshold {entry['threshold']:.2f}, test {entry['test']}")
 
 
-def _evaluate_fid_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--synthetic", required=True, help="the synthetic set directory")
-    p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the set")
-    p.add_argument("--classifier", required=True, help="the judge (results/eval/judge/judge.pt)")
-    p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
-    p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
-    p.add_argument("--real-features", required=True, help="results/eval/real_features.npz (rule real_features)")
-    p.add_argument("--results", required=True, help="output results/eval/fid/{method}.json")
-    images_argument(p)
-    diffusion_argument(p)
-
-
-@stage("evaluate_fid", "FD/FID, KID and label fidelity of a synthetic set per tail class", _evaluate_fid_arguments)
-def _evaluate_fid(args: argparse.Namespace) -> None:
-    from ltaug.data.manifest import read_manifest
-    from ltaug.evaluation.classifier import write_results
-    from ltaug.evaluation.distances import evaluate_set
-    from ltaug.evaluation.features import FidConfig
-    from ltaug.evaluation.detector import Detector
+@stage("evaluate_fid", "FD/FID, KID and label fidelity of a synthetic set per tail class",
+       Input("manifest", "manifest.csv"),
+       Input("classes", "classes.json"),
+       Input("synthetic", "the synthetic set directory"),
+       Param("n_per_class", "fusion.n_per_class, checked against the set", type=int),
+       Option("classifier", "the judge (results/eval/judge/judge.pt)", "input.judge"),
+       Param("image_size", "latents.image_size (real images for Inception)", type=int),
+       Param("detector", "detector.json of the demo ('' for none)", default=""),
+       Input("real_features", "results/eval/real_features.npz (rule real_features)"),
+       Output("results", "output results/eval/fid/{method}.json"),
+       images_option(),
+       section=FID, torch=True, runtime=True)  # fmt: skip
+def _evaluate_fid(job: Job) -> None:
     from ltaug.data.image_store import ImageStores
+    from ltaug.data.manifest import read_manifest
     from ltaug.data.synthetic import read_synthetic_set
+    from ltaug.evaluation.classifier import write_results
+    from ltaug.evaluation.detector import Detector
+    from ltaug.evaluation.distances import evaluate_set
 
-    split, n = synthetic_args(args)
-    cfg = torch_section(FidConfig, args, "eval.fid")
-    device = runtime(args)[0]
-    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, n)
+    args, split = job.args, _read_split(job)
+    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, args.n_per_class)
     detector = Detector.load(args.detector) if args.detector else None
-    results = evaluate_set(synthetic, read_manifest(args.manifest), split, args.classifier, cfg, args.image_size,
-                           device, args.real_features, detector, source=args.manifest,
+    results = evaluate_set(synthetic, read_manifest(args.manifest), split, args.classifier, job.cfg, args.image_size,
+                           job.runtime.device, args.real_features, detector, source=args.manifest,
                            stores=ImageStores(args.images))  # fmt: skip
     write_results(args.results, results)
 
 
-def _real_features_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classifier", required=True, help="the judge (results/eval/judge/judge.pt)")
-    p.add_argument("--image-size", type=int, required=True, help="latents.image_size (real images for Inception)")
-    p.add_argument("--features", required=True, help="output results/eval/real_features.npz")
-    images_argument(p)
-    diffusion_argument(p)
-
-
-@stage("real_features", "features of the training images and the test-to-train distances", _real_features_arguments)
-def _real_features(args: argparse.Namespace) -> None:
+@stage("real_features", "features of the training images and the test-to-train distances",
+       Input("manifest", "manifest.csv"),
+       Input("classifier", "the judge (results/eval/judge/judge.pt)"),
+       Param("image_size", "latents.image_size (real images for Inception)", type=int),
+       Output("features", "output results/eval/real_features.npz"),
+       images_option(),
+       section=FID, torch=True, runtime=True)  # fmt: skip
+def _real_features(job: Job) -> None:
+    from ltaug.data.image_store import ImageStores
     from ltaug.data.manifest import read_manifest
     from ltaug.evaluation.distances import real_features
-    from ltaug.evaluation.features import FidConfig
-    from ltaug.data.image_store import ImageStores
 
-    cfg = torch_section(FidConfig, args, "eval.fid")
-    real_features(read_manifest(args.manifest), args.classifier, cfg, args.image_size, runtime(args)[0], args.features,
-                  source=args.manifest, stores=ImageStores(args.images))  # fmt: skip
+    args = job.args
+    real_features(read_manifest(args.manifest), args.classifier, job.cfg, args.image_size, job.runtime.device,
+                  args.features, source=args.manifest, stores=ImageStores(args.images))  # fmt: skip
 
 
-def _fidelity_funnel_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classes", required=True, help="classes.json")
-    training_stores_arguments(p)
-    p.add_argument("--fused", default="", help="fused latent store (.zarr; '' for none)")
-    p.add_argument("--diffusion-model", required=True, help="the diffusers SD directory (its VAE decodes)")
-    p.add_argument("--sets", nargs="*", default=[], help="synthetic set directories")
-    p.add_argument("--n-per-class", type=int, required=True, help="fusion.n_per_class, checked against the sets")
-    p.add_argument("--tau-h", type=float, required=True, help="fusion.tau_h: M^S = map > tau_h")
-    p.add_argument("--detector", default="", help="detector.json of the demo ('' = judge with --classifier)")
-    p.add_argument("--boxes", default="", help="the demo's boxes.csv (with --detector)")
-    p.add_argument("--classifier", default="", help="the judge classifier (without boxes)")
-    p.add_argument("--funnel", required=True, help="output funnel.csv")
-    p.add_argument("--markdown", required=True, help="output funnel.md")
-    p.add_argument("--figure", required=True, help="output funnel.png")
-    images_argument(p)
-    diffusion_argument(p)
-
-
-@stage("fidelity_funnel", "how much of each tail finding survives every stage", _fidelity_funnel_arguments)
-def _fidelity_funnel(args: argparse.Namespace) -> None:
+@stage("fidelity_funnel", "how much of each tail finding survives every stage",
+       Input("manifest", "manifest.csv"),
+       Input("classes", "classes.json"),
+       *training_store_options(),
+       Input("fused", "fused latent store (.zarr; '' for none)", default=""),
+       Input("diffusion_model", "the diffusers SD directory (its VAE decodes)"),
+       Input("sets", "synthetic set directories", many=True, default=[]),
+       Param("n_per_class", "fusion.n_per_class, checked against the sets", type=int),
+       Param("tau_h", "fusion.tau_h: M^S = map > tau_h", type=float),
+       Param("detector", "detector.json of the demo ('' = judge with --classifier)", default=""),
+       Param("boxes", "the demo's boxes.csv (with --detector)", default=""),
+       Param("classifier", "the judge classifier (without boxes)", default=""),
+       Output("funnel", "output funnel.csv"),
+       Output("markdown", "output funnel.md"),
+       Output("figure", "output funnel.png"),
+       images_option(),
+       torch=True, runtime=True)  # fmt: skip
+def _fidelity_funnel(job: Job) -> None:
     from pathlib import Path
 
     import pandas as pd
-    import torch
 
+    from ltaug.backbone.model_dir import load_vae
+    from ltaug.common.io import atomic_path
+    from ltaug.data.image_store import ImageStores
     from ltaug.data.manifest import read_manifest
-    from ltaug.data.classes import read_classes
+    from ltaug.data.synthetic import read_synthetic_set
     from ltaug.evaluation.detector import Detector
     from ltaug.evaluation.funnel import classifier_judge, detector_judge, fidelity_funnel, markdown, plot
-    from ltaug.data.image_store import ImageStores
-    from ltaug.common.io import atomic_path
-    from ltaug.backbone.model_dir import load_vae
-    from ltaug.data.synthetic import read_synthetic_set
 
-    torch.set_num_threads(args.threads)
-    split, manifest = read_classes(args.classes), read_manifest(args.manifest)
-    device, _, variant = runtime(args)
+    args, (device, _, variant) = job.args, job.runtime
+    split, manifest = _read_split(job), read_manifest(args.manifest)
     stores = ImageStores(args.images)
     sets = {}
     for path in args.sets:
@@ -360,32 +302,29 @@ def _fidelity_funnel(args: argparse.Namespace) -> None:
     print(markdown(table, split.tail))
 
 
-def _report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="manifest.csv")
-    p.add_argument("--classes", required=True, help="classes.json")
-    p.add_argument("--methods", required=True, help="JSON list of the methods, in table order")
-    p.add_argument("--classifier-dir", required=True, help="results/eval/classifier")
-    p.add_argument("--fid-dir", required=True, help="results/eval/fid")
-    p.add_argument("--synthetic-dir", required=True, help="results/synthetic")
-    p.add_argument("--intervals", required=True, help="results/eval/intervals.json (rule compare_methods)")
-    p.add_argument("--detector", default="", help="detector.json of the demo ('' for none)")
-    p.add_argument("--variants", default="{}", help='JSON {variant: {"line": its notes line, "il_on_path": bool}}')
-    p.add_argument("--judge", default="", help="results/eval/judge/judge.json (rule train_judge)")
-    p.add_argument("--funnels", nargs="*", default=[], help="results/eval/funnel/<variant>.csv of every listed variant")
-    p.add_argument("--outdir", required=True, help="output results/report")
-
-
-@stage("report", "Table 1, what each synthetic set is, the figures and panels", _report_arguments, reads_images=True)
-def _report(args: argparse.Namespace) -> None:
+@stage("report", "Table 1, what each synthetic set is, the figures and panels",
+       Input("manifest", "manifest.csv"),
+       Input("classes", "classes.json"),
+       Param("methods", "JSON list of the methods, in table order"),
+       Param("classifier_dir", "results/eval/classifier"),
+       Param("fid_dir", "results/eval/fid"),
+       Param("synthetic_dir", "results/synthetic"),
+       Input("intervals", "results/eval/intervals.json (rule compare_methods)"),
+       Param("detector", "detector.json of the demo ('' for none)", default=""),
+       Param("variants", 'JSON {variant: {"line": its notes line, "il_on_path": bool}}', default="{}"),
+       Input("judge", "results/eval/judge/judge.json (rule train_judge)", default=""),
+       Input("funnels", "results/eval/funnel/<variant>.csv of every listed variant", many=True, default=[]),
+       Param("outdir", "output results/report"),
+       reads_images=True)  # fmt: skip
+def _report(job: Job) -> None:
     from pathlib import Path
 
-    from ltaug.data.manifest import read_manifest
-    from ltaug.data.classes import read_classes
-    from ltaug.evaluation.report import write_report
-    from ltaug.data.synthetic import read_synthetic_set
     from ltaug.common.variants import REAL_ONLY
+    from ltaug.data.manifest import read_manifest
+    from ltaug.data.synthetic import read_synthetic_set
+    from ltaug.evaluation.report import write_report
 
-    split = read_classes(args.classes)
+    args, split = job.args, _read_split(job)
     methods = json.loads(args.methods)
     sets = {m: read_synthetic_set(Path(args.synthetic_dir) / m, split.classes, split.tail) for m in methods if m not in REAL_ONLY}
     detector = json.loads(Path(args.detector).read_text()) if args.detector else None

@@ -138,7 +138,6 @@ def bootstrap_vae(
     ``outdir_samples`` ``reconstructions.png`` (val originals above their reconstructions by
     the saved VAE) and ``metrics.json`` (val PSNR, losses, wall time per phase), also returned.
     """
-    torch.set_num_threads(cfg.threads)
     lap = _Laps("bootstrap_vae")
     classes, frames = _split_rows(manifest_csv, ("train", "val"))
     train, val = frames["train"], frames["val"]
@@ -214,7 +213,6 @@ def bootstrap_unet(
     ``metrics.json``: the VAE stage's metrics (``vae_samples/metrics.json``) with the UNet's
     losses and wall times added, also returned.
     """
-    torch.set_num_threads(cfg.threads)
     lap = _Laps("bootstrap_unet")
     classes, frames = _split_rows(manifest_csv, ("train",))
     labels = frames["train"][classes].to_numpy()

@@ -93,7 +93,6 @@ def train_iterated(
     ``expect`` is checked against both stores' attributes (see ``open_latents``).
     ``stop_after`` ends the run after that generation (tests of resuming).
     """
-    torch.set_num_threads(cfg.threads)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 

@@ -21,9 +21,7 @@ rule baseline_smote:
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
-        "python -m ltaug baseline_smote --latents {input.latents:q} --model {input.model:q}"
-        " --classes {input.classes:q} --n-per-class {params.n_per_class} --outdir {output.synthetic:q}"
-        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        stage_command("baseline_smote")
 
 
 rule baseline_resample:
@@ -45,9 +43,7 @@ rule baseline_resample:
         n_per_class=config["fusion"]["n_per_class"],
         image_size=config["latents"]["image_size"],
     shell:
-        "python -m ltaug baseline_resample --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --n-per-class {params.n_per_class} --image-size {params.image_size} --outdir {output.synthetic:q}"
-        " --params {params.cfg:q} --images {params.images:q} > {log} 2>&1"
+        stage_command("baseline_resample")
 
 
 rule baseline_roentgen:
@@ -74,8 +70,4 @@ rule baseline_roentgen:
         template=lambda wildcards: config["generate"]["prompt_template"],  # a function: "{classes}" is no wildcard
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
-        "python -m ltaug baseline_text_to_image --model {input.model:q} --classes {input.classes:q}"
-        " --n-per-class {params.n_per_class} --num-steps {wildcards.steps} --guidance-scale {params.guidance}"
-        " --prompt-template {params.template:q} --outdir {output.synthetic:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q}"
-        " --threads {threads} > {log} 2>&1"
+        stage_command("baseline_text_to_image")

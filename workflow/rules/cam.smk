@@ -33,8 +33,7 @@ if CAM_SHARDS == 1:
             cfg=cam_json,
             diffusion=section_json("diffusion", keep=("device",)),
         shell:
-            "python -m ltaug cam_maps --latents {input.latents:q} --model {input.model:q} --store {output.store:q}"
-            " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+            stage_command("cam_maps", omit=("shard", "shards"))
 
 else:
 
@@ -67,9 +66,7 @@ else:
             diffusion=section_json("diffusion", keep=("device",)),
             shards=CAM_SHARDS,
         shell:
-            "python -m ltaug cam_maps --latents {input.latents:q} --model {input.model:q} --store {output.store:q}"
-            " --params {params.cfg:q} --diffusion {params.diffusion:q} --shard {wildcards.shard}"
-            " --shards {params.shards} --threads {threads} > {log} 2>&1"
+            stage_command("cam_maps")
 
     # As gather_latents: the shards are temp(), so this rule carries everything a shard depends
     # on (latents, IL model, the same params), and whatever would remake the shards reruns it.
@@ -96,5 +93,4 @@ else:
         params:
             cfg=cam_json,  # unused by the command: reruns it with the shards
         shell:
-            "python -m ltaug gather_cams --latents {input.latents:q} --model {input.model:q}"
-            " --shards {input.shards:q} --store {output.store:q} > {log} 2>&1"
+            stage_command("gather_cams")

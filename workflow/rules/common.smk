@@ -3,6 +3,7 @@
 import json
 import re
 
+from ltaug.commands import stage_command
 from ltaug.common.config import section_schema, validate_config
 from ltaug.data.classes import LongTailConfig
 from ltaug.data.manifest import SPLITS, DataConfig

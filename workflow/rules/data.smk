@@ -20,8 +20,7 @@ if config["demo"]["enabled"]:
             cfg=section_json("demo", drop=("enabled", "outdir")),
             outdir=lambda wildcards, output: os.path.dirname(output.boxes),
         shell:
-            "python -m ltaug demo_dataset --outdir {params.outdir:q} --params {params.cfg:q}"
-            " --threads {threads} > {log} 2>&1"
+            stage_command("demo_dataset")
 
 
 rule prepare_data:
@@ -39,8 +38,7 @@ rule prepare_data:
     params:
         cfg=section_json("data"),
     shell:
-        "python -m ltaug prepare_data --manifest {output.manifest:q} --params {params.cfg:q}"
-        " --threads {threads} > {log} 2>&1"
+        stage_command("prepare_data")
 
 
 rule split_classes:
@@ -60,9 +58,7 @@ rule split_classes:
             "data", keep=("labels_format", "uncertain", "blank", "ignore_labels")
         ),
     shell:
-        "python -m ltaug split_classes --manifest {input.manifest:q} --classes {output.classes:q}"
-        " --labels {params.labels:q}"
-        " --params {params.cfg:q} > {log} 2>&1"
+        stage_command("split_classes")
 
 
 # Every config key that names a class, checked against classes.json as soon as the classes are split
@@ -84,5 +80,4 @@ rule check_class_names:
     params:
         names=lambda wildcards: class_name_keys(wildcards.variant),
     shell:
-        "python -m ltaug check_class_names --classes {input.classes:q} --keys {params.names:q} --out {output.checked:q}"
-        " > {log} 2>&1"
+        stage_command("check_class_names")

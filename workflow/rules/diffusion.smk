@@ -29,9 +29,7 @@ if not config["diffusion"]["pretrained"]:
             cfg=bootstrap_params(stage="vae"),
             diffusion=section_json("diffusion", keep=("device",)),
         shell:
-            "python -m ltaug bootstrap_vae --manifest {input.manifest:q} --vae {output.vae:q}"
-            " --latents {output.latents:q} --samples {output.samples:q} --params {params.cfg:q}"
-            " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
+            stage_command("bootstrap_vae")
 
     rule bootstrap_unet:
         input:
@@ -55,7 +53,4 @@ if not config["diffusion"]["pretrained"]:
             cfg=bootstrap_params(stage="unet"),
             diffusion=section_json("diffusion", keep=("device",)),
         shell:
-            "python -m ltaug bootstrap_unet --manifest {input.manifest:q} --vae {input.vae:q}"
-            " --latents {input.latents:q} --vae-samples {input.vae_samples:q} --model {output.model:q}"
-            " --samples {output.samples:q} --params {params.cfg:q} --diffusion {params.diffusion:q}"
-            " --threads {threads} > {log} 2>&1"
+            stage_command("bootstrap_unet")

@@ -28,11 +28,7 @@ rule evaluate_classifier:
         balance=lambda wildcards: BALANCED.get(wildcards.method, 0.0),
         images=lambda wildcards, input: stores_root(input.images),
     shell:
-        "python -m ltaug evaluate_classifier --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --method {wildcards.method:q} --synthetic={params.synthetic:q} --n-per-class {params.n_per_class}"
-        " --balance {params.balance} --results {output.results:q} --model-out {output.model:q} --scores {output.scores:q}"
-        " --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
+        stage_command("evaluate_classifier")
 
 
 # What a classifier of Table 1 trains on with each method, as one CSV any trainer reads: the real
@@ -53,8 +49,7 @@ rule export_training_set:
     params:
         synthetic=lambda wildcards, input: input.get("synthetic", ""),
     shell:
-        "python -m ltaug export_training_set --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --synthetic={params.synthetic:q} --out {output.table:q} > {log} 2>&1"
+        stage_command("export_training_set")
 
 
 # Table 1's intervals: every method's test scores resampled together (paired bootstrap), the
@@ -76,8 +71,7 @@ rule compare_methods:
         cfg=section_json("eval.intervals"),
         methods=json.dumps(eval_methods()),
     shell:
-        "python -m ltaug compare_methods --classes {input.classes:q} --methods {params.methods:q}"
-        " --scores {input.scores:q} --results {output.results:q} --params {params.cfg:q} > {log} 2>&1"
+        stage_command("compare_methods")
 
 
 if config["demo"]["enabled"]:
@@ -100,8 +94,7 @@ if config["demo"]["enabled"]:
             images=lambda wildcards, input: stores_root(input.images),
             image_size=DETECTOR_SIZE,
         shell:
-            "python -m ltaug fit_detector --manifest {input.manifest:q} --classes {input.classes:q}"
-            " --boxes {input.boxes:q} --image-size {params.image_size} --detector {output.detector:q} --images {params.images:q} > {log} 2>&1"
+            stage_command("fit_detector")
 
 
 # The judge of every synthetic set: a DenseNet like Table 1's, trained on the real training images
@@ -131,9 +124,7 @@ rule train_judge:
         judge=section_json("eval.judge"),
         diffusion=section_json("diffusion", keep=("device",)),
     shell:
-        "python -m ltaug train_judge --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --model-out {output.model:q} --results {output.results:q} --params {params.cfg:q} --judge {params.judge:q}"
-        " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
+        stage_command("train_judge")
 
 
 rule evaluate_fid:
@@ -160,11 +151,7 @@ rule evaluate_fid:
         diffusion=section_json("diffusion", keep=("device",)),
         detector=lambda wildcards, input: input.get("detector", ""),
     shell:
-        "python -m ltaug evaluate_fid --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --synthetic {input.synthetic:q} --n-per-class {params.n_per_class} --classifier {input.judge:q}"
-        " --image-size {params.image_size} --detector={params.detector:q} --real-features {input.real_features:q}"
-        " --results {output.results:q}"
-        " --params {params.cfg:q} --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
+        stage_command("evaluate_fid")
 
 
 # Memorisation's and novelty's reference: the training images' features and pixels (once for
@@ -194,9 +181,7 @@ rule real_features:
         image_size=config["latents"]["image_size"],
         diffusion=section_json("diffusion", keep=("device",)),
     shell:
-        "python -m ltaug real_features --manifest {input.manifest:q} --classifier {input.classifier:q}"
-        " --image-size {params.image_size} --features {output.features:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
+        stage_command("real_features")
 
 
 # How much of each tail finding survives each stage of a variant: on the demo judged by the finding
@@ -234,9 +219,4 @@ rule fidelity_funnel:
         boxes=lambda wildcards, input: input.get("boxes", ""),
         classifier=lambda wildcards, input: input.get("classifier", ""),
     shell:
-        "python -m ltaug fidelity_funnel --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --latents {input.latents:q} --cams {input.cams:q} --model {input.model:q} --fused {input.fused:q}"
-        " --diffusion-model {input.diffusion_model:q} --sets {input.sets:q} --n-per-class {params.n_per_class}"
-        " --tau-h {params.tau_h} --detector={params.detector:q} --boxes={params.boxes:q}"
-        " --classifier={params.classifier:q} --funnel {output.funnel:q} --markdown {output.markdown:q}"
-        " --figure {output.figure:q} --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
+        stage_command("fidelity_funnel")

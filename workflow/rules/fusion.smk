@@ -25,6 +25,4 @@ rule fuse:
     params:
         cfg=lambda wildcards: variant_json(wildcards.variant, "fusion"),
     shell:
-        "python -m ltaug fuse --pairs {input.pairs:q} --latents {input.latents:q} --cams {input.cams:q}"
-        " --model {input.model:q} --classes {input.classes:q} --store {output.store:q} --params {params.cfg:q}"
-        " --threads {threads} > {log} 2>&1"
+        stage_command("fuse")

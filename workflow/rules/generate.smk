@@ -43,9 +43,7 @@ rule generate:
         images=lambda wildcards, input: stores_root(input.images),
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
-        "python -m ltaug generate --fused {input.fused:q} --model {input.model:q} --steps {wildcards.steps}"
-        " --method {wildcards.variant}@{wildcards.steps} --images={params.images:q} --outdir {output.synthetic:q}"
-        " --params {params.cfg:q} --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        stage_command("generate")
 
 
 rule fig2_panels:
@@ -76,6 +74,4 @@ rule fig2_panels:
     params:
         window=WINDOW,
     shell:
-        "python -m ltaug fig2_panels --manifest {input.manifest:q} --classes {input.classes:q}"
-        " --latents {input.latents:q} --cams {input.cams:q} --fused {input.fused:q} --model {input.model:q}"
-        " --sets {input.sets:q} --outdir {output.panels:q} --window {params.window:q} > {log} 2>&1"
+        stage_command("fig2_panels")

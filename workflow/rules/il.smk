@@ -26,6 +26,4 @@ rule train_il:
         outdir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         # gen_{{g}}.pt checkpoints are not declared outputs: a killed run (--rerun-incomplete) resumes from them
-        "python -m ltaug train_il --train {input.train:q} --val {input.val:q} --classes {input.classes:q}"
-        " --model {input.model:q} --outdir {params.outdir:q} --params {params.cfg:q}"
-        " --diffusion {params.diffusion:q} --threads {threads} > {log} 2>&1"
+        stage_command("train_il")

@@ -28,9 +28,7 @@ if IMAGE_SHARDS == 1:
             window=WINDOW,
             cfg=section_json("images", drop=("shards",)),
         shell:
-            "python -m ltaug decode_images --manifest {input.manifest:q} --split {wildcards.split}"
-            " --size {wildcards.size} --store {output.store:q} --params {params.cfg:q}"
-            " --threads {threads} --window {params.window:q} > {log} 2>&1"
+            stage_command("decode_images", omit=("shard", "shards"))
 
 else:
 
@@ -59,10 +57,7 @@ else:
             cfg=section_json("images", drop=("shards",)),
             shards=IMAGE_SHARDS,
         shell:
-            "python -m ltaug decode_images --manifest {input.manifest:q} --split {wildcards.split}"
-            " --size {wildcards.size} --store {output.store:q} --params {params.cfg:q}"
-            " --shard {wildcards.shard} --shards {params.shards}"
-            " --threads {threads} --window {params.window:q} > {log} 2>&1"
+            stage_command("decode_images")
 
     # The shards are temp(): this rule carries what they depend on (manifest, params), as gather_latents does.
     rule gather_images:
@@ -88,6 +83,4 @@ else:
             window=WINDOW,
             cfg=section_json("images", drop=("shards",)),
         shell:
-            "python -m ltaug gather_images --manifest {input.manifest:q} --split {wildcards.split}"
-            " --size {wildcards.size} --shards {input.shards:q} --store {output.store:q}"
-            " --params {params.cfg:q} > {log} 2>&1"
+            stage_command("gather_images")

@@ -31,9 +31,7 @@ if SHARDS == 1:
             cfg=section_json("latents", drop=("shards",)),
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         shell:
-            "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
-            " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
-            " --diffusion {params.diffusion:q} --images {params.images:q} --threads {threads} > {log} 2>&1"
+            stage_command("encode_latents", omit=("shard", "shards"))
 
 else:
 
@@ -64,10 +62,7 @@ else:
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
             shards=SHARDS,
         shell:
-            "python -m ltaug encode_latents --manifest {input.manifest:q} --model {input.model:q}"
-            " --split {wildcards.split} --store {output.store:q} --params {params.cfg:q}"
-            " --diffusion {params.diffusion:q} --shard {wildcards.shard} --shards {params.shards}"
-            " --images {params.images:q} --threads {threads} > {log} 2>&1"
+            stage_command("encode_latents")
 
     # The shards are temp(): deleted once joined. Snakemake does not look behind a deleted
     # temporary file, so this rule carries everything a shard depends on (manifest, model,
@@ -95,6 +90,4 @@ else:
             cfg=section_json("latents", drop=("shards",)),
             diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
         shell:
-            "python -m ltaug gather_latents --manifest {input.manifest:q} --model {input.model:q}"
-            " --split {wildcards.split} --shards {input.shards:q} --store {output.store:q}"
-            " --params {params.cfg:q} > {log} 2>&1"
+            stage_command("gather_latents")

@@ -25,6 +25,4 @@ rule pair_neighbours:
         cfg=lambda wildcards: variant_json(wildcards.variant, "pairing"),
         n_per_class=config["fusion"]["n_per_class"],
     shell:
-        "python -m ltaug pair_neighbours --latents {input.latents:q} --cams {input.cams:q} --model {input.model:q}"
-        " --classes {input.classes:q} --pairs {output.pairs:q} --params {params.cfg:q}"
-        " --n-per-class {params.n_per_class} --threads {threads} > {log} 2>&1"
+        stage_command("pair_neighbours")

@@ -55,8 +55,4 @@ rule report:
         synthetic_dir=f"{OUT}/synthetic",
         detector=lambda wildcards, input: input.get("detector", ""),
     shell:
-        "python -m ltaug report --manifest {input.manifest:q} --classes {input.classes:q} --methods {params.methods:q}"
-        " --variants {params.variants:q} --classifier-dir {params.classifier_dir:q} --fid-dir {params.fid_dir:q}"
-        " --synthetic-dir {params.synthetic_dir:q} --intervals {input.intervals:q} --judge {input.judge:q}"
-        " --funnels {input.funnels:q} --detector={params.detector:q} --outdir {params.outdir:q}"
-        " --window {params.window:q} > {log} 2>&1"
+        stage_command("report")

@@ -1,0 +1,176 @@
+"""Baselines: SMOTE (checked against imbalanced-learn), resampling, text-to-image, as synthetic sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zarr
+from PIL import Image
+from helpers.stage_models import save_tiny_sd
+
+from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.backbone.bootstrap_models import build_vae
+from ltaug.backbone.latents import decode_latents
+from ltaug.backbone.model_dir import load_stable_diffusion
+from ltaug.common.errors import ConfigError
+from ltaug.common.images import load_image
+from ltaug.data.synthetic import read_synthetic_set
+from ltaug.evaluation.baselines import (
+    BaselinesConfig,
+    balanced_repeats,
+    make_resample,
+    make_smote,
+    make_text_to_image,
+    smote_draws,
+    smote_interpolate,
+)
+
+CLASSES = ["Cardiomegaly", "Nodule", "Fracture", "No Finding"]
+TAIL = ["Nodule", "Fracture"]
+TINY = BootstrapConfig(
+    image_size=32, vae_channels=(8, 8, 8, 8), vae_norm_groups=4, unet_channels=(16, 32), unet_cross_attention=(True, True),
+    unet_norm_groups=8, unet_attention_heads=2, text_hidden_size=16, text_layers=1, text_heads=2,
+)  # fmt: skip
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread in this module
+
+
+# ---------------------------------------------------------------------------- SMOTE
+
+
+def test_smote_matches_imbalanced_learn_on_a_single_label_problem():
+    from imblearn.over_sampling import SMOTE
+
+    rng = np.random.default_rng(0)
+    minority = rng.normal(size=(15, 6))  # (m, D)
+    majority = rng.normal(3, 1, size=(60, 6))
+    x = np.concatenate([majority, minority])
+    y = np.array([0] * 60 + [1] * 15)
+    n, k, seed = 40, 4, 11
+    x_res, y_res = SMOTE(sampling_strategy={1: 15 + n}, k_neighbors=k, random_state=seed).fit_resample(x, y)
+    theirs = x_res[len(x):]  # imbalanced-learn appends the synthetic rows
+    assert (y_res[len(x):] == 1).all() and theirs.shape == (n, 6)
+
+    rows, neighbours, steps = smote_draws(minority, n, k, seed)
+    ours = smote_interpolate(minority, rows, neighbours, steps)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    # every sample lies on the segment from its row towards one of the row's k nearest neighbours
+    d = ((minority[:, None] - minority[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    knn = np.argsort(d, axis=1)[:, :k]
+    assert all(nb in knn[r] for r, nb in zip(rows, neighbours))
+    assert ((steps >= 0) & (steps < 1)).all()
+
+
+def test_smote_interpolation_on_hand_made_points():
+    x = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 4.0]])
+    out = smote_interpolate(x, np.array([0, 2]), np.array([1, 1]), np.array([0.25, 0.5]))
+    assert out.tolist() == [[2.5, 0.0], [5.0, 2.0]]
+    z = np.arange(2 * 4 * 2 * 2, dtype=float).reshape(2, 4, 2, 2)  # latents keep their shape
+    assert np.allclose(smote_interpolate(z, np.array([0]), np.array([1]), np.array([0.5]))[0], (z[0] + z[1]) / 2)
+
+
+def test_smote_of_a_single_point_copies_it():
+    rows, neighbours, steps = smote_draws(np.ones((1, 3)), 5, 5, 0)
+    assert rows.tolist() == [0] * 5 and neighbours.tolist() == [0] * 5
+
+
+def latent_store(path, z, labels, ids):
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    root.create_array("z", data=z)
+    root.create_array("labels", data=labels)
+    root.create_array("ids", shape=(len(ids),), dtype=str)[:] = np.array(ids, dtype=object)
+    return zarr.open_group(path, mode="r")
+
+
+def test_smote_set_takes_the_union_of_the_pairs_labels_and_decodes_the_interpolation(tmp_path):
+    torch.manual_seed(0)
+    vae = build_vae(TINY).eval()
+    rng = np.random.default_rng(1)
+    labels = np.zeros((10, 4), dtype=np.uint8)
+    labels[:4, 1] = 1  # 4 nodules, two of them also with cardiomegaly
+    labels[[0, 1], 0] = 1
+    labels[4:7, 2] = 1  # 3 fractures
+    labels[7:, 3] = 1
+    z = rng.normal(size=(10, 4, 4, 4)).astype(np.float32)
+    store = latent_store(tmp_path / "train.zarr", z, labels, [f"train-{i}" for i in range(10)])
+    cfg = BaselinesConfig(seed=3, smote_k=2, batch_size=4)
+    make_smote(store, vae, CLASSES, TAIL, 6, cfg, tmp_path / "smote", source="train.zarr")
+
+    s = read_synthetic_set(tmp_path / "smote", CLASSES, TAIL, 6)
+    frame = s.frame
+    row_of = {f"train-{i}": i for i in range(10)}
+    src = frame["source_id"].map(row_of).to_numpy()
+    nb = frame["neighbour_id"].map(row_of).to_numpy()
+    assert (s.labels(CLASSES) == np.maximum(labels[src], labels[nb])).all()  # MLSMOTE union
+    assert set(src[frame["tail_class"] == "Nodule"]) <= {0, 1, 2, 3}
+    assert set(nb[frame["tail_class"] == "Fracture"]) <= {4, 5, 6}
+    expected = z[src] + frame["step"].to_numpy()[:, None, None, None].astype(np.float32) * (z[nb] - z[src])
+    images = decode_latents(vae, torch.from_numpy(expected.astype(np.float32)))
+    for i, path in enumerate(s.paths()):
+        assert np.abs(np.asarray(Image.open(path)).astype(int) - images[i]).max() <= 1
+    assert s.info["per_class"] == {"Nodule": {"training_samples": 4, "k": 2}, "Fracture": {"training_samples": 3, "k": 2}}
+
+
+# ---------------------------------------------------------------------------- resampling
+
+
+def test_balanced_repeats_use_every_item_evenly():
+    picks = balanced_repeats(7, 30, seed=0)
+    counts = np.bincount(picks, minlength=7)
+    assert counts.sum() == 30 and counts.max() - counts.min() <= 1
+    assert (balanced_repeats(7, 30, seed=0) == picks).all()
+
+
+def test_resample_set_copies_real_tail_images_with_their_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(path)
+        rows.append({"id": f"train-{i}", "path": str(path), "split": "train" if i < 6 else "test",
+                     "Cardiomegaly": int(i == 0), "Nodule": int(i in (0, 1, 6)), "Fracture": int(i == 2),
+                     "No Finding": int(i > 2)})  # fmt: skip
+    manifest = pd.DataFrame(rows)
+    make_resample(manifest, CLASSES, TAIL, 5, 32, BaselinesConfig(), tmp_path / "resample", source="m.csv")
+    s = read_synthetic_set(tmp_path / "resample", CLASSES, TAIL, 5)
+    nodule = s.frame[s.frame["tail_class"] == "Nodule"]
+    assert sorted(nodule["source_id"].value_counts().tolist()) == [2, 3]  # the test image train-6 is never used
+    assert set(s.frame.loc[s.frame["tail_class"] == "Fracture", "source_id"]) == {"train-2"}
+    for _, row in s.frame.iterrows():
+        i = int(row["source_id"].split("-")[1])
+        assert row[CLASSES].tolist() == manifest.loc[i, CLASSES].tolist()
+        expected = load_image(manifest.loc[i, "path"], 32)  # the image encode_latents encodes: 40 x 48 -> 32 x 32
+        assert (np.asarray(Image.open(s.root / row["path"])) == expected[..., None]).all()
+
+
+# ---------------------------------------------------------------------------- text-to-image
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_sd(tmp_path_factory.mktemp("sd") / "model", TINY, CLASSES)
+
+
+def test_text_to_image_set_is_prompted_by_the_class_name_and_reproducible(model_dir, tmp_path):
+    sd = load_stable_diffusion(model_dir, torch.device("cpu"))
+    cfg = BaselinesConfig(seed=5, batch_size=2)
+    for name in ("a", "b"):
+        make_text_to_image(sd, CLASSES, TAIL, 3, 2, 3.5, cfg, tmp_path / name, method="roentgen@2")
+    a = read_synthetic_set(tmp_path / "a", CLASSES, TAIL, 3)
+    b = read_synthetic_set(tmp_path / "b", CLASSES, TAIL, 3)
+    assert a.frame["prompt"].tolist() == ["nodule"] * 3 + ["fracture"] * 3
+    assert a.labels(CLASSES).tolist() == [[0, 1, 0, 0]] * 3 + [[0, 0, 1, 0]] * 3
+    assert a.info["num_steps"] == 2 and a.info["guidance_scale"] == 3.5 and a.method == "roentgen@2"
+    for pa, pb in zip(a.paths(), b.paths()):
+        assert (np.asarray(Image.open(pa)) == np.asarray(Image.open(pb))).all()
+    assert np.asarray(Image.open(a.paths()[0])).shape == (32, 32, 3)
+    assert not (np.asarray(Image.open(a.paths()[0])) == np.asarray(Image.open(a.paths()[1]))).all()
+
+
+def test_baselines_config_names_the_key():
+    with pytest.raises(ConfigError, match="baselines.smote_k: 0 is less than the minimum of 1"):
+        BaselinesConfig(smote_k=0)
