@@ -1,7 +1,8 @@
 """The stages' command line, declared once: each stage's options, where its rule takes them from, and what it runs.
 
 ``@stage(name, help, *options, section=..., threads=..., torch=..., runtime=..., reads_images=...)``
-registers a run function under ``python -m ltaug NAME``. From that one declaration follow
+declares a run function as ``python -m ltaug NAME``; each stage module lists its stages, in order, in its
+``STAGES`` (:func:`stages`), and :mod:`ltaug.commands` joins the lists. From that one declaration follow
 
 - the stage's argparse options (:func:`add_options`);
 - its workflow rule's command line (:func:`stage_command`): every option with a rule value, as
@@ -13,7 +14,7 @@ registers a run function under ``python -m ltaug NAME``. From that one declarati
 Threads are set in one place (:func:`ltaug.commands.main`): a stage that declares ``torch=True``
 runs torch on its section's ``threads`` if the section has that key, else on ``--threads``.
 The stages are in :mod:`ltaug.cli_method` (data to synthetic images) and :mod:`ltaug.cli_eval`
-(baselines, evaluation, the report); :mod:`ltaug.commands` loads both.
+(baselines, evaluation, the report).
 """
 
 from __future__ import annotations
@@ -104,25 +105,30 @@ class Stage(NamedTuple):
     section_values: Callable[[argparse.Namespace], dict] | None  # values the options set in the section
 
 
-STAGES: dict[str, Stage] = {}
-
-
 def stage(name: str, help: str, *options: Option, section: tuple[str, str] | None = None, threads: bool = False,
           torch: bool = False, runtime: bool = False, reads_images: bool = False,
           section_values: Callable[[argparse.Namespace], dict] | None = None):  # fmt: skip
-    """Register the decorated function as the run function of stage ``name`` (see the module's docstring)."""
+    """Declare the decorated function as the run function of stage ``name`` (see the module's docstring):
+    the decorator returns the stage's :class:`Stage`, which a module lists in its ``STAGES`` (:func:`stages`)."""
 
-    def register(run: Callable[[Job], None]) -> Callable[[Job], None]:
-        if name in STAGES:
-            raise ValueError(f"stage {name} is registered twice")
+    def declare(run: Callable[[Job], None]) -> Stage:
         names = [o.name for o in options]
         if len(set(names)) != len(names):
             raise ValueError(f"stage {name} declares an option twice: {names}")
-        STAGES[name] = Stage(name, help, run, tuple(options), Section(*section) if section else None,
-                             threads or torch, torch, runtime, reads_images, section_values)  # fmt: skip
-        return run
+        return Stage(name, help, run, tuple(options), Section(*section) if section else None, threads or torch, torch,
+                     runtime, reads_images, section_values)  # fmt: skip
 
-    return register
+    return declare
+
+
+def stages(*declared: Stage) -> dict[str, Stage]:
+    """{name: stage} in the order given; a name given twice is an error."""
+    out: dict[str, Stage] = {}
+    for s in declared:
+        if s.name in out:
+            raise ValueError(f"stage {s.name} is declared twice")
+        out[s.name] = s
+    return out
 
 
 class Runtime(NamedTuple):

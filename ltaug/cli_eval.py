@@ -19,6 +19,7 @@ from ltaug.cli import (
     Wildcard,
     images_option,
     stage,
+    stages,
     synthetic_set_options,
     training_store_options,
 )
@@ -334,3 +335,10 @@ def _report(job: Job) -> None:
                          args.judge or None, funnels)  # fmt: skip
     print(Path(args.outdir, "table1.md").read_text())
     print(f"{len(table)} rows")
+
+
+# the stages of this module, in the order `python -m ltaug --help` lists them
+STAGES = stages(
+    _baseline_smote, _baseline_resample, _baseline_text_to_image, _evaluate_classifier, _train_judge,
+    _export_training_set, _compare_methods, _fit_detector, _evaluate_fid, _real_features, _fidelity_funnel, _report
+)

@@ -24,6 +24,7 @@ from ltaug.cli import (
     images_option,
     shard_options,
     stage,
+    stages,
     training_store_options,
 )
 
@@ -317,3 +318,11 @@ def _fig2_panels(job: Job) -> None:
     paths = fig2_panels(args.manifest, read_classes(args.classes), args.latents, args.cams, args.fused, args.model,
                         args.sets, args.outdir)  # fmt: skip
     print("\n".join(map(str, paths)))
+
+
+# the stages of this module, in the order `python -m ltaug --help` lists them
+STAGES = stages(
+    _demo_dataset, _prepare_data, _split_classes, _check_class_names, _bootstrap_vae, _bootstrap_unet,
+    _decode_images, _gather_images, _encode_latents, _gather_latents, _train_il, _cam_maps, _gather_cams,
+    _pair_neighbours, _fuse, _generate, _fig2_panels
+)

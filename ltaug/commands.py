@@ -8,15 +8,15 @@ input ends the run with one message on stderr that names the file, row or key, a
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 
-from ltaug.cli import STAGES, add_options, prepare, stage_command as _stage_command
+from ltaug import cli_eval, cli_method
+from ltaug.cli import add_options, prepare, stages
+from ltaug.cli import stage_command as _stage_command
 from ltaug.common.errors import LtaugError
 
-for _module in ("ltaug.cli_method", "ltaug.cli_eval"):  # importing them registers their stages, in this order
-    importlib.import_module(_module)
+STAGES = stages(*cli_method.STAGES.values(), *cli_eval.STAGES.values())  # the method's, then the evaluation's
 
 # the stages that read the data set's image files: each maps > 8-bit pixels by data.window (--window)
 READS_IMAGES = {name for name, s in STAGES.items() if s.reads_images}
@@ -24,9 +24,9 @@ READS_IMAGES = {name for name, s in STAGES.items() if s.reads_images}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ltaug", description=__doc__.splitlines()[0])
-    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    commands = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, s in STAGES.items():
-        add_options(stages.add_parser(name, help=s.help), s)
+        add_options(commands.add_parser(name, help=s.help), s)
     return parser
 
 

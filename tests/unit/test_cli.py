@@ -10,19 +10,10 @@ from pathlib import Path
 import pytest
 from helpers.data import REPO
 
-from ltaug.cli import (
-    STAGES,
-    Input,
-    Option,
-    Output,
-    Param,
-    Wildcard,
-    prepare,
-    shard_options,
-    stage,
-    stage_command as command_of,
-)
-from ltaug.commands import build_parser, main, stage_command
+from ltaug import cli_eval, cli_method
+from ltaug.cli import Input, Option, Output, Param, Stage, Wildcard, prepare, shard_options, stage, stages
+from ltaug.cli import stage_command as command_of
+from ltaug.commands import STAGES, build_parser, main, stage_command
 from ltaug.method.fusion import FusionConfig
 
 
@@ -54,34 +45,34 @@ def test_an_option_becomes_a_flag_and_a_rule_value():
 
 
 def test_the_rule_command_follows_from_the_declaration():
-    stages = {}
-    register = stage("toy", "a toy stage", Input("latents", "h"), Output("store", "h"),
-                     Param("n", "h", type=int), *shard_options("map", "mapped", "cam.shards"),
-                     Option("resume", "h", None, flag=True), section=("cam", "ltaug.method.cam:CamConfig"),
-                     torch=True, runtime=True, reads_images=True)  # fmt: skip
-    before = dict(STAGES)
-    try:
-        register(lambda job: None)
-        stages["toy"] = STAGES.pop("toy")
-    finally:
-        STAGES.clear()
-        STAGES.update(before)
-    assert command_of("toy", stages) == (
+    toy = stage("toy", "a toy stage", Input("latents", "h"), Output("store", "h"),
+                Param("n", "h", type=int), *shard_options("map", "mapped", "cam.shards"),
+                Option("resume", "h", None, flag=True), section=("cam", "ltaug.method.cam:CamConfig"),
+                torch=True, runtime=True, reads_images=True)(lambda job: None)  # fmt: skip
+    declared = stages(toy)
+    assert command_of("toy", declared) == (
         "python -m ltaug toy --latents={input.latents:q} --store={output.store:q} --n={params.n:q}"
         " --shard={wildcards.shard:q} --shards={params.shards:q} --params={params.cfg:q}"
         " --diffusion={params.diffusion:q} --window={params.window:q} --threads={threads} > {log} 2>&1"
     )
-    assert "--shard" not in command_of("toy", stages, omit=("shard", "shards"))
+    assert "--shard" not in command_of("toy", declared, omit=("shard", "shards"))
     with pytest.raises(ValueError, match="no option"):
-        command_of("toy", stages, omit=("shardz",))
+        command_of("toy", declared, omit=("shardz",))
 
 
-def test_a_stage_registered_twice_or_with_an_option_twice_is_refused():
-    with pytest.raises(ValueError, match="registered twice"):
-        stage("fuse", "again")(lambda job: None)
+def test_a_stage_declared_twice_or_with_an_option_twice_is_refused():
+    toy = stage("toy", "h")(lambda job: None)
+    with pytest.raises(ValueError, match="stage toy is declared twice"):
+        stages(toy, toy)
     with pytest.raises(ValueError, match="option twice"):
         stage("toy2", "h", Input("a", "h"), Output("a", "h"))(lambda job: None)
-    assert "toy2" not in STAGES
+
+
+@pytest.mark.parametrize("module", [cli_method, cli_eval])
+def test_every_stage_a_module_declares_is_in_its_list(module):
+    declared = {v.name for v in vars(module).values() if isinstance(v, Stage)}
+    assert declared == set(module.STAGES)
+    assert list(STAGES) == [*cli_method.STAGES, *cli_eval.STAGES]
 
 
 def _filled(command: str) -> list[str]:
