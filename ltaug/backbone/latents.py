@@ -38,6 +38,7 @@ from tqdm import tqdm
 from ltaug.common.config import config_section
 from ltaug.common.errors import InputError
 from ltaug.common.io import atomic_path
+from ltaug.common.seeds import rng
 from ltaug.common.shards import COMPRESSOR, ChunkWriter, block_rows, check_shards, concatenate_shards
 from ltaug.data.image_store import ImageStores, read_images
 from ltaug.data.manifest import class_columns
@@ -75,7 +76,7 @@ def _noise(seed: int | tuple[int, ...], index: int, shape: tuple[int, ...]) -> t
     """The standard normal draw of sample ``index``: a numpy generator seeded by (*seed, index),
     so it is the same on every device and for every batching."""
     words = [seed] if isinstance(seed, int) else list(seed)
-    return torch.from_numpy(np.random.default_rng([*words, index]).standard_normal(shape, dtype=np.float32))
+    return torch.from_numpy(rng(*words, index).standard_normal(shape, dtype=np.float32))
 
 
 def split_seed(seed: int, split: str) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from PIL import Image, ImageFilter
 from ltaug.common.config import config_section
 from ltaug.common.errors import ConfigError, InputError
 from ltaug.common.io import atomic_path
+from ltaug.common.seeds import rng as seeded
 from ltaug.data.demo_drawing import DRAWERS, FINDINGS, draw_anatomy
 
 NO_FINDING = "No Finding"
@@ -98,7 +99,7 @@ def draw_labels(cfg: DemoConfig, split: str) -> np.ndarray:
     """(n, K) uint8 labels of ``split``: exactly ``_n_positive(p_k, n)`` ones in finding column k,
     on images drawn without replacement; the last column is 1 where no finding is."""
     n = getattr(cfg, f"n_{split}")
-    rng = np.random.default_rng([cfg.seed, _LABELS, _split_index(split)])
+    rng = seeded(cfg.seed, _LABELS, _split_index(split))
     labels = np.zeros((n, len(FINDINGS) + 1), dtype=np.uint8)  # (n, K)
     for k, name in enumerate(FINDINGS):
         labels[rng.choice(n, _n_positive(cfg.prevalence.get(name, 0.0), n), replace=False), k] = 1
@@ -110,7 +111,7 @@ def draw_labels(cfg: DemoConfig, split: str) -> np.ndarray:
 
 
 def _rng(cfg: DemoConfig, split: str, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([cfg.seed, _IMAGE, _split_index(split), index, stream])
+    return seeded(cfg.seed, _IMAGE, _split_index(split), index, stream)
 
 
 def render_image(
@@ -149,7 +150,7 @@ def _ids(cfg: DemoConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(n,) subject ids and (n,) study ids: ~1.5 studies per subject, subjects disjoint across splits."""
     first = 10_000_000 + 17 * sum(math.ceil(getattr(cfg, f"n_{s}") / 1.5) for s in SPLITS[: _split_index(split)])
     n = getattr(cfg, f"n_{split}")
-    rng = np.random.default_rng([cfg.seed, _IDS, _split_index(split)])
+    rng = seeded(cfg.seed, _IDS, _split_index(split))
     subject = first + 17 * np.sort(rng.integers(0, math.ceil(n / 1.5), n))
     study = 50_000_000 + 3_000_000 * _split_index(split) + 11 * np.arange(n) + rng.integers(0, 11, n)
     return subject, study

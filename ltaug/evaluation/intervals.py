@@ -37,6 +37,7 @@ import numpy as np
 
 from ltaug.common.config import config_section
 from ltaug.common.errors import InputError
+from ltaug.common.seeds import rng as seeded
 from ltaug.data.classes import ClassSplit
 
 GROUPS = ("map_head", "map_tail", "map_all", "auroc_macro")
@@ -142,7 +143,7 @@ def bootstrap(
         m: {key: np.mean([v[0] for v in values], axis=0) for key, values in _per_seed(labels, s, ones, head, tail).items()}
         for m, s in scores.items()
     }  # fmt: skip
-    seed_rng = np.random.default_rng([seed, 1])
+    seed_rng = seeded(seed, 1)
     out: dict[str, dict[str, list]] = {m: {} for m in scores}
     for w in resample_counts(n, resamples, seed, block):
         picks = np.stack([np.bincount(row, minlength=n_seeds) for row in seed_rng.integers(0, n_seeds, (len(w), n_seeds))])

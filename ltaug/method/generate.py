@@ -42,6 +42,7 @@ from ltaug.backbone.latents import decode_latents, open_latents, to_rgb_pixels
 from ltaug.backbone.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.common.config import config_section
 from ltaug.common.errors import ConfigError, InputError
+from ltaug.common.seeds import seed64
 from ltaug.data.image_store import ImageStores
 from ltaug.data.synthetic import SyntheticSetWriter, read_synthetic_set
 
@@ -94,8 +95,7 @@ def composite(
 
 def sample_seed(seed: int, index: int) -> int:
     """The noise seed of fused sample ``index``."""
-    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 32 | int(state[1])
+    return seed64(seed, index)
 
 
 def generate_set(

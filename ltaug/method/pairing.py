@@ -48,6 +48,7 @@ from sklearn.neighbors import NearestNeighbors
 from ltaug.common.config import config_section
 from ltaug.common.errors import InputError
 from ltaug.common.io import atomic_path
+from ltaug.common.seeds import rng as seeded
 from ltaug.data.classes import ClassSplit
 from ltaug.method.cam import open_training_stores, select_maps
 from ltaug.method.networks import Student
@@ -113,7 +114,7 @@ def tail_draw(n_t: int, n_per_class: int, seed: int, t_index: int) -> np.ndarray
     n_t <= n_per_class: every sample, in a seeded random order, cycled (each used floor(n / n_t) or one more
     times); n_t > n_per_class: n_per_class distinct samples drawn without replacement. The stream is seeded
     by (seed, t_index), apart from the neighbour draws."""
-    rng = np.random.default_rng([seed, 1, t_index])
+    rng = seeded(seed, 1, t_index)
     if n_t >= n_per_class:
         return rng.choice(n_t, n_per_class, replace=False)
     return rng.permutation(n_t)[np.arange(n_per_class) % n_t]
