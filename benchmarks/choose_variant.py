@@ -1,6 +1,7 @@
 """Choose the method's settings on the training and validation splits only: is a variant new, faithful and useful?
 
     python benchmarks/choose_variant.py [WORKDIR] [--only NAME ...] [--candidates FILE] [--workers 2]
+        [--out benchmarks/choose_variant]
 
 WORKDIR is a finished demo run (default: this checkout): its config.yaml, results/ (manifest,
 classes, training latents, IL model, CAM stores, diffusion model, the judge and the training
@@ -8,8 +9,8 @@ images' pixels and features) and data/demo/boxes.csv. Every candidate is a varia
 in config.yaml's ``variants`` (the keys in which it differs from the cam, pairing, fusion and
 generate sections); CANDIDATES below holds the ones tried, ``--candidates`` a YAML file of more.
 For each candidate its pairs, fused store and synthetic sets are made in
-benchmarks/choose_variant/<demo seed>/ with the stages' own functions, then measured with
-nothing of the test split:
+``--out``/seed<demo seed>/ (default benchmarks/choose_variant) with the stages' own functions, then
+measured with nothing of the test split:
 
 - new: the share of samples at least as far from every real training image of their class as
   those are from each other, in pixels and in the judge's features, and the share whose nearest
@@ -22,7 +23,7 @@ nothing of the test split:
   left out of the manifest it is given); Resample and Baseline are trained the same way, and
   each candidate's validation tail mAP is compared with Resample's, seed by seed.
 
-Writes benchmarks/choose_variant/seed<demo seed>.json (every candidate, the references) and
+Writes ``--out``/seed<demo seed>.json (every candidate, the references) and
 prints one line per candidate, then the choice: of the sets that are new and faithful (at least
 half new in pixels, detector hit rate >= 0.6 on average and >= 0.4 in every class, <= 0.1 on
 synthetic negatives), the one with the highest validation tail mAP. The validation split also picks each classifier's best step, so
@@ -207,11 +208,14 @@ def useful(job: tuple) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workdir", nargs="?", default=str(REPO))
+    parser.add_argument("workdir", nargs="?", default=str(REPO), help="a finished demo run's directory")
     parser.add_argument("--only", nargs="*", default=None, help="candidates to run (default: all; none: print the table)")
     parser.add_argument("--candidates", default="", help="YAML file of more candidates {name: variant settings}")
     parser.add_argument("--workers", type=int, default=2, help="classifier trainings at once (one thread each)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "choose_variant"),
+                        help="directory of seed<demo seed>.json and the candidates' sets")
     args = parser.parse_args()
+    outdir = Path(args.out).resolve()  # before the change to WORKDIR below
     import torch
 
     from ltaug.data.manifest import read_manifest
@@ -230,7 +234,6 @@ def main() -> None:
     trial["variants"] = {name: copy.deepcopy(v) for name, v in chosen.items()}
     sections = resolve(validate_config(trial)) if chosen else {}  # --only with no name: print what was measured
     seed = config["demo"]["seed"]
-    outdir = REPO / "benchmarks" / "choose_variant"
     scratch = outdir / f"seed{seed}"
     report_path = outdir / f"seed{seed}.json"
     stamp = {"workdir": str(workdir), "il_model_mtime": (results / "il/model.pt").stat().st_mtime,

@@ -1,6 +1,6 @@
 """Per-image read cost of every stage that sees the data set's pixels, before and after the image stores.
 
-    python benchmarks/decode_once.py [--images 32] [--threads 2]
+    python benchmarks/decode_once.py [--images 32] [--out benchmarks/decode_once]
 
 Writes ``--images`` MIMIC-CXR-JPG-sized JPEGs (2544 x 3056 grayscale, quality 95; smooth random
 content, so they compress like radiographs, not like noise) and measures, on one core each:
@@ -14,7 +14,8 @@ after    decode_images, once per image and size (the same read, written into the
          of 4 x ``--images`` rows (each JPEG four times);
 
 plus the stores' bytes per image and the peak RSS of decode_images at N and 4N images (each in a
-fresh process), which must stay flat. Results: benchmarks/decode_once/results.json and results.md.
+fresh process), which must stay flat. Results: results.json and results.md in ``--out``
+(benchmarks/decode_once).
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def main() -> None:
         return child(Path(sys.argv[2]), int(sys.argv[3]), [Path(p) for p in sys.argv[4:]])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32, help="full-size JPEGs written and read")
+    parser.add_argument("--out", default=str(OUT), help="directory of results.json and results.md")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,9 +178,10 @@ def main() -> None:
         row = {"images": args.images, "cpu": _cpu(), **measure(paths, work)}
         row["peak_rss_mib"] = {"n": memory(paths, work, 1), "4n": memory(paths, work, 4)}
         row["peak_rss_ratio"] = round(row["peak_rss_mib"]["4n"] / row["peak_rss_mib"]["n"], 2)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(row, indent=1) + "\n")
-    (OUT / "results.md").write_text(markdown(row))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(row, indent=1) + "\n")
+    (out / "results.md").write_text(markdown(row))
     print(markdown(row))
 
 

@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
     cfg = LatentsConfig(image_size=128, batch_size=args.batch_size)
     before = _rss_mb()  # interpreter, torch, diffusers and the model
     start = time.perf_counter()
-    encode_split(frame, "train", vae, args.store, cfg, model, "cpu", threads=args.threads)
+    encode_split(frame, "train", vae, args.store, cfg, model, "cpu")  # the PNGs themselves (stores=None)
     wall = time.perf_counter() - start
     print(json.dumps({"n": args.n, "wall_s": round(wall, 2), "images_per_s": round(args.n / wall, 1),
                       "peak_rss_before_mb": round(before, 1), "peak_rss_mb": round(_rss_mb(), 1)}))  # fmt: skip
@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="images in the small run (the large one has 10x)")
     parser.add_argument("--model", default=None, help="diffusers model directory (default: a demo-sized VAE)")
-    parser.add_argument("--threads", type=int, default=1, help="torch and image-reading threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batch-size", type=int, default=32, help="LatentsConfig.batch_size")
     parser.add_argument("--out", default="benchmarks/results/encode_latents.json", help="JSON file to write")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -2,10 +2,11 @@
 
     python benchmarks/evaluate_classifier.py --manifest results/data/manifest.csv \
         --classes results/data/classes.json [--synthetic results/synthetic/resample] \
-        [--set steps=300 --set image_size=64 ...] [--threads 2]
+        [--set steps=300 --set image_size=64 ...] [--threads 2] [--config config.yaml]
+        [--out benchmarks/evaluate_classifier]
 
-Writes benchmarks/evaluate_classifier/<label>.json (seconds, head/tail mAP, prevalence of the
-tail classes in the test split) and prints one line per run. Nothing under results/ is written.
+Writes <label>.json in ``--out`` (benchmarks/evaluate_classifier: seconds, head/tail mAP, prevalence
+of the tail classes in the test split) and prints one line per run. Nothing under results/ is written.
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--classes", required=True)
+    parser.add_argument("--manifest", required=True, help="manifest.csv of prepare_data")
+    parser.add_argument("--classes", required=True, help="classes.json of split_classes")
     parser.add_argument("--synthetic", default="", help="a synthetic set directory ('' = the baseline)")
-    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE (YAML) over config.yaml's eval.classifier")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--label", default="")
+    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="the config whose eval.classifier to start from")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE (YAML) over the config's eval.classifier")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--label", default="", help="name of the JSON file (default: <method>-<unix time>)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "evaluate_classifier"), help="directory of the JSON file")
     args = parser.parse_args()
 
-    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    config = validate_config(yaml.safe_load(Path(args.config).read_text()), source=args.config)
     params = {**config["eval"]["classifier"], "threads": args.threads}
     for item in args.set:
         key, value = item.split("=", 1)
@@ -58,7 +61,7 @@ def main() -> None:
            "map_tail": results["mean"]["map_tail"], "auroc_macro": results["mean"]["auroc_macro"],
            "tail_test_prevalence": prevalence, "tail_ap": {c: results["mean"]["ap"][c] for c in split.tail},
            "config": results["config"], "best_step": [r["best_step"] for r in results["runs"]]}  # fmt: skip
-    out = REPO / "benchmarks" / "evaluate_classifier"
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     label = args.label or f"{method}-{int(time.time())}"
     (out / f"{label}.json").write_text(json.dumps(row, indent=2) + "\n")

@@ -1,10 +1,10 @@
 """Per-rule times of a workflow run, from Snakemake's benchmark files.
 
-    python benchmarks/evaluate_times.py [WORKDIR] [--stages baselines eval report]
+    python benchmarks/evaluate_times.py [WORKDIR] [--stages baselines eval report] [--out benchmarks/evaluate_times]
 
 Reads WORKDIR/benchmarks/<stage>/*.tsv (default: this checkout, the stages of the evaluation)
 and prints wall-clock seconds, CPU seconds and peak memory per rule, with totals; writes the
-table to benchmarks/evaluate_times/<workdir name>.csv. On a machine shared with other work,
+table to <workdir name>.csv in ``--out`` (benchmarks/evaluate_times). On a machine shared with other work,
 CPU seconds are the better estimate of the time on an idle one.
 """
 
@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workdir", nargs="?", default=str(REPO))
-    parser.add_argument("--stages", nargs="+", default=["baselines", "eval", "report"])
+    parser.add_argument("workdir", nargs="?", default=str(REPO), help="a workflow run's directory")
+    parser.add_argument("--stages", nargs="+", default=["baselines", "eval", "report"],
+                        help="stage folders of WORKDIR/benchmarks to read")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "evaluate_times"), help="directory of the CSV file")
     args = parser.parse_args()
     rows = []
     for stage in args.stages:
@@ -35,7 +37,7 @@ def main() -> None:
     total = {"stage": "", "rule": "total", "wall_s": table["wall_s"].sum(), "cpu_s": table["cpu_s"].sum(), "max_rss_mb": table["max_rss_mb"].max()}
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     print(table.to_string(index=False))
-    out = REPO / "benchmarks" / "evaluate_times"
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{Path(args.workdir).resolve().name}.csv", index=False)
 

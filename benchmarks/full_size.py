@@ -1,6 +1,7 @@
 """Full-size architectures on this machine: SD 1.5 (RoentGen's) at 512 px and DenseNet121 at 224 px, per image.
 
-    python benchmarks/full_size.py [--images 4] [--threads 2] [--keep DIR]
+    python benchmarks/full_size.py [--images 4] [--threads 2] [--keep DIR] [--widths full] [--jpegs 8]
+        [--out benchmarks/full_size]
 
 Builds, locally and with random weights, a directory laid out as the hub stores SD 1.5
 (tests/helpers/hub_layouts.py: the published component configs, safety_checker and feature_extractor
@@ -11,13 +12,14 @@ fresh process so that the build's memory is not counted, loads it through the wo
 1 of generate.num_steps = 75 PNDM steps, guidance 3.5: one UNet evaluation on the doubled batch,
 ltaug.backbone.diffusion.sample_latents) and decodes them (ltaug.backbone.latents.decode_latents). It records the
 wall seconds of each phase, seconds per image, and the peak RSS after each phase, and writes
-them to benchmarks/full_size/results.json, with the floating-point operations of one image in each
+them to results.json in ``--out`` (benchmarks/full_size), with the floating-point operations of one image in each
 network (torch.utils.flop_counter), from which docs/cost.md's GPU-hours follow. Then torchvision's DenseNet121 (Table 1's classifier,
 random weights) at 224 px: seconds per image of an AdamW training step (batch 16) and of
 inference (batch 64), as evaluate_classifier, real_features and evaluate_fid spend them, and the
-seconds to read and resize a MIMIC-CXR-JPG-sized JPEG (2544 x 3056). Nothing
+seconds to read and resize a MIMIC-CXR-JPG-sized JPEG (2544 x 3056; ``--jpegs`` of them). Nothing
 is downloaded; the weights are random, so the images are noise: the point is the cost, not the
-picture.
+picture. ``--widths tiny`` runs every phase with SD 1.5's layout at tiny widths and the DenseNet,
+both at 64 px: a check that the script works, not a measurement.
 """
 
 from __future__ import annotations
@@ -43,17 +45,17 @@ def _rss_gib() -> float:
     return round(peak_rss_mib() / 1024, 2)
 
 
-def build(path: Path) -> dict:
+def build(path: Path, widths: str = "full") -> dict:
     from helpers.hub_layouts import write_hub_layout
 
     start = time.perf_counter()
-    states = write_hub_layout(path, "sd15", widths="full")
+    states = write_hub_layout(path, "sd15", widths=widths)
     params = {name: sum(v.numel() for v in state.values()) for name, state in states.items()}
     return {"build_s": round(time.perf_counter() - start, 1), "parameters": params,
             "disk_gb": round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9, 2)}  # fmt: skip
 
 
-def measure(path: Path, n_images: int, threads: int) -> dict:
+def measure(path: Path, n_images: int, threads: int, widths: str = "full", jpegs: int = 8) -> dict:
     import numpy as np
     import torch
     from PIL import Image
@@ -64,6 +66,7 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
     from ltaug.backbone.model_dir import load_stable_diffusion
 
     torch.set_num_threads(threads)
+    size = 512 if widths == "full" else 64  # the VAE's input; latents of size / 8
     row, lap = {"rss_gib": {"start": _rss_gib()}}, time.perf_counter()
 
     def done(phase: str, per_image: bool = True) -> None:
@@ -80,30 +83,30 @@ def measure(path: Path, n_images: int, threads: int) -> dict:
     done("load", per_image=False)
     cfg = DemoConfig(image_size=128)
     images = [Image.fromarray(render_image(cfg, "train", i, ["Nodule"])[0]) for i in range(n_images)]
-    x = to_vae_input(np.stack([np.asarray(im.convert("L").resize((512, 512), Image.BILINEAR)) for im in images]))
+    x = to_vae_input(np.stack([np.asarray(im.convert("L").resize((size, size), Image.BILINEAR)) for im in images]))
     with torch.no_grad():
         z = encode_images(sd.vae, x, "mean", 0, 0)
-    assert z.shape == (n_images, 4, 64, 64), z.shape
-    done("encode_512px")
+    assert z.shape == (n_images, 4, size // 8, size // 8), z.shape
+    done(f"encode_{size}px")
     texts = [prompt(np.array([1]), ["Nodule"])] * n_images
     with torch.no_grad():
         z1 = sample_latents(sd, texts, 75, 3.5, torch.Generator().manual_seed(0), z_start=z, last_steps=1)
     done("ours@1_unet")
     pixels = decode_latents(sd.vae, z1, batch_size=1)
-    assert pixels.shape == (n_images, 512, 512, 3)
-    done("decode_512px")
+    assert pixels.shape == (n_images, size, size, 3)
+    done(f"decode_{size}px")
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # floating-point operations of one image (torch's FlopCounterMode: matmuls, convolutions, attention)
         row["gflop_per_image"] = {
-            "encode_512px": _gflop(lambda: encode_images(sd.vae, x[:1], "mean", 0, 0)),
+            f"encode_{size}px": _gflop(lambda: encode_images(sd.vae, x[:1], "mean", 0, 0)),
             "ours@1_unet": _gflop(lambda: sample_latents(sd, texts[:1], 75, 3.5, gen, z_start=z[:1], last_steps=1)),
-            "decode_512px": _gflop(lambda: decode_latents(sd.vae, z1[:1], batch_size=1)),
+            f"decode_{size}px": _gflop(lambda: decode_latents(sd.vae, z1[:1], batch_size=1)),
         }
-    row["gflop_per_image"] |= il_flops()
+    row["gflop_per_image"] |= il_flops((4, size // 8, size // 8))
     print(json.dumps(row["gflop_per_image"]), flush=True)
-    del sd
-    densenet(row, threads)
-    jpeg_cost(row)
+    sd = None  # its memory back before the DenseNet
+    densenet(row, threads, size=224 if widths == "full" else 64)  # 64: 2 x 2 features, so a batch of 1 trains
+    jpeg_cost(row, jpegs)
     return row
 
 
@@ -161,8 +164,8 @@ def il_flops(latent: tuple[int, int, int] = (4, 64, 64), classes: int = 26) -> d
     return {"il_train_per_latent": _gflop(train), "il_forward_per_latent": forward}
 
 
-def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 64, repeats: int = 3) -> None:
-    """DenseNet121 at 224 px (ltaug.evaluation.classifier.build_densenet with the defaults): s/image to train and to infer."""
+def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 64, repeats: int = 3, size: int = 224) -> None:
+    """DenseNet121 at ``size`` px (ltaug.evaluation.classifier.build_densenet with the defaults): s/image to train and to infer."""
     import torch
     import torch.nn.functional as F
 
@@ -170,7 +173,7 @@ def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 
 
     model = build_densenet(ClassifierConfig(), 26)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randn(train_batch, 3, 224, 224), (torch.rand(train_batch, 26) < 0.1).float()
+    x, y = torch.randn(train_batch, 3, size, size), (torch.rand(train_batch, 26) < 0.1).float()
     model.train()
     times = []
     for _ in range(repeats + 1):  # the first step warms up
@@ -182,7 +185,7 @@ def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 
         times.append(time.perf_counter() - start)
     row["densenet121_train_s_per_image"] = round(sorted(times[1:])[len(times[1:]) // 2] / train_batch, 4)
     model.eval()
-    x = torch.randn(infer_batch, 3, 224, 224)
+    x = torch.randn(infer_batch, 3, size, size)
     with torch.no_grad():
         model(x[:8])
         start = time.perf_counter()
@@ -203,28 +206,34 @@ def densenet(row: dict, threads: int, train_batch: int = 16, infer_batch: int = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=4, help="demo images encoded, denoised and decoded")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the measuring process")
     parser.add_argument("--keep", default="", help="build the model here and keep it (default: a temporary directory)")
+    parser.add_argument("--widths", default="full", choices=["full", "tiny"],
+                        help="tiny: SD 1.5's layout at tiny widths, all at 64 px (a check that the script runs)")
+    parser.add_argument("--jpegs", type=int, default=8, help="JPEGs of each size read for the JPEG cost")
+    parser.add_argument("--out", default=str(OUT), help="directory of results.json")
     parser.add_argument("--measure", default="", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.measure:
-        print("RESULT " + json.dumps(measure(Path(args.measure), args.images, args.threads)))
+        print("RESULT " + json.dumps(measure(Path(args.measure), args.images, args.threads, args.widths, args.jpegs)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "sd15"
         result = {"images": args.images, "threads": args.threads, "machine": platform.processor() or platform.machine(),
-                  "cpus": len(os.sched_getaffinity(0))}  # fmt: skip
+                  "cpus": len(os.sched_getaffinity(0)), "widths": args.widths}  # fmt: skip
         if not (path / "model_index.json").exists():
-            result |= build(path)
+            result |= build(path, args.widths)
         child = subprocess.run([sys.executable, __file__, "--measure", str(path), "--images", str(args.images),
-                                "--threads", str(args.threads)], capture_output=True, text=True)  # fmt: skip
+                                "--threads", str(args.threads), "--widths", args.widths, "--jpegs", str(args.jpegs)],
+                               capture_output=True, text=True)  # fmt: skip
         lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
         if child.returncode or not lines:
             sys.exit(f"measurement failed:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}")
         result |= json.loads(lines[-1][len("RESULT "):])
-    OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

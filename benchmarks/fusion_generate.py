@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -39,13 +40,14 @@ import zarr
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # helpers.stage_models: the stand-in models
 
 from ltaug.common.config import from_dict, validate_config  # noqa: E402
 
 
 def stand_ins(root: Path, config: dict) -> tuple[Path, Path, Path, object]:
     """Untrained demo-architecture SD and IL models and 2000 random training latents: (model, il, latents, split)."""
-    from tests.stage_models import save_tiny_sd
+    from helpers.stage_models import save_tiny_sd
 
     from ltaug.backbone.bootstrap_config import BootstrapConfig
     from ltaug.data.classes import ClassSplit
@@ -98,10 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="", help="a finished demo run's results/ directory (default: stand-ins)")
     parser.add_argument("--il", default="", help="IL model to use with --results (default: <results>/il/model.pt)")
-    parser.add_argument("--config", default=str(REPO / "config.yaml"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="the config whose stage sections to use")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--n-text", type=int, default=32, help="text-to-image samples at generate.num_steps steps")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "fusion_generate"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "fusion_generate"), help="directory of the results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -187,6 +189,7 @@ def main() -> None:
               + ", ".join(f"{t} {v:.1%}" for t, v in share["per_class"].items())]  # fmt: skip
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

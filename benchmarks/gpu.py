@@ -1,6 +1,6 @@
 """Throughput and peak GPU memory of the workflow's GPU work with the full-size architectures.
 
-    python benchmarks/gpu.py [--images 16] [--device cuda] [--dtype float16] [--widths full]
+    python benchmarks/gpu.py [--images 16] [--device cuda] [--dtype float16] [--widths full] [--out benchmarks/gpu]
 
 Builds, locally and with random weights, SD 1.5's architecture as the hub lays it out (RoentGen's;
 tests/helpers/hub_layouts.py, about 1.07 billion parameters), loads it through the workflow's loader in
@@ -11,7 +11,7 @@ tests/helpers/hub_layouts.py, about 1.07 billion parameters), loads it through t
   - DenseNet121 at 224 px (evaluate_classifier's network): training images/s of AdamW steps
     under bfloat16 autocast (eval.classifier.precision), batch 32;
 and the peak GPU memory of each (torch.cuda.max_memory_allocated, reset before each). Writes
-benchmarks/gpu/<device>.json. Without CUDA, ``--device cuda`` says so and measures nothing;
+<device type>-<widths>.json in ``--out`` (benchmarks/gpu). Without CUDA, ``--device cuda`` says so and measures nothing;
 ``--device cpu --widths tiny --images 2`` runs every phase at tiny widths (a check that the
 script works, not a measurement). Nothing is downloaded; the images are noise.
 """
@@ -106,10 +106,12 @@ def densenet(device: torch.device, batch: int, size: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16, help="images per diffusion pass")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu (cpu: with --widths tiny, a check)")
+    parser.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"],
+                        help="the UNet's and text encoder's dtype (the VAE stays float32)")
     parser.add_argument("--widths", default="full", choices=["full", "tiny"], help="tiny: a check that the script runs")
-    parser.add_argument("--densenet-batch", type=int, default=32)
+    parser.add_argument("--densenet-batch", type=int, default=32, help="DenseNet121 training batch")
+    parser.add_argument("--out", default=str(OUT), help="directory of the JSON file")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -123,8 +125,9 @@ def main() -> None:
         write_hub_layout(Path(tmp) / "sd15", "sd15", widths=args.widths)
         result |= diffusion(Path(tmp) / "sd15", device, getattr(torch, args.dtype), args.images, size)
     result["densenet121_train_224px"] = densenet(device, args.densenet_batch, 224 if args.widths == "full" else 32)
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{device.type}-{args.widths}.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{device.type}-{args.widths}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -1,6 +1,6 @@
 """Channels-last against contiguous (NCHW) memory for the demo's convolutional networks, on this machine.
 
-    python benchmarks/memory_format.py [--config config.yaml] [--threads 1 2] [--repeats 15]
+    python benchmarks/memory_format.py [--config config.yaml] [--threads 1 2] [--repeats 15] [--out benchmarks/memory_format]
 
 For each network, at each thread count: milliseconds per training step (DenseNet of Table 1 at
 eval.classifier's size and batch; the bootstrap UNet at its batch) or per forward pass (VAE
@@ -10,7 +10,7 @@ float rounding). The networks are freshly initialised from the config (no traini
 Then the DenseNet step in float32 against bfloat16 autocast (eval.classifier.precision), and in
 channels-last once more: one process on every thread given, against as
 many one-thread processes side by side (how `make demo` runs Table 1's classifiers on a CPU), as
-steps per second of the whole machine. Writes benchmarks/memory_format/results.json.
+steps per second of the whole machine. Writes results.json in ``--out`` (benchmarks/memory_format).
 """
 
 from __future__ import annotations
@@ -119,9 +119,10 @@ def side_by_side(clf: ClassifierConfig, processes: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "config.yaml"))
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="the config whose networks and batches to use")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure at")
+    parser.add_argument("--repeats", type=int, default=15, help="timed calls per measurement (after 3 warm-up calls)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "memory_format"), help="directory of results.json")
     args = parser.parse_args()
     config = validate_config(yaml.safe_load(Path(args.config).read_text()), source=args.config)
     side, vae_batch = config["latents"]["image_size"], config["latents"]["batch_size"]
@@ -164,7 +165,7 @@ def main() -> None:
     print(f"DenseNet steps/s of the machine: one process on {parallel['processes']} threads "
           f"{parallel['one_process_steps_per_s']:.1f}, {parallel['processes']} one-thread processes "
           f"{parallel['one_thread_processes_steps_per_s']:.1f} ({parallel['gain']:.2f}x)")  # fmt: skip
-    out = REPO / "benchmarks" / "memory_format"
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"config": args.config, "cpu_threads": args.threads, "rows": rows, "precision": precision,
               "side_by_side": parallel}  # fmt: skip

@@ -1,13 +1,14 @@
 """Memory and time of the stages at MIMIC-CXR-LT shapes: does peak memory stay flat as N grows 10x?
 
-    python benchmarks/scale.py [--n 1000 10000] [--threads 2] [--workdir DIR] [--stages ...]
+    python benchmarks/scale.py [--n 1000 10000] [--threads 2] [--workdir DIR] [--stages ...] [--n-eval 200]
 
 For each N it builds, in a child process (not measured), RoentGen-shaped inputs: a training latent
-store of N latents 4 x 64 x 64 (SD 1.x at 512 px) and a validation store of 200, labelled with the
-26 classes of CXR-LT 2023 at long-tailed prevalences (geometric, 0.40 down to 0.0025: 12 tail classes
-at <= 0.02, 5 head at >= 0.15), and JPEG images at 512 px (N training, 200 validation, 200 test; the
-demo's drawings, resized). Then every stage runs in its own fresh process, as a Snakemake job does,
-and reports its wall seconds and peak RSS (VmHWM) before (after imports and set-up) and after:
+store of N latents 4 x 64 x 64 (SD 1.x at 512 px) and a validation store of 200 (``--n-eval``), labelled
+with the 26 classes of CXR-LT 2023 at long-tailed prevalences (geometric, 0.40 down to 0.0025: 12 tail
+classes at <= 0.02, 5 head at >= 0.15; each class has at least 2 positives, so N >= 100 has a tail), and
+JPEG images at 512 px (N training, 200 validation and 200 test, ``--n-eval``; the demo's drawings,
+resized). Then every stage runs in its own fresh process, as a Snakemake job does, and reports its wall
+seconds and peak RSS (VmHWM) before (after imports and set-up) and after:
 
     decode_images        every JPEG of the three splits read once into the image stores at 224 px, which the
                          classifier, the real features and the distances then read
@@ -116,7 +117,7 @@ def write_store(path: Path, n: int, split: str, seed: int, chunk: int = 256) -> 
                        "complete": True})  # fmt: skip
 
 
-def write_images(root: Path, n_train: int) -> None:
+def write_images(root: Path, n_train: int, n_eval: int = N_VAL) -> None:
     """JPEGs at 512 px and manifest.csv (id, path, split, one column per class) for train / val / test."""
     import pandas as pd
     from PIL import Image
@@ -124,7 +125,7 @@ def write_images(root: Path, n_train: int) -> None:
     from ltaug.data.demo import DemoConfig, render_image
 
     cfg, rows, labels = DemoConfig(image_size=128), [], []
-    for split, n, seed in (("train", n_train, 1), ("val", N_VAL, 2), ("test", N_TEST, 3)):
+    for split, n, seed in (("train", n_train, 1), ("val", n_eval, 2), ("test", n_eval, 3)):
         (root / "images" / split).mkdir(parents=True)
         for i in range(n):
             path = root / "images" / split / f"{split}-{i:06d}.jpg"
@@ -137,11 +138,11 @@ def write_images(root: Path, n_train: int) -> None:
     frame.to_csv(root / "manifest.csv", index=False)
 
 
-def prepare(root: Path, n: int) -> None:
+def prepare(root: Path, n: int, n_eval: int = N_VAL) -> None:
     root.mkdir(parents=True, exist_ok=True)
     write_store(root / "train.zarr", n, "train", 1)
-    write_store(root / "val.zarr", N_VAL, "val", 2)
-    write_images(root, n)
+    write_store(root / "val.zarr", n_eval, "val", 2)
+    write_images(root, n, n_eval)
 
 
 def _split(root: Path):
@@ -158,10 +159,10 @@ def classifier_config(threads: int):
                             batch_size=32, eval_every=20, seeds=[0], cache_images=False, threads=threads)  # fmt: skip
 
 
-def fid_config():
+def fid_config(n_test: int = N_TEST):
     from ltaug.evaluation.features import FidConfig
 
-    return FidConfig(real_splits=["val", "test"], memorisation_reference=N_TEST)
+    return FidConfig(real_splits=["val", "test"], memorisation_reference=n_test)
 
 
 def run_stage(stage: str, root: Path, threads: int) -> dict:
@@ -215,7 +216,8 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
         from ltaug.data.manifest import read_manifest
         from ltaug.evaluation.distances import real_features
 
-        real_features(read_manifest(root / "manifest.csv"), root / "baseline.pt", fid_config(), 224, cpu,
+        manifest = read_manifest(root / "manifest.csv")
+        real_features(manifest, root / "baseline.pt", fid_config(int((manifest["split"] == "test").sum())), 224, cpu,
                       root / "real_features.npz", stores=ImageStores(root / "stores"))  # fmt: skip
     elif stage == "evaluate_fid":
         from ltaug.evaluation.baselines import BaselinesConfig, make_resample
@@ -229,8 +231,8 @@ def run_stage(stage: str, root: Path, threads: int) -> dict:
                           source="benchmark manifest", stores=ImageStores(root / "stores"))
         start = time.perf_counter()  # the synthetic set is the input, not the stage
         synthetic = read_synthetic_set(root / "resample", split.classes, split.tail, N_PER_CLASS)
-        evaluate_set(synthetic, manifest, split, root / "baseline.pt", fid_config(), 224, cpu, root / "real_features.npz",
-                     stores=ImageStores(root / "stores"))  # fmt: skip
+        evaluate_set(synthetic, manifest, split, root / "baseline.pt", fid_config(int((manifest["split"] == "test").sum())),
+                     224, cpu, root / "real_features.npz", stores=ImageStores(root / "stores"))  # fmt: skip
     else:
         raise SystemExit(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
     return {"seconds": round(time.perf_counter() - start, 2), "rss_before_mib": before, "peak_rss_mib": _rss_mib(),
@@ -248,9 +250,10 @@ def child(command: list[str], log: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="training set sizes")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="training set sizes (each >= 100)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of every stage")
+    parser.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES, help="stages to run, in this order")
+    parser.add_argument("--n-eval", type=int, default=N_VAL, help="validation and test images (and validation latents)")
     parser.add_argument("--workdir", default="", help="where the inputs are built (default: the system's temporary directory)")
     parser.add_argument("--out", default=str(OUT), help="directory of results.csv, results.json and scale.log")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "DIR"), help=argparse.SUPPRESS)
@@ -258,7 +261,7 @@ def main() -> None:
     if args.child:
         stage, root = args.child[0], Path(args.child[1])
         if stage == "prepare":
-            prepare(root, int(root.name.split("-")[-1]))
+            prepare(root, int(root.name.split("-")[-1]), args.n_eval)
             print("RESULT {}")
         else:
             print("RESULT " + json.dumps(run_stage(stage, root, args.threads)))
@@ -274,7 +277,7 @@ def main() -> None:
         for n in args.n:
             root = Path(tmp) / f"n-{n}"
             start = time.perf_counter()
-            child(["--child", "prepare", str(root)], log)
+            child(["--child", "prepare", str(root), "--n-eval", str(args.n_eval)], log)
             print(f"N = {n}: inputs in {time.perf_counter() - start:.0f} s", flush=True)
             for stage in args.stages:
                 result = child(["--child", stage, str(root), "--threads", str(args.threads)], log)
@@ -291,7 +294,7 @@ def main() -> None:
 
     mimic = {f"{n} images, {gib} GiB available": cache_decision("auto", n, 224, gib * 2**30)[1]
              for n in (377_110,) for gib in (128, 512)}  # fmt: skip
-    meta = {"cache_images_auto_at_mimic": mimic, "n": args.n, "threads": args.threads, "cpus": len(os.sched_getaffinity(0)), "latent": LATENT, "classes": K,
+    meta = {"cache_images_auto_at_mimic": mimic, "n": args.n, "n_eval": args.n_eval, "threads": args.threads, "cpus": len(os.sched_getaffinity(0)), "latent": LATENT, "classes": K,
             "required_ratio": REQUIRED_RATIO, "rows": rows}  # fmt: skip
     (out / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table.to_string(index=False))

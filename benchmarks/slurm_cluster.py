@@ -1,6 +1,6 @@
 """Wall time of the tiny workflow on a single-node SLURM cluster against a local run, and jobs per rule.
 
-    python benchmarks/slurm_cluster.py [--shards 1] [--out benchmarks/slurm/tiny.json]
+    python benchmarks/slurm_cluster.py [--shards 1] [--out benchmarks/slurm/tiny.json] [--local DIR]
 
 What tests/slurm/test_slurm.py runs, timed: the tiny config of tests/workflow/test_workflow.py, once
 locally (`--cores 2 --resources gpu=1`, as the workflow tests run it) and once through
@@ -10,7 +10,8 @@ temporary directories. Reported: both wall times, the cluster's start-up, the SL
 submitted per rule (from `scontrol show job`) with their summed queue and run times,
 whether the two runs' results are equal (tests/helpers/same_outputs.py), and the load average, as
 other work on the machine slows both runs. ``--shards`` sets latents.shards for both runs.
-Writes JSON to ``--out`` and a Markdown table beside it.
+``--local DIR`` compares with a finished local run of the tiny config in DIR instead of making one
+(its time is then not measured). Writes JSON to ``--out`` and a Markdown table beside it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _seconds(job: dict, start: str, end: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=1, help="latents.shards of both runs")
-    parser.add_argument("--out", default=str(REPO / "benchmarks/slurm/tiny.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks/slurm/tiny.json"), help="JSON file to write")
+    parser.add_argument("--local", default="", help="a finished local run of the tiny config to compare with (default: run one)")
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,13 +57,16 @@ def main() -> None:
         report["install"] = install()
         report["install_s"] = round(time.perf_counter() - t, 1)
 
-        local = tmp / "local"
-        write_config(local, latents={"shards": args.shards})
-        t = time.perf_counter()
-        result = snakemake(local)
-        report["local_s"] = round(time.perf_counter() - t, 1)
-        assert result.returncode == 0, result.stderr
-        report["load_average"]["after_local"] = os.getloadavg()
+        if args.local:
+            local, report["local_s"] = Path(args.local), None  # made before: not timed here
+        else:
+            local = tmp / "local"
+            write_config(local, latents={"shards": args.shards})
+            t = time.perf_counter()
+            result = snakemake(local)
+            report["local_s"] = round(time.perf_counter() - t, 1)
+            assert result.returncode == 0, result.stderr
+            report["load_average"]["after_local"] = os.getloadavg()
 
         t = time.perf_counter()
         with SlurmCluster(tmp / "cluster", gpus=1) as cluster:
@@ -86,8 +91,9 @@ def main() -> None:
         report["results_equal"] = differences(local / "results", remote / "results") == []
 
     out.write_text(json.dumps(report, indent=2) + "\n")
+    local_time = f"{report['local_s']} s" if report["local_s"] is not None else "(given)"
     lines = [
-        f"tiny workflow, latents.shards={args.shards}: local {report['local_s']} s, SLURM {report['slurm_s']} s "
+        f"tiny workflow, latents.shards={args.shards}: local {local_time}, SLURM {report['slurm_s']} s "
         f"(+ {report['cluster_start_s']} s cluster start), results equal: {report['results_equal']}",
         "",
         "| rule | jobs | with --gpus | queued (s, sum) | running (s, sum) |",

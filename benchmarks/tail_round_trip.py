@@ -7,8 +7,9 @@ finding detector (results/eval/detector.json), decode(encode(x)) or decode(D(S(z
 training tail image. A VAE variant is encoded as encode_latents encodes the train split
 (``latents.mode`` and ``latents.seed``: the same seeded posterior draw of every image), so its
 ``hit_rate`` is the one the fidelity funnel's `vae` row would show for that VAE; ``hit_rate_mean``
-scores the posterior means beside it. Results go to
-benchmarks/tail_round_trip/results.jsonl, one line per variant, with the training time.
+scores the posterior means beside it. Results go to results.jsonl in ``--out``
+(benchmarks/tail_round_trip), one line per variant, with the training time; an IL variant's model
+goes to il-<hash>/ there.
 
     python benchmarks/tail_round_trip.py --il '{}' --il '{"interaction_epochs": 12, "lam": 0.95}'
     python benchmarks/tail_round_trip.py --vae '{}' --vae '{"vae_channels": [32, 32, 64, 64]}'
@@ -18,6 +19,7 @@ benchmarks/tail_round_trip/results.jsonl, one line per variant, with the trainin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from ltaug.backbone.bootstrap_models import build_vae
 from ltaug.backbone.bootstrap_training import to_pixels, train_vae
 from ltaug.backbone.latents import decode_latents, encode_images, open_latents, split_seed
 from ltaug.backbone.model_dir import load_vae
+from ltaug.common.config import validate_config
 from ltaug.data.classes import read_classes
 from ltaug.data.image_store import ImageStores
 from ltaug.data.manifest import read_manifest
@@ -84,9 +87,9 @@ def score_vae(vae, train: pd.DataFrame, images: torch.Tensor, config: dict, dete
     return {"hit_rate": rates, "hit_rate_mean": rates_mean}
 
 
-def il_variant(variant: dict, config: dict, results: Path, detector: Detector, split) -> dict:
+def il_variant(variant: dict, config: dict, results: Path, detector: Detector, split, out: Path = OUT) -> dict:
     cfg = ILConfig(**{**config["il"], **variant, "threads": torch.get_num_threads()})
-    outdir = OUT / f"il-{abs(hash(json.dumps(variant, sort_keys=True)))}"
+    outdir = out / f"il-{abs(hash(json.dumps(variant, sort_keys=True)))}"
     start = time.perf_counter()
     train_iterated(results / "latents/train.zarr", results / "latents/val.zarr", split, outdir, cfg,
                    torch.device("cpu"), resume=False)  # fmt: skip
@@ -113,20 +116,23 @@ def main() -> None:
     parser.add_argument("--vae", action="append", default=[], help="JSON of diffusion.bootstrap keys to change")
     parser.add_argument("--score-vae", action="append", default=[], help="a diffusers model directory whose VAE to score")
     parser.add_argument("--il", action="append", default=[], help="JSON of il keys to change")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", default=str(OUT), help="directory of results.jsonl and the IL variants' models")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results, config = Path(args.results), yaml.safe_load(Path(args.config).read_text())
+    results = Path(args.results)
+    config = validate_config(yaml.safe_load(Path(args.config).read_text()), source=args.config)  # the schema's defaults too
     detector, split = Detector.load(results / "eval/detector.json"), read_classes(results / "data/classes.json")
-    OUT.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     runs = [(trained_vae, v) for v in args.score_vae] + [(vae_variant, json.loads(v)) for v in args.vae]
-    runs += [(il_variant, json.loads(v)) for v in args.il]
+    runs += [(functools.partial(il_variant, out=out), json.loads(v)) for v in args.il]
     for run, variant in runs:
         row = run(variant, config, results, detector, split)
         row["mean_hit_rate"] = float(np.mean(list(row["hit_rate"].values())))
         print(json.dumps(row), flush=True)
-        with open(OUT / "results.jsonl", "a") as out:
-            out.write(json.dumps(row) + "\n")
+        with open(out / "results.jsonl", "a") as lines:
+            lines.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

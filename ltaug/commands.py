@@ -12,8 +12,7 @@ import sys
 import time
 
 from ltaug import cli_eval, cli_method
-from ltaug.cli import add_options, prepare, stages
-from ltaug.cli import stage_command as _stage_command
+from ltaug.cli import add_options, prepare, stage_command as _stage_command, stages
 from ltaug.common.errors import LtaugError
 
 STAGES = stages(*cli_method.STAGES.values(), *cli_eval.STAGES.values())  # the method's, then the evaluation's

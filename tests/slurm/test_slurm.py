@@ -12,10 +12,14 @@ Which rules need a GPU is read from a dry run, not listed here.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
+from helpers.data import REPO
 from helpers.same_outputs import differences
 from helpers import slurm_cluster
 from helpers.slurm_cluster import ClusterUnavailable, SlurmCluster, install
@@ -145,6 +149,37 @@ def test_tiny_workflow_on_slurm_matches_a_local_run(cluster, tiny_reference, tmp
     print(f"sbatch, GPU rule: {calls['train_il']}\nsbatch, CPU rule: {calls['pair_neighbours']}")
 
     assert differences(workdir / "results", tiny_reference / "results") == []
+
+
+@pytest.fixture(scope="session")
+def slurm_programs():
+    """slurm-wlm and munge on this machine (installed if need be), for what starts a cluster of its own; skips as
+    the cluster fixture does where they cannot be had."""
+    try:
+        install()
+    except ClusterUnavailable as exc:
+        pytest.skip(f"no SLURM test cluster: {exc}")
+
+
+@pytest.mark.slurm
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_the_slurm_benchmark_runs_the_tiny_workflow_on_its_own_cluster(slurm_programs, tiny_reference, tmp_path):
+    """benchmarks/slurm_cluster.py against the session's local run (--local, so the local run is not repeated): it
+    exits 0 and reports the SLURM jobs per rule (train_il with a GPU, pair_neighbours without), their times, and
+    results equal to the local run's."""
+    out = tmp_path / "slurm" / "tiny.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "slurm_cluster.py"), "--local", str(tiny_reference),
+                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=2400)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["results_equal"] is True and report["local_s"] is None and report["slurm_s"] > 0
+    per_rule = report["jobs_per_rule"]
+    assert report["jobs_total"] == sum(r["jobs"] for r in per_rule.values()) > 0
+    assert per_rule["train_il"]["jobs"] == per_rule["train_il"]["gpu_jobs"] == 1
+    assert per_rule["pair_neighbours"]["gpu_jobs"] == 0 and per_rule["pair_neighbours"]["jobs"] >= 1
+    assert all(r["running_s"] >= 0 and r["queued_s"] >= 0 for r in per_rule.values())
+    assert "| train_il | 1 | 1 |" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.parametrize("uid,apt,reason", [(1000, "/usr/bin/apt-get", "not root"), (0, None, "no apt-get")])

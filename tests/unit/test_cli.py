@@ -11,8 +11,19 @@ import pytest
 from helpers.data import REPO
 
 from ltaug import cli_eval, cli_method
-from ltaug.cli import Input, Option, Output, Param, Stage, Wildcard, prepare, shard_options, stage, stages
-from ltaug.cli import stage_command as command_of
+from ltaug.cli import (
+    Input,
+    Option,
+    Output,
+    Param,
+    Stage,
+    Wildcard,
+    prepare,
+    shard_options,
+    stage,
+    stage_command as command_of,
+    stages,
+)
 from ltaug.commands import STAGES, build_parser, main, stage_command
 from ltaug.method.fusion import FusionConfig
 
