@@ -180,16 +180,11 @@ def stage_command(name: str, stages: dict[str, Stage], omit: tuple[str, ...] = (
 
 def build_section(s: Stage, args: argparse.Namespace):
     """The stage's config section from --params as its dataclass; ``threads`` from --threads unless the section sets it."""
-    from ltaug.common.config import from_dict
+    from ltaug.common.config import from_dict, section_values
 
     module, cls_name = s.section.cls.split(":")
     cls = getattr(importlib.import_module(module), cls_name)
-    try:
-        values = json.loads(args.params)
-    except json.JSONDecodeError as exc:
-        from ltaug.common.errors import ConfigError
-
-        raise ConfigError(f"{s.section.key}: --params is not valid JSON ({exc})") from exc
+    values = section_values(args.params, s.section.key)
     if s.threads and "threads" in {f.name for f in dataclasses.fields(cls)}:
         values.setdefault("threads", args.threads)
     if s.section_values:

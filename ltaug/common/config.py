@@ -260,10 +260,14 @@ def from_dict(cls: type[T], values: dict[str, Any], key: str) -> T:
     return cls(**values)
 
 
-def from_json(cls: type[T], text: str, key: str) -> T:
-    """:func:`from_dict` on a JSON object, as rules pass it on the command line."""
+def section_values(text: str, key: str) -> dict[str, Any]:
+    """The config section ``key`` as rules pass it on the command line (--params, JSON), as a dict."""
     try:
-        values = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{key}: --params is not valid JSON ({exc})") from exc
-    return from_dict(cls, values, key)
+
+
+def from_json(cls: type[T], text: str, key: str) -> T:
+    """:func:`from_dict` on a JSON object, as rules pass it on the command line."""
+    return from_dict(cls, section_values(text, key), key)
