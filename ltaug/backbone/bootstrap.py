@@ -51,6 +51,7 @@ from ltaug.backbone.latents import decode_latents
 from ltaug.backbone.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.common.errors import InputError
 from ltaug.common.io import atomic_path
+from ltaug.common.seeds import seed64, stream
 from ltaug.data.image_store import ImageStores, read_images
 from ltaug.data.manifest import class_columns, read_manifest
 
@@ -239,7 +240,7 @@ def bootstrap_unet(
     with atomic_path(outdir_samples) as tmp:
         tmp.mkdir()
         for i, name in enumerate(tqdm(classes, desc="grids", file=sys.stderr, mininterval=10)):
-            generator = torch.Generator(device).manual_seed(cfg.seed + 1000 + i)
+            generator = torch.Generator(device).manual_seed(seed64(cfg.seed, stream("bootstrap.grids"), i))
             z = sample_latents(sd, [name.lower()] * cfg.samples_per_class, cfg.sample_steps, cfg.guidance_scale, generator)
             _grid(decode_latents(sd.vae, z), cols=min(cfg.samples_per_class, 8)).save(tmp / f"{name.replace(' ', '_')}.png")
         lap("samples")

@@ -1,14 +1,24 @@
 """Per-sample seeds: one derivation, so that a sample's random draws depend on its identity, never on batching.
 
-A sample is named by integer words, e.g. (fusion.seed, tail class index, j) or (generate.seed, row);
-numpy's SeedSequence hashes them into independent streams (it ignores trailing zeros, so streams that could
-end in 0 carry a non-zero tag word). :func:`seed64` gives the 64-bit seed a torch.Generator takes, on any
+A sample is named by integer words: its config seed, the tag of the stream it belongs to, then its place,
+e.g. (fusion.seed, stream("fuse.coins"), tail class index, j) or (generate.seed, stream("generate.noise"), row).
+numpy's SeedSequence hashes them into independent streams. The tag (:func:`stream`, the crc32 of a name) keeps
+two stages apart when their config seeds are equal (every seed of config.yaml is 0), and it matters because
+SeedSequence ignores trailing zeros: without it (0, t, 0) and (0, t) would be the same draw. Within one stream
+every sample has the same number of words. :func:`seed64` gives the 64-bit seed a torch.Generator takes, on any
 device; :func:`rng` a numpy generator of the same words.
 """
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
+
+
+def stream(name: str) -> int:
+    """The tag word of the stream called ``name`` (e.g. "train_il", "fuse.coins"): crc32 of its UTF-8 bytes."""
+    return zlib.crc32(name.encode())
 
 
 def seed64(*words: int) -> int:

@@ -29,6 +29,7 @@ from sklearn.neighbors import NearestNeighbors
 from ltaug.backbone.latents import decode_latents, to_rgb_pixels
 from ltaug.common.config import config_section
 from ltaug.common.errors import InputError
+from ltaug.common.seeds import seed64, stream
 from ltaug.data.image_store import ImageStores, read_images
 from ltaug.data.synthetic import SyntheticSetWriter
 
@@ -36,7 +37,7 @@ from ltaug.data.synthetic import SyntheticSetWriter
 @config_section("baselines")
 @dataclass(frozen=True)
 class BaselinesConfig:
-    seed: int = 0  # seed of every random draw of the baselines (per tail class: seed + class index)
+    seed: int = 0  # seed of every random draw of the baselines (SMOTE, Resample: seed + class index; text-to-image: per sample)
     smote_k: int = 5  # SMOTE: neighbours a sample is interpolated towards (imbalanced-learn's k_neighbors)
     batch_size: int = 50  # latents decoded or sampled at once; memory is O(batch_size)
 
@@ -158,6 +159,11 @@ def make_resample(
     return summary
 
 
+def noise_generator(seed: int, t: int, j: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The noise generator of text-to-image sample j of tail class t (its index in classes.json's tail)."""
+    return torch.Generator(device=device).manual_seed(seed64(seed, stream("baseline_roentgen.noise"), t, j))
+
+
 def make_text_to_image(
     sd, classes: Sequence[str], tail: Sequence[str], n_per_class: int, num_steps: int, guidance: float,
     cfg: BaselinesConfig, outdir, method: str, template: str = "{classes}",
@@ -166,8 +172,9 @@ def make_text_to_image(
 
     The prompt is the class name in ``template`` (generate.prompt_template), as
     :func:`ltaug.backbone.diffusion.prompt` writes it for a sample of that class only; ``num_steps`` scheduler steps (RoentGen@75: 75), classifier-free
-    guidance ``guidance``. Batch b of class t draws from a generator seeded by
-    (seed, t, b), so a set is the same for the same seed on the same device.
+    guidance ``guidance``. Sample j of tail class t draws its noise from its own generator, seeded by
+    (seed, stream("baseline_roentgen.noise"), t, j) (:mod:`ltaug.common.seeds`), so a set is the same for the
+    same seed on the same device whatever the batch size.
     """
     from ltaug.backbone.diffusion import prompt, sample_latents
 
@@ -178,10 +185,10 @@ def make_text_to_image(
             onehot = np.zeros(len(classes), dtype=np.uint8)
             onehot[list(classes).index(name)] = 1
             text = prompt(onehot, classes, template)
-            for b, start in enumerate(range(0, n_per_class, cfg.batch_size)):
+            for start in range(0, n_per_class, cfg.batch_size):
                 n = min(cfg.batch_size, n_per_class - start)
-                generator = torch.Generator(sd.device).manual_seed(cfg.seed * 1_000_003 + t * 10_007 + b)
-                z = sample_latents(sd, [text] * n, num_steps, guidance, generator)  # (n, 4, h, w)
+                generators = [noise_generator(cfg.seed, t, j, sd.device) for j in range(start, start + n)]
+                z = sample_latents(sd, [text] * n, num_steps, guidance, generators)  # (n, 4, h, w)
                 images = decode_latents(sd.vae, z, batch_size=cfg.batch_size)
                 provenance = pd.DataFrame({"tail_class": [name] * n, "prompt": [text] * n})
                 out.add(images, provenance, np.tile(onehot, (n, 1)))

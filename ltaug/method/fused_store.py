@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ltaug.common.errors import ConfigError, InputError
 from ltaug.common.io import atomic_path
-from ltaug.common.seeds import seed64
+from ltaug.common.seeds import seed64, stream
 from ltaug.common.shards import COMPRESSOR
 from ltaug.data.classes import ClassSplit
 from ltaug.method.cam import il_fingerprint, open_training_stores, select_maps
@@ -49,7 +49,7 @@ SHARES = ("tail_share", "head_share", "coin_share")
 
 def sample_generator(seed: int, tail_index: int, j: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The coin generator of fused sample j of the tail class with index ``tail_index`` in classes.json's tail."""
-    return torch.Generator(device=device).manual_seed(seed64(seed, tail_index, j))
+    return torch.Generator(device=device).manual_seed(seed64(seed, stream("fuse.coins"), tail_index, j))
 
 
 def slug(name: str) -> str:

@@ -37,8 +37,8 @@ coin's bias uniformly per batch; here it is a fair coin, as DESIGN.md says.
 
 The stage makes one fused sample per row of pairs.csv, ``fusion.n_per_class`` per tail class
 (pair_neighbours draws a fresh neighbour for each); sample j of tail class t draws its coins
-from a generator seeded by (fusion.seed, t, j), so the result does not depend on the batch size. Labels follow
-``fusion.label_policy``: union (tail and head labels, the paper), tail_only (the tail sample's
+from a generator seeded by (fusion.seed, stream("fuse.coins"), t, j), so the result does not depend on the
+batch size. Labels follow ``fusion.label_policy``: union (tail and head labels, the paper), tail_only (the tail sample's
 labels) or classifier (classes whose probability C(z_F^s) exceeds label_threshold); each
 keeps the tail class the sample was made for, and clears ``exclusive_class`` ("No Finding")
 when another class is positive.

@@ -13,7 +13,7 @@ code denoises z_F without adding noise; ``generate.add_noise: false`` does that.
 
 Every image comes out of :func:`ltaug.backbone.latents.decode_latents` and every denoising out of
 :func:`ltaug.backbone.diffusion.sample_latents`, the sampler the text-to-image baseline uses too. The
-noise of fused sample i is drawn from its own generator seeded by (generate.seed, i), so a
+noise of fused sample i is drawn from its own generator seeded by (generate.seed, stream("generate.noise"), i), so a
 set does not depend on the batch size.
 
 Output ``results/synthetic/<variant>@{s}/``, in the layout every synthetic set shares, written by
@@ -42,7 +42,7 @@ from ltaug.backbone.latents import decode_latents, open_latents, to_rgb_pixels
 from ltaug.backbone.model_dir import fingerprint, load_stable_diffusion, load_vae
 from ltaug.common.config import config_section
 from ltaug.common.errors import ConfigError, InputError
-from ltaug.common.seeds import seed64
+from ltaug.common.seeds import seed64, stream
 from ltaug.data.image_store import ImageStores
 from ltaug.data.synthetic import SyntheticSetWriter, read_synthetic_set
 
@@ -95,7 +95,7 @@ def composite(
 
 def sample_seed(seed: int, index: int) -> int:
     """The noise seed of fused sample ``index``."""
-    return seed64(seed, index)
+    return seed64(seed, stream("generate.noise"), index)
 
 
 def generate_set(

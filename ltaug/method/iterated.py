@@ -44,6 +44,7 @@ from ltaug.common.config import THREADS, config_section
 from ltaug.common.errors import ConfigError
 from ltaug.common.metrics import group_map
 from ltaug.common.sampling import balanced_indices
+from ltaug.common.seeds import seed64, stream
 from ltaug.data.classes import ClassSplit
 from ltaug.method.networks import Decoder, SparseLatentModel, Student, build_classifier, min_latent_side
 
@@ -86,23 +87,23 @@ class ILConfig:
 # ---------------------------------------------------------------------------- building
 
 
-def _seed(*words: int) -> int:
-    """A 63-bit seed derived from (seed, generation, stream): independent streams, reproducible."""
-    return int(np.random.SeedSequence(list(words)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+STREAM_STUDENT, STREAM_HEADS, STREAM_IMITATION, STREAM_INTERACTION = range(1, 5)
 
 
-STREAM_STUDENT, STREAM_HEADS, STREAM_IMITATION, STREAM_INTERACTION = range(4)
+def _seed(cfg: ILConfig, generation: int, part: int, *words: int) -> int:
+    """The seed of one draw of ``generation``: (il.seed, stream("train_il"), generation, part, *words)."""
+    return seed64(cfg.seed, stream("train_il"), generation, part, *words)
 
 
 def build_student(cfg: ILConfig, in_channels: int, generation: int) -> Student:
     """A freshly initialised student for ``generation`` (its own seed)."""
-    torch.manual_seed(_seed(cfg.seed, generation, STREAM_STUDENT))
+    torch.manual_seed(_seed(cfg, generation, STREAM_STUDENT))
     return Student(in_channels, cfg.embed_channels, cfg.student_width, cfg.student_depth, cfg.temperature)
 
 
 def build_heads(cfg: ILConfig, in_channels: int, num_classes: int, generation: int) -> tuple[Decoder, nn.Module]:
     """Freshly initialised decoder D and classifier C (seeded by ``generation``)."""
-    torch.manual_seed(_seed(cfg.seed, generation, STREAM_HEADS))
+    torch.manual_seed(_seed(cfg, generation, STREAM_HEADS))
     decoder = Decoder(cfg.embed_channels, in_channels, cfg.decoder_width, cfg.decoder_depth)
     classifier = build_classifier(
         cfg.classifier, cfg.embed_channels, num_classes, cfg.classifier_width, cfg.classifier_depth, cfg.classifier_stem
@@ -260,8 +261,8 @@ def imitation_phase(
     """Eq. 2 for ``cfg.imitation_epochs`` epochs; yields each epoch's training means."""
     teacher.eval().requires_grad_(False)
     opt = _optimizer(student.parameters(), cfg)
-    data_gen = torch.Generator().manual_seed(_seed(cfg.seed, generation, STREAM_IMITATION))
-    target_gen = _generator(device, _seed(cfg.seed, generation, STREAM_IMITATION, 1))
+    data_gen = torch.Generator().manual_seed(_seed(cfg, generation, STREAM_IMITATION))
+    target_gen = _generator(device, _seed(cfg, generation, STREAM_IMITATION, 1))
     for epoch in range(cfg.imitation_epochs):
         student.train()  # validation after each epoch leaves it in eval mode
         total, count, start = 0.0, 0, time.perf_counter()
@@ -295,7 +296,7 @@ def interaction_phase(
 ) -> Iterator[dict]:
     """Eq. 5 on S, D and C for ``cfg.interaction_epochs`` epochs; yields each epoch's training means."""
     opt = _optimizer(model.parameters(), cfg)
-    data_gen = torch.Generator().manual_seed(_seed(cfg.seed, generation, STREAM_INTERACTION))
+    data_gen = torch.Generator().manual_seed(_seed(cfg, generation, STREAM_INTERACTION))
     for epoch in range(cfg.interaction_epochs):
         model.train()  # validation after each epoch leaves it in eval mode
         sums, count, start = np.zeros(3), 0, time.perf_counter()

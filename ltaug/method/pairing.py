@@ -48,7 +48,7 @@ from sklearn.neighbors import NearestNeighbors
 from ltaug.common.config import config_section
 from ltaug.common.errors import InputError
 from ltaug.common.io import atomic_path
-from ltaug.common.seeds import rng as seeded
+from ltaug.common.seeds import rng as seeded, stream
 from ltaug.data.classes import ClassSplit
 from ltaug.method.cam import open_training_stores, select_maps
 from ltaug.method.networks import Student
@@ -113,8 +113,8 @@ def tail_draw(n_t: int, n_per_class: int, seed: int, t_index: int) -> np.ndarray
 
     n_t <= n_per_class: every sample, in a seeded random order, cycled (each used floor(n / n_t) or one more
     times); n_t > n_per_class: n_per_class distinct samples drawn without replacement. The stream is seeded
-    by (seed, t_index), apart from the neighbour draws."""
-    rng = seeded(seed, 1, t_index)
+    by (seed, stream("pairing.tail"), t_index), apart from the neighbour draws."""
+    rng = seeded(seed, stream("pairing.tail"), t_index)
     if n_t >= n_per_class:
         return rng.choice(n_t, n_per_class, replace=False)
     return rng.permutation(n_t)[np.arange(n_per_class) % n_t]
@@ -190,7 +190,7 @@ def pair_samples(
             for t in waiting:
                 allowed = ~labels[rows, classes.index(t)]  # never a sample of t itself
                 searches[t, h_col].update(chunk[allowed], rows[allowed])
-    rng = np.random.default_rng(seed)
+    rng = seeded(seed, stream("pairing.neighbours"))
     frames = []
     for t, (rows, head_col, sample) in plan.items():
         head_row, distance = np.zeros(n_per_class, dtype=np.int64), np.zeros(n_per_class)

@@ -23,6 +23,7 @@ from ltaug.evaluation.baselines import (
     make_resample,
     make_smote,
     make_text_to_image,
+    noise_generator,
     smote_draws,
     smote_interpolate,
 )
@@ -169,6 +170,22 @@ def test_text_to_image_set_is_prompted_by_the_class_name_and_reproducible(model_
         assert (np.asarray(Image.open(pa)) == np.asarray(Image.open(pb))).all()
     assert np.asarray(Image.open(a.paths()[0])).shape == (32, 32, 3)
     assert not (np.asarray(Image.open(a.paths()[0])) == np.asarray(Image.open(a.paths()[1]))).all()
+
+
+def test_text_to_image_sample_j_draws_from_its_own_generator_whatever_the_batch(model_dir, tmp_path):
+    from ltaug.backbone.diffusion import sample_latents
+
+    sd = load_stable_diffusion(model_dir, torch.device("cpu"))
+    for batch in (1, 3):
+        make_text_to_image(sd, CLASSES, TAIL, 3, 2, 3.5, BaselinesConfig(seed=5, batch_size=batch), tmp_path / f"b{batch}",
+                           method="roentgen@2")  # fmt: skip
+    one, three = (read_synthetic_set(tmp_path / f"b{b}", CLASSES, TAIL, 3) for b in (1, 3))
+    pixels = [np.stack([np.asarray(Image.open(p)).astype(int) for p in s.paths()]) for s in (one, three)]
+    assert np.abs(pixels[0] - pixels[1]).max() <= 1
+    alone = decode_latents(sd.vae, sample_latents(sd, ["fracture"], 2, 3.5, [noise_generator(5, 1, 2)]))[0]
+    assert np.abs(pixels[0][5] - alone.astype(int)).max() <= 1  # sample j=2 of tail class 1 (Fracture)
+    other = decode_latents(sd.vae, sample_latents(sd, ["fracture"], 2, 3.5, [noise_generator(6, 1, 2)]))[0]
+    assert np.abs(pixels[0][5] - other.astype(int)).max() > 1  # the seed decides the noise
 
 
 def test_baselines_config_names_the_key():

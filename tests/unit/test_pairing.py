@@ -11,6 +11,8 @@ from helpers.stage_models import CLASSES, SPLIT, cam_store_for, save_tiny_il
 
 from ltaug.backbone.latents import open_latents
 from ltaug.common.errors import ConfigError, InputError
+from ltaug.common.seeds import rng as seeded
+from ltaug.common.seeds import stream
 from ltaug.data.classes import ClassSplit
 from ltaug.method.cam import open_cams
 from ltaug.method.checkpoint import load_il_model
@@ -132,7 +134,7 @@ def in_memory_pairs(ids, labels, probs, features, k, seed, n, exclude_tail):
     classes, labels = SPLIT.classes, labels.astype(bool)
     head_columns = np.array([classes.index(h) for h in SPLIT.head])
     any_tail = labels[:, [classes.index(t) for t in SPLIT.tail]].any(axis=1)
-    rng, frames = np.random.default_rng(seed), []
+    rng, frames = seeded(seed, stream("pairing.neighbours")), []  # the stage's neighbour stream
     for t_index, t in enumerate(SPLIT.tail):
         rows = np.flatnonzero(labels[:, classes.index(t)])
         head_col = confused_head(probs[rows], head_columns)
