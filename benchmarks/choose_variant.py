@@ -201,7 +201,7 @@ def useful(job: tuple) -> dict:
     cfg = from_dict(ClassifierConfig, {**config["eval"]["classifier"], "seeds": [seed], "threads": 1}, "eval.classifier")
     synthetic = read_synthetic_set(set_dir, split.classes, split.tail) if set_dir else None
     manifest = selection_manifest(read_manifest(results / "data/manifest.csv"))
-    out, _, _, _ = evaluate_method(method, manifest, split, synthetic, cfg, torch.device("cpu"), source="selection")
+    out, _, _, _ = evaluate_method(method, manifest, split, [synthetic] if synthetic else None, cfg, torch.device("cpu"), source="selection")
     run = out["runs"][0]
     return {"method": method, "seed": seed, "val_tail_map": run["map_tail"], "val_head_map": run["map_head"]}
 
@@ -248,7 +248,7 @@ def main() -> None:
                             split.tail, config["demo"]["image_size"], measure=None)  # fmt: skip
     seeds = config["eval"]["classifier"]["seeds"]
     jobs, sets_of = [], {}
-    for reference, set_dir in (("baseline", None), ("resample", results / "synthetic/resample")):
+    for reference, set_dir in (("baseline", None), ("resample", results / "synthetic/resample/draw0")):
         if reference not in report["references"]:
             jobs += [(reference, set_dir, s, workdir) for s in seeds]
     for name, settings in chosen.items():

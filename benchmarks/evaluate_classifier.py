@@ -1,7 +1,7 @@
 """Time and quality of evaluate_classifier on the demo data, for the demo config or variants of it.
 
     python benchmarks/evaluate_classifier.py --manifest results/data/manifest.csv \
-        --classes results/data/classes.json [--synthetic results/synthetic/resample] \
+        --classes results/data/classes.json [--synthetic results/synthetic/resample/draw0] \
         [--set steps=300 --set image_size=64 ...] [--threads 2] [--config config.yaml]
         [--out benchmarks/evaluate_classifier]
 
@@ -53,7 +53,7 @@ def main() -> None:
     synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail) if args.synthetic else None
     method = synthetic.method if synthetic else "baseline"
     start, cpu = time.perf_counter(), time.process_time()
-    results, _, _, _ = evaluate_method(method, manifest, split, synthetic, cfg, torch.device("cpu"))
+    results, _, _, _ = evaluate_method(method, manifest, split, [synthetic] if synthetic else None, cfg, torch.device("cpu"))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     test = manifest[manifest["split"] == "test"]
     prevalence = float(np.mean([test[c].mean() for c in split.tail]))

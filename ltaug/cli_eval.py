@@ -87,29 +87,57 @@ def _baseline_text_to_image(job: Job) -> None:
                        template=check_prompt_template(args.prompt_template))  # fmt: skip
 
 
-@stage("evaluate_classifier", "train a DenseNet on real + synthetic images, score the test split",
+@stage("baseline_oracle", "the oracle: fresh real images of each tail class (demo generator, or held-out images)",
+       *synthetic_set_options(),
+       Input("manifest", "manifest.csv (its split holdout, on real data)"),
+       Param("image_size", "latents.image_size: side of the images written", type=int),
+       Param("draw", "the draw of the set (classifier seed i trains with draw i)", type=int),
+       Param("demo", "the demo section as JSON ('' on real data: the held-out images)", default=""),
+       Param("oracle", "the eval.oracle section as JSON (holdout, seed)"),
+       reads_images=True)  # fmt: skip
+def _baseline_oracle(job: Job) -> None:
+    from ltaug.common.config import from_json, section_values
+    from ltaug.data.demo import DemoConfig
+    from ltaug.data.manifest import read_manifest
+    from ltaug.evaluation.baselines import make_oracle
+
+    args, split = job.args, _read_split(job)
+    demo = from_json(DemoConfig, args.demo, "demo") if args.demo else None
+    oracle = section_values(args.oracle, "eval.oracle")
+    make_oracle(split.classes, split.tail, args.n_per_class, args.image_size, args.draw, args.outdir, demo=demo,
+                manifest=None if demo else read_manifest(args.manifest), seed=oracle["seed"],
+                source=args.manifest)  # fmt: skip
+
+
+@stage("evaluate_classifier", "train a DenseNet on real + synthetic images under a training scheme, score the test split",
        Input("manifest", "manifest.csv"),
        Input("classes", "classes.json"),
-       Wildcard("method", "baseline, balanced, resample, smote, roentgen@N or <variant>@s"),
-       Param("synthetic", "the method's synthetic set directory ('' for baseline and balanced)", default=""),
+       Wildcard("method", "a row of Table 1: baseline, balanced, logit-adjusted, a set or <scheme>+<set>"),
+       Input("synthetic", "the draws of the row's synthetic set, one per classifier seed or one for all (none for "
+             "a real-only row)", many=True, default=[]),
        Param("n_per_class", "fusion.n_per_class, checked against the set", type=int),
-       Param("balance", "class balancing of the batches (balanced: 1; the rest 0)", type=float, default=0.0),
+       Param("scheme", "the row's training scheme: plain, balanced or logit-adjusted", default="plain"),
+       Param("rebalancing", "the eval.rebalancing section as JSON (synthetic_share, synthetic_weight, tau)",
+             default="{}"),
        Output("results", "output results/eval/classifier/{method}.json"),
        Option("model_out", "output: the first seed's selected model (.pt)", "output.model"),
        Output("scores", "output: every seed's test scores (.npz, for compare_methods)"),
        images_option(),
        section=CLASSIFIER, torch=True, runtime=True)  # fmt: skip
 def _evaluate_classifier(job: Job) -> None:
+    from ltaug.common.config import from_json
     from ltaug.data.image_store import ImageStores
     from ltaug.data.manifest import read_manifest
     from ltaug.data.synthetic import read_synthetic_set
     from ltaug.evaluation.classifier import evaluate_method, save_classifier, write_results, write_scores
+    from ltaug.evaluation.schemes import RebalancingConfig
 
     args, split = job.args, _read_split(job)
-    synthetic = read_synthetic_set(args.synthetic, split.classes, split.tail, args.n_per_class) if args.synthetic else None
-    results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, synthetic, job.cfg,
-                                                   job.runtime.device, ImageStores(args.images), args.manifest,
-                                                   args.balance)  # fmt: skip
+    draws = [read_synthetic_set(d, split.classes, split.tail, args.n_per_class) for d in args.synthetic]
+    rebalancing = from_json(RebalancingConfig, args.rebalancing, "eval.rebalancing")
+    results, model, meta, scores = evaluate_method(args.method, read_manifest(args.manifest), split, draws or None,
+                                                   job.cfg, job.runtime.device, ImageStores(args.images),
+                                                   args.manifest, args.scheme, rebalancing)  # fmt: skip
     save_classifier(args.model_out, model, meta)
     write_scores(args.scores, scores)
     write_results(args.results, results)
@@ -309,7 +337,7 @@ def _fidelity_funnel(job: Job) -> None:
        Param("methods", "JSON list of the methods, in table order"),
        Param("classifier_dir", "results/eval/classifier"),
        Param("fid_dir", "results/eval/fid"),
-       Param("synthetic_dir", "results/synthetic"),
+       Param("synthetic_dir", "results/synthetic (each set's draw0 is read)"),
        Input("intervals", "results/eval/intervals.json (rule compare_methods)"),
        Param("detector", "detector.json of the demo ('' for none)", default=""),
        Param("variants", 'JSON {variant: {"line": its notes line, "il_on_path": bool}}', default="{}"),
@@ -320,14 +348,15 @@ def _fidelity_funnel(job: Job) -> None:
 def _report(job: Job) -> None:
     from pathlib import Path
 
-    from ltaug.common.variants import REAL_ONLY
+    from ltaug.common.variants import parse_row
     from ltaug.data.manifest import read_manifest
     from ltaug.data.synthetic import read_synthetic_set
     from ltaug.evaluation.report import write_report
 
     args, split = job.args, _read_split(job)
     methods = json.loads(args.methods)
-    sets = {m: read_synthetic_set(Path(args.synthetic_dir) / m, split.classes, split.tail) for m in methods if m not in REAL_ONLY}
+    names = dict.fromkeys(parse_row(m)[1] for m in methods if parse_row(m)[1])  # each set once, its first draw
+    sets = {s: read_synthetic_set(Path(args.synthetic_dir) / s / "draw0", split.classes, split.tail) for s in names}
     detector = json.loads(Path(args.detector).read_text()) if args.detector else None
     funnels = {Path(f).stem: f for f in args.funnels}
     table = write_report(args.outdir, methods, args.classifier_dir, args.fid_dir, split, sets,
@@ -339,6 +368,6 @@ def _report(job: Job) -> None:
 
 # the stages of this module, in the order `python -m ltaug --help` lists them
 STAGES = stages(
-    _baseline_smote, _baseline_resample, _baseline_text_to_image, _evaluate_classifier, _train_judge,
+    _baseline_smote, _baseline_resample, _baseline_text_to_image, _baseline_oracle, _evaluate_classifier, _train_judge,
     _export_training_set, _compare_methods, _fit_detector, _evaluate_fid, _real_features, _fidelity_funnel, _report
 )

@@ -40,14 +40,25 @@ def _demo_dataset(job: Job) -> None:
 
 @stage("prepare_data", "validate the labels files and images, write the manifest",
        Output("manifest", "output manifest.csv"),
+       Param("oracle", "the eval.oracle section as JSON ('{}': nothing held out)", default="{}"),
+       Param("long_tail", "the long_tail section as JSON (which classes are tail, for the held-out share)",
+             default="{}"),
        section=("data", "ltaug.data.manifest:DataConfig"), threads=True)  # fmt: skip
 def _prepare_data(job: Job) -> None:
+    from ltaug.common.config import from_json, section_values
+    from ltaug.data.classes import LongTailConfig
+    from ltaug.data.holdout import hold_out
     from ltaug.data.manifest import prepare_data
 
     args = job.args
-    frame = prepare_data(job.cfg, args.manifest, args.threads)
+    oracle = section_values(args.oracle, "eval.oracle")
+    held = None
+    if oracle:
+        long_tail = from_json(LongTailConfig, args.long_tail, "long_tail")
+        held = lambda frame: hold_out(frame, long_tail, oracle["holdout"], oracle["seed"])  # noqa: E731
+    frame = prepare_data(job.cfg, args.manifest, args.threads, held)
     counts = frame["split"].value_counts()
-    print(f"{args.manifest}: {len(frame)} images (" + ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS) + ")")
+    print(f"{args.manifest}: {len(frame)} images (" + ", ".join(f"{s} {counts.get(s, 0)}" for s in (*SPLITS, "holdout")) + ")")
 
 
 @stage("split_classes", "split the classes into head, medium and tail",

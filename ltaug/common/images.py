@@ -80,7 +80,13 @@ def load_image(path: str | os.PathLike, size: int, where: str = "") -> np.ndarra
     """(S, S) uint8 grayscale: :func:`open_image`, the shorter side resized to S (bilinear, antialiased: PIL's
     filter widens with the scale factor) and centre-cropped; an image of S x S is returned as it is.
     Every image of the data set reaches a stage through this function, once, in stage decode_images."""
-    image = open_image(path, where).convert("L")
+    return fit(open_image(path, where), size)
+
+
+def fit(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
+    """(S, S) uint8 grayscale of an image or (H, W) uint8 array: the shorter side resized to S (bilinear,
+    antialiased) and centre-cropped, as :func:`load_image` does; an image of S x S is returned as it is."""
+    image = (Image.fromarray(image) if isinstance(image, np.ndarray) else image).convert("L")
     if image.size != (size, size):
         image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
     return np.asarray(image)

@@ -30,3 +30,11 @@ def seed64(*words: int) -> int:
 def rng(*words: int) -> np.random.Generator:
     """A numpy generator of the sample (or stream) named by ``words``."""
     return np.random.default_rng([int(w) for w in words])
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The config seed of draw ``draw`` of a synthetic set, which its stages take in place of the configured ``seed``:
+    draw 0 is ``seed`` itself (a set of one draw is what it always was), draw d > 0 a 31-bit seed of (seed,
+    stream("synthetic.draw"), d), so that draws of one seed never meet another seed's (31 bits: numpy's RandomState,
+    which SMOTE's draws follow, takes seeds below 2**32, and SMOTE adds the tail class's index)."""
+    return int(seed) if draw == 0 else seed64(seed, stream("synthetic.draw"), draw) >> 33

@@ -54,12 +54,16 @@ class ClassSplit:
 def split_classes(cfg: LongTailConfig, manifest: pd.DataFrame, source: str = "the manifest") -> ClassSplit:
     """Head and tail classes from explicit lists or training prevalence, checked against the data.
 
-    ``manifest`` is the frame :func:`prepare_data` writes; its class columns follow ``split``.
+    ``manifest`` is the frame :func:`prepare_data` writes; its class columns follow ``split``. Prevalences are those
+    of the training images as the data set ships them: split train and the oracle's held-out share (split holdout,
+    :mod:`ltaug.data.holdout`), which was chosen with the same classes; the counts are split train's, the images
+    every stage trains on.
     """
     classes = class_columns(manifest)
+    shipped = manifest[manifest["split"].isin(["train", "holdout"])]
     train = manifest[manifest["split"] == "train"]
     counts = {c: int(train[c].sum()) for c in classes}
-    prevalence = {c: counts[c] / len(train) for c in classes}
+    prevalence = {c: int(shipped[c].sum()) / len(shipped) for c in classes}
     for key, listed in (("long_tail.head_classes", cfg.head_classes), ("long_tail.tail_classes", cfg.tail_classes)):
         unknown = [c for c in listed if c not in classes]
         if unknown:
@@ -95,7 +99,7 @@ def split_classes(cfg: LongTailConfig, manifest: pd.DataFrame, source: str = "th
             f"(or the class from data.classes), or add training images that show them."
         )
     medium = [c for c in classes if c not in head and c not in tail]
-    n = {s: int((manifest["split"] == s).sum()) for s in SPLITS}
+    n = {s: int((manifest["split"] == s).sum()) for s in (*SPLITS, "holdout") if s != "holdout" or (manifest["split"] == s).any()}
     return ClassSplit(classes, head, tail, medium, counts, prevalence, n)
 
 

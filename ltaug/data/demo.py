@@ -56,7 +56,11 @@ SPLITS = ("train", "val", "test")
 # Seed words that keep the random streams apart (numpy's SeedSequence ignores trailing zeros,
 # so the purpose sits in second place): labels (seed, 1, split); ids (seed, 2, split);
 # image streams (seed, 3, split, index, stream) with stream 0 = anatomy, 1 = noise, 2 + k = finding k.
+# The oracle's fresh images (fresh real tail images, no split's) are place (ORACLE, draw, finding, j) in
+# the same streams: labels (seed, 1, ORACLE, draw, finding), images (seed, 3, ORACLE, draw, finding, j, stream),
+# a third word that no split has.
 _LABELS, _IDS, _IMAGE = 1, 2, 3
+ORACLE = len(SPLITS)  # the place word of the oracle's images: after train, val and test
 
 
 @config_section("demo")
@@ -110,8 +114,8 @@ def draw_labels(cfg: DemoConfig, split: str) -> np.ndarray:
 # ---------------------------------------------------------------- images (the drawings: ltaug.data.demo_drawing)
 
 
-def _rng(cfg: DemoConfig, split: str, index: int, stream: int) -> np.random.Generator:
-    return seeded(cfg.seed, _IMAGE, _split_index(split), index, stream)
+def _rng(cfg: DemoConfig, place: tuple[int, ...], stream: int) -> np.random.Generator:
+    return seeded(cfg.seed, _IMAGE, *place, stream)
 
 
 def render_image(
@@ -119,12 +123,39 @@ def render_image(
 ) -> tuple[np.ndarray, list[tuple[str, int, int, int, int]]]:
     """Draw image ``index`` of ``split`` with ``findings``: (S, S) uint8 and one box per finding,
     (class, x0, y0, x1, y1) in px, half-open, in column order."""
+    return _render(cfg, (_split_index(split), index), findings, f"{split} image {index}")
+
+
+def oracle_findings(cfg: DemoConfig, tail_class: str, n: int, draw: int) -> list[list[str]]:
+    """The findings of the oracle's ``n`` fresh images of ``tail_class`` in draw ``draw``, as a training image of the
+    class has them: the class itself, and every other finding with its prevalence (the demo draws each class
+    independently), from a labels stream of their own."""
+    k = list(FINDINGS).index(tail_class)
+    rng = seeded(cfg.seed, _LABELS, ORACLE, draw, k)
+    others = [c for c in FINDINGS if c != tail_class]
+    p = np.array([cfg.prevalence.get(c, 0.0) for c in others])
+    present = rng.random((n, len(others))) < p  # (n, K - 1)
+    return [[c for c in FINDINGS if c == tail_class or (c in others and row[others.index(c)])] for row in present]
+
+
+def render_oracle(
+    cfg: DemoConfig, tail_class: str, draw: int, j: int, findings: Sequence[str]
+) -> tuple[np.ndarray, list[tuple[str, int, int, int, int]]]:
+    """Fresh image j of the oracle's draw ``draw`` for ``tail_class``, with ``findings``: drawn as a split's images
+    are, from streams no split uses (:data:`ORACLE`), so it is in no split; (S, S) uint8 and its boxes."""
+    place = (ORACLE, draw, list(FINDINGS).index(tail_class), j)
+    return _render(cfg, place, findings, f"oracle image {j} of {tail_class} (draw {draw})")
+
+
+def _render(
+    cfg: DemoConfig, place: tuple[int, ...], findings: Sequence[str], what: str
+) -> tuple[np.ndarray, list[tuple[str, int, int, int, int]]]:
     unknown = sorted(set(findings) - set(FINDINGS))
     if unknown:
         raise ValueError(f"unknown findings {unknown}; known: {', '.join(FINDINGS)}")
     size = cfg.image_size
-    img, g = draw_anatomy(size, _rng(cfg, split, index, 0), enlarged_heart="Cardiomegaly" in findings)
-    noise = _rng(cfg, split, index, 1)
+    img, g = draw_anatomy(size, _rng(cfg, place, 0), enlarged_heart="Cardiomegaly" in findings)
+    noise = _rng(cfg, place, 1)
     coarse = Image.fromarray(noise.normal(0, 4.0, (size // 16 + 2,) * 2).astype(np.float32))
     img += np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC)) + noise.normal(0, 2.5, (size, size))
     radius = 0.6 * size / 128  # blur sigma in px; its kernel reaches < ceil(3 sigma) px
@@ -133,9 +164,9 @@ def render_image(
     for name, draw in DRAWERS.items():
         if name in findings:
             stream = 2 + list(FINDINGS).index(name)
-            ys, xs = np.nonzero(draw(img, g, _rng(cfg, split, index, stream)))
+            ys, xs = np.nonzero(draw(img, g, _rng(cfg, place, stream)))
             if len(xs) == 0:
-                raise RuntimeError(f"demo: {name} drew nothing in {split} image {index}")
+                raise RuntimeError(f"demo: {name} drew nothing in {what}")
             boxes[name] = (name, max(int(xs.min()) - margin, 0), max(int(ys.min()) - margin, 0),
                            min(int(xs.max()) + 1 + margin, size), min(int(ys.max()) + 1 + margin, size))
     img = np.clip(np.rint((img - 100) * g.gain + 100 + g.offset), 0, 255).astype(np.uint8)

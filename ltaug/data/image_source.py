@@ -53,6 +53,18 @@ class ImageSource:
                 out[files] = np.stack(list(pool.map(lambda i: load_image(self.files[i], self.size, self.where[i]), at)))
         return torch.from_numpy(out[:, None])  # (B, 1, S, S)
 
+    def extended(self, paths: Sequence[str], where: Sequence[str] = ()) -> ImageSource:
+        """This source's manifest rows followed by the image files ``paths`` (instead of its own files), sharing the
+        rows' images already held in memory: one synthetic draw after another, the real images read once."""
+        out = ImageSource.__new__(ImageSource)
+        out.size, out.threads, out.stores, out.table = self.size, self.threads, self.stores, self.table
+        out.files, out.where = list(paths), list(where) or [""] * len(paths)
+        out.cache = None
+        if self.cache is not None:
+            files = out._read(range(len(out.table), len(out))) if out.files else self.cache[:0]
+            out.cache = torch.cat([self.cache[: len(self.table)], files])
+        return out
+
     def __len__(self) -> int:
         return len(self.table) + len(self.files)
 

@@ -223,6 +223,8 @@ def manifest_frame(cfg: DataConfig, split: str, table: pd.DataFrame, classes: li
         paths = [os.path.join(cfg.image_root, p) for p in table[cfg.path_column]]
     out = pd.DataFrame({"id": table[cfg.id_column].to_numpy(), "path": paths, "split": split})
     extra = {"_line": table["_line"].to_numpy(), "_source": table["_source"].to_numpy()}
+    if cfg.patient_column:  # whole patients are held out for the oracle (ltaug.data.holdout)
+        extra["_patient"] = table[cfg.patient_column].to_numpy()
     return pd.concat([out, pd.DataFrame(y, columns=classes), pd.DataFrame(extra)], axis=1)
 
 
@@ -281,9 +283,13 @@ def load_labels(cfg: DataConfig, threads: int = 1) -> pd.DataFrame:
     return frame
 
 
-def prepare_data(cfg: DataConfig, manifest: str | Path, threads: int = 1) -> pd.DataFrame:
-    """Stage prepare_data: validate the labels files and images, then write manifest.csv atomically."""
+def prepare_data(cfg: DataConfig, manifest: str | Path, threads: int = 1, hold_out=None) -> pd.DataFrame:
+    """Stage prepare_data: validate the labels files and images, then write manifest.csv atomically. ``hold_out``:
+    a function of the checked frame that moves the oracle's held-out share to split holdout
+    (:func:`ltaug.data.holdout.hold_out`), or None."""
     frame = load_labels(cfg, threads)
+    if hold_out is not None:
+        frame = hold_out(frame)
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
     with atomic_path(manifest) as tmp:
         frame.to_csv(tmp, index=False)

@@ -146,6 +146,12 @@ class SyntheticSetWriter:
             Image.fromarray(image).save(self._tmp / rel, format="PNG")
         self._rows.append(rows)
 
+    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+        """A table of the set's own (e.g. the oracle's boxes.csv) beside manifest.csv, written with the set."""
+        if name in ("manifest.csv", "set.json", "images") or "/" in name:
+            raise ValueError(f"{name!r} is one of the set's own files or not a plain file name")
+        frame.to_csv(self._tmp / name, index=False, lineterminator="\n")
+
     def __exit__(self, kind, value, traceback) -> bool:
         try:
             if kind is None:

@@ -196,3 +196,62 @@ def make_text_to_image(
             print(f"{method}: {name}: {n_per_class} images from the prompt {text!r}", file=sys.stderr)
     return summary
 
+
+
+def make_oracle(
+    classes: Sequence[str], tail: Sequence[str], n_per_class: int, image_size: int, draw: int, outdir,
+    demo=None, manifest: pd.DataFrame | None = None, seed: int = 0, source: str = "the manifest",
+) -> dict:  # fmt: skip
+    """Stage baseline_oracle: draw ``draw`` of the oracle, ``n_per_class`` fresh real images of every tail class,
+    written as a synthetic set (its labels: what each image shows), the most a generator could add.
+
+    On the demo (``demo``, its DemoConfig) they are drawn by the demo generator from streams of their own
+    (:func:`ltaug.data.demo.render_oracle`), disjoint from train, val and test and from every other draw, each
+    with the class and the other findings at their prevalences; the set keeps every finding's box (boxes.csv).
+    On real data (``manifest``) they come from the held-out share of the training images (split holdout,
+    eval.oracle.holdout), which no other row or stage sees: each of a class's held-out images in turn, in an
+    order seeded by (``seed``, draw, class), repeated when the class has fewer than ``n_per_class`` of them.
+    """
+    from ltaug.common.images import fit
+    from ltaug.data.demo import oracle_findings, render_oracle
+
+    summary = {}
+    info = {"draw": draw, "source": "demo generator" if demo is not None else "held-out training images"}
+    boxes = []
+    with SyntheticSetWriter(outdir, "oracle", classes, tail, n_per_class, info) as out:
+        for t, name in enumerate(tail):
+            if demo is not None:
+                findings = oracle_findings(demo, name, n_per_class, draw)
+                images, labels, ids = [], np.zeros((n_per_class, len(classes)), dtype=np.uint8), []
+                for j, present in enumerate(findings):
+                    image, found = render_oracle(demo, name, draw, j, present)
+                    images.append(fit(image, image_size))
+                    labels[j, [list(classes).index(c) for c in present if c in classes]] = 1
+                    ids.append(f"demo-oracle-d{draw}-{j:05d}-{name}")
+                    boxes += [(ids[-1], *box) for box in found]
+                unknown = sorted({c for present in findings for c in present} - set(classes))
+                if unknown:
+                    raise InputError(f"{source}: the demo draws {unknown}, which are not classes of classes.json; "
+                                     f"rerun split_classes.")  # fmt: skip
+                provenance = pd.DataFrame({"tail_class": name, "source_id": ids})
+                out.add(to_rgb_pixels(np.stack(images)), provenance, labels)
+                summary[name] = {"fresh_images": n_per_class}
+            else:
+                held = manifest[manifest["split"] == "holdout"].reset_index(drop=True)
+                rows_t = np.flatnonzero(held[name].to_numpy() == 1)
+                if len(rows_t) == 0:
+                    raise InputError(f"{source}: tail class {name!r} has no held-out training image (split holdout), so "
+                                     f"the oracle has nothing to add; raise eval.oracle.holdout.")  # fmt: skip
+                picks = rows_t[balanced_repeats(len(rows_t), n_per_class, seed64(seed, stream("oracle.picks"), draw, t))]
+                for start in range(0, n_per_class, 64):
+                    part = picks[start : start + 64]
+                    pixels = to_rgb_pixels(read_images(held.iloc[part], image_size, None, source))
+                    provenance = pd.DataFrame({"tail_class": name, "source_id": held["id"].to_numpy()[part]})
+                    out.add(pixels, provenance, held[list(classes)].to_numpy(dtype=np.uint8)[part])
+                summary[name] = {"held_out_images": int(len(rows_t))}
+            print(f"oracle: {name}: {n_per_class} real images ({summary[name]})", file=sys.stderr)
+        out.info["per_class"] = summary
+        if boxes:  # the ground truth of every finding, in the demo's pixel frame
+            out.info["boxes_image_size"] = demo.image_size
+            out.write_table("boxes.csv", pd.DataFrame(boxes, columns=["dicom_id", "class", "x0", "y0", "x1", "y1"]))
+    return summary

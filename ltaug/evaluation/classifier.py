@@ -40,12 +40,12 @@ from ltaug.common.config import THREADS, config_section
 from ltaug.common.errors import ConfigError, InputError
 from ltaug.common.io import atomic_path
 from ltaug.common.metrics import best_thresholds, mean_over, mean_std, per_class_ap, score_metrics
-from ltaug.common.sampling import balanced_indices
 from ltaug.common.schedule import warmup_cosine_schedule
 from ltaug.data.classes import ClassSplit
 from ltaug.data.image_source import ImageSource, cache_decision
 from ltaug.data.image_store import ImageStores
 from ltaug.data.synthetic import SyntheticSet
+from ltaug.evaluation.schemes import RebalancingConfig, Sampler, TrainingPool, check_scheme, logit_offsets, training_loss
 
 DENSENET121 = {"growth_rate": 32, "block_config": [6, 12, 24, 16], "num_init_features": 64}
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, grayscale replicated to RGB
@@ -176,41 +176,42 @@ def predict(model: DenseNet, source: ImageSource, device: torch.device, batch_si
 
 
 def train_classifier(
-    train: ImageSource, train_labels: np.ndarray, val: ImageSource, val_labels: np.ndarray,
-    classes: Sequence[str], cfg: ClassifierConfig, seed: int, device: torch.device, balance: float = 0.0,
+    train: ImageSource, pool: TrainingPool, val: ImageSource, val_labels: np.ndarray, classes: Sequence[str],
+    cfg: ClassifierConfig, seed: int, device: torch.device, scheme: str = "plain",
+    rebalancing: RebalancingConfig = RebalancingConfig(), balance: float = 1.0,
 ) -> tuple[DenseNet, dict]:  # fmt: skip
-    """Train a DenseNet for ``cfg.steps`` steps on ``train``; return the model of the step with the best
-    validation mAP (over the classes with a validation positive) and {best_step, val_map, history}.
+    """Train a DenseNet for ``cfg.steps`` steps on ``train`` (the images of ``pool``'s rows, real then synthetic)
+    under ``scheme``; return the model of the step with the best validation mAP (over the classes with a
+    validation positive) and {best_step, val_map, history}.
 
-    Batches run through shuffled passes over the training rows (a new permutation per pass) or,
-    with ``balance`` > 0, are drawn class-balanced (:func:`ltaug.common.sampling.balanced_indices`: the
-    judge of the synthetic sets), from a generator seeded by ``seed``, as are the weights: the
-    same seed gives the same model for the same data on the same device and threads.
+    Batches come from :class:`ltaug.evaluation.schemes.Sampler` (plain: shuffled passes; balanced: class-balanced
+    draws, ``balance`` 1 = every class equally often, a share of each tail class's draws from its synthetic rows;
+    logit-adjusted: passes with the logit-adjusted loss), drawn from a generator seeded by ``seed``, as are the
+    weights: the same seed gives the same model for the same data on the same device and threads.
     """
     torch.manual_seed(seed)
     model = to_device(build_densenet(cfg, len(classes)), device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = warmup_cosine_schedule(optimiser, cfg.steps)
     generator = torch.Generator().manual_seed(seed)
-    targets = torch.from_numpy(np.asarray(train_labels, dtype=np.float32))
-    order, position = torch.randperm(len(train), generator=generator), 0
+    sampler = Sampler(scheme, pool, cfg.batch_size, generator, rebalancing.synthetic_share, balance)
+    offsets = logit_offsets(sampler.prior(), rebalancing.tau) if scheme == "logit-adjusted" else None
+    weights = None
+    if pool.n_synthetic and rebalancing.synthetic_weight != 1:
+        weights = torch.ones(len(pool.labels))
+        weights[pool.n_real :] = rebalancing.synthetic_weight
+    targets = torch.from_numpy(np.asarray(pool.labels, dtype=np.float32))
     best = {"val_map": -math.inf, "best_step": 0, "state": None}
-    history = []
-    losses = []
+    history, losses, drawn = [], [], 0
     start = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        if balance > 0:
-            rows = balanced_indices(train_labels, cfg.batch_size, balance, generator)
-        else:
-            if position + cfg.batch_size > len(order):
-                order, position = torch.randperm(len(train), generator=generator), 0
-            rows = order[position : position + cfg.batch_size]
-            position += cfg.batch_size
+        rows = sampler()
+        drawn += int((rows >= pool.n_real).sum())
         model.train()
         x = normalise(train.batch(rows.numpy()).to(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             logits = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets[rows].to(device))
+        loss = training_loss(logits.float(), targets[rows].to(device), None if weights is None else weights[rows], offsets)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -225,20 +226,24 @@ def train_classifier(
             if val_map > best["val_map"]:
                 best = {"val_map": val_map, "best_step": step, "state": copy.deepcopy(model.state_dict())}
     model.load_state_dict(best["state"])
-    return model.eval(), {"best_step": best["best_step"], "val_map": best["val_map"], "history": history}
+    share = drawn / (cfg.steps * cfg.batch_size)
+    return model.eval(), {"best_step": best["best_step"], "val_map": best["val_map"], "history": history,
+                          "synthetic_draw_share": share}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the stage
 
 
 def check_provenance(synthetic: SyntheticSet, manifest: pd.DataFrame) -> None:
-    """No synthetic sample may come from a validation or test image (that would leak them into training)."""
+    """No synthetic sample may come from a validation or test image (that would leak them into training), nor from
+    the oracle's held-out images (split holdout), which the oracle's set alone may hold."""
     held_out = dict(zip(manifest["id"].astype(str), manifest["split"]))
+    allowed = {"train", "holdout"} if synthetic.method == "oracle" else {"train"}
     for column in synthetic.info.get("provenance_columns") or synthetic.frame.columns:
         if column not in synthetic.frame.columns or column in ("tail_class", "dicom_id", "path"):
             continue
         values = synthetic.frame[column].astype(str)
-        leaked = [(i, v, held_out[v]) for i, v in enumerate(values) if held_out.get(v, "train") != "train"]
+        leaked = [(i, v, held_out[v]) for i, v in enumerate(values) if held_out.get(v, "train") not in allowed]
         if leaked:
             i, v, split = leaked[0]
             raise InputError(
@@ -249,14 +254,17 @@ def check_provenance(synthetic: SyntheticSet, manifest: pd.DataFrame) -> None:
 
 
 def evaluate_method(
-    method: str, manifest: pd.DataFrame, split: ClassSplit, synthetic: SyntheticSet | None,
+    method: str, manifest: pd.DataFrame, split: ClassSplit, synthetic: Sequence[SyntheticSet] | None,
     cfg: ClassifierConfig, device: torch.device, stores: ImageStores | None = None, source: str = "the manifest",
-    balance: float = 0.0,
+    scheme: str = "plain", rebalancing: RebalancingConfig = RebalancingConfig(), balance: float = 1.0,
 ) -> tuple[dict, DenseNet, dict]:  # fmt: skip
-    """Train on real train rows (+ ``synthetic``), select on val, score on test, for every seed.
+    """Train on real train rows (+ a draw of a synthetic set) under ``scheme``, select on val, score on test, for
+    every seed.
 
-    Real images come from ``stores`` (the stores of decode_images at ``cfg.image_size``; None:
-    the image files), a synthetic set's from its files.
+    ``synthetic`` holds the draws of one set: seed i (the i-th of ``cfg.seeds``) trains with draw i, so the
+    intervals hold the set's own randomness as well as the classifier's; one draw serves every seed. Real images
+    come from ``stores`` (the stores of decode_images at ``cfg.image_size``; None: the image files), a synthetic
+    set's from its files.
 
     Returns (results, the first seed's model, its metadata, the test scores). Only test rows
     are scored; the results record how many rows of which split each phase used and a hash of
@@ -264,41 +272,56 @@ def evaluate_method(
     numbers the metrics were computed from}) are what the bootstrap of Table 1 resamples
     (:func:`write_scores`).
     """
+    check_scheme(scheme, rebalancing)
     classes = split.classes
     parts = {s: manifest[manifest["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     for s, rows in parts.items():
         if len(rows) == 0:
             raise InputError(f"{source}: no rows of the {s} split; evaluation needs train, val and test images.")
-    pool_paths, pool_where = [], []
-    pool_labels = parts["train"][classes].to_numpy(dtype=np.uint8)
-    n_synthetic = 0
-    if synthetic is not None:
-        check_provenance(synthetic, manifest)
-        pool_paths = synthetic.paths()
-        pool_where = [f"{synthetic.root / 'manifest.csv'}, id {i!r}" for i in synthetic.frame["dicom_id"]]
-        pool_labels = np.concatenate([pool_labels, synthetic.labels(classes)])
-        n_synthetic = len(synthetic.frame)
+    draws = list(synthetic or [])
+    if draws and len(draws) not in (1, len(cfg.seeds)):
+        raise InputError(f"{method}: {len(draws)} draws of its set for {len(cfg.seeds)} classifier seeds; give one draw "
+                         f"for every seed (eval.draw_per_seed: true) or one for all.")  # fmt: skip
+    for draw in draws:
+        check_provenance(draw, manifest)
+    real_labels = parts["train"][classes].to_numpy(dtype=np.uint8)
     start = time.perf_counter()
-    n_images = len(parts["train"]) + len(pool_paths) + len(parts["val"]) + len(parts["test"])
+    n_images = len(parts["train"]) + sum(len(d.frame) for d in draws) + len(parts["val"]) + len(parts["test"])
     cache, why = cache_decision(cfg.cache_images, n_images, cfg.image_size)
     print(why, file=sys.stderr)
-    train = ImageSource(cfg.image_size, cache, cfg.threads, stores, parts["train"], pool_paths, pool_where)
+    real = ImageSource(cfg.image_size, cache, cfg.threads, stores, parts["train"])
     val = ImageSource(cfg.image_size, cache, cfg.threads, stores, parts["val"])
     test = ImageSource(cfg.image_size, cache, cfg.threads, stores, parts["test"])
-    print(f"{method}: {len(train)} training images ({n_synthetic} synthetic), {len(val)} val, {len(test)} test, "
-          f"read in {time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
+    n_synthetic = len(draws[0].frame) if draws else 0
+    print(f"{method} ({scheme}): {len(real)} real training images + {n_synthetic} synthetic "
+          f"({len(draws)} draw(s)), {len(val)} val, {len(test)} test, read in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)  # fmt: skip
     val_labels = parts["val"][classes].to_numpy(dtype=np.uint8)
     test_labels = parts["test"][classes].to_numpy(dtype=np.uint8)
 
-    runs, first, test_scores = [], None, []
-    for seed in cfg.seeds:
-        model, info = train_classifier(train, pool_labels, val, val_labels, classes, cfg, seed, device, balance)
+    runs, first, test_scores, sources = [], None, [], {}
+    for i, seed in enumerate(cfg.seeds):
+        d = i if len(draws) > 1 else 0
+        if draws and d not in sources:  # the real images read once, each draw's files added to them
+            frame = draws[d].frame
+            where = [f"{draws[d].root / 'manifest.csv'}, id {j!r}" for j in frame["dicom_id"]]
+            sources = {d: (real.extended(draws[d].paths(), where), draws[d])}
+        train, drawn = sources[d] if draws else (real, None)
+        if drawn is None:
+            pool = TrainingPool(real_labels, len(real_labels), np.zeros(0, dtype=np.int64))
+        else:
+            made_for = drawn.frame["tail_class"].map(list(classes).index).to_numpy(dtype=np.int64)
+            pool = TrainingPool(np.concatenate([real_labels, drawn.labels(classes)]), len(real_labels), made_for)
+        model, info = train_classifier(train, pool, val, val_labels, classes, cfg, seed, device, scheme, rebalancing,
+                                       balance)  # fmt: skip
         scores = predict(model, test, device)
         test_scores.append(scores)
-        run = {"seed": seed, **score_metrics(test_labels, scores, classes, split.head, split.tail), **info}
+        run = {"seed": seed, "draw": str(drawn.root) if drawn else None,
+               **score_metrics(test_labels, scores, classes, split.head, split.tail), **info}  # fmt: skip
         runs.append(run)
         print(f"{method} seed {seed}: head mAP {run['map_head']:.4f}, tail mAP {run['map_tail']:.4f}, "
-              f"macro AUROC {run['auroc_macro']:.4f} (best step {info['best_step']})", file=sys.stderr)  # fmt: skip
+              f"macro AUROC {run['auroc_macro']:.4f} (best step {info['best_step']}, synthetic share of the draws "
+              f"{info['synthetic_draw_share']:.3f})", file=sys.stderr)  # fmt: skip
         if first is None:
             thresholds = best_thresholds(val_labels, predict(model, val, device), classes)
             first = (model, {"config": asdict(cfg), "classes": classes, "head": split.head, "tail": split.tail,
@@ -307,10 +330,12 @@ def evaluate_method(
     mean, std = mean_std(runs)
     results = {
         "method": method,
-        "balance": balance,
+        "scheme": scheme,
+        "rebalancing": asdict(rebalancing) if scheme != "plain" or n_synthetic else None,
         "classifier": cfg.name(),
         "config": asdict(cfg),
         "seeds": list(cfg.seeds),
+        "draws": [str(d.root) for d in draws],
         "classes": classes,
         "head": split.head,
         "tail": split.tail,
@@ -333,10 +358,12 @@ def train_judge(
     model_path: str | Path, results_path: str | Path, stores: ImageStores | None = None, source: str = "the manifest",
 ) -> dict:  # fmt: skip
     """Stage train_judge: the classifier every synthetic set is judged by, a DenseNet of ``cfg`` trained on the real
-    training images alone with class-balanced batches (``judge.balance``), one seed; saved as evaluate_classifier
-    saves a model (its validation thresholds included), with its test metrics beside it."""
+    training images alone with class-balanced batches (``judge.balance``; 0: plain passes), one seed; saved as
+    evaluate_classifier saves a model (its validation thresholds included), with its test metrics beside it."""
     cfg = dataclasses.replace(cfg, seeds=[judge.seed])
-    results, model, meta, _ = evaluate_method("judge", manifest, split, None, cfg, device, stores, source, judge.balance)
+    scheme = "balanced" if judge.balance > 0 else "plain"
+    results, model, meta, _ = evaluate_method("judge", manifest, split, None, cfg, device, stores, source, scheme,
+                                              balance=judge.balance)  # fmt: skip
     save_classifier(model_path, model, {**meta, "balance": judge.balance})
     write_results(results_path, results)
     return results

@@ -256,7 +256,9 @@ def evaluate_set(
             negative = np.flatnonzero((fake_rows["tail_class"].to_numpy() != name) & (fake_rows[name].to_numpy() == 0))
             hits[name] = detector.hits(name, [load_image(fake_paths[i], detector.image_size) for i in fake_idx])
             false_hits[name] = detector.hits(name, [load_image(fake_paths[i], detector.image_size) for i in negative])
-            entry["detector_rate_real"] = float(np.mean(detector.hits(name, read_images(real, detector.image_size, stores, source))))
+            unseen = real[real["split"] != detector.classes[name]["fitted_on"]]  # not the images it was fitted on
+            if len(unseen):
+                entry["detector_rate_real"] = float(np.mean(detector.hits(name, read_images(unseen, detector.image_size, stores, source))))
         per_class[name] = entry
         print(f"{synthetic.method}: {name}: {cfg.metric} {entry['fd']:.2f}, KID {kid:.4f}, precision "
               f"{entry['precision']:.3f}, recall {entry['recall']:.3f}, memorised {entry['memorised']:.3f}, label "

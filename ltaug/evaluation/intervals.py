@@ -38,6 +38,7 @@ import numpy as np
 from ltaug.common.config import config_section
 from ltaug.common.errors import InputError
 from ltaug.common.seeds import rng as seeded
+from ltaug.common.variants import parse_row, row_id
 from ltaug.data.classes import ClassSplit
 
 GROUPS = ("map_head", "map_tail", "map_all", "auroc_macro")
@@ -200,7 +201,7 @@ class IntervalsConfig:
     level: float = 0.95  # coverage of every interval
     seed: int = 0  # seed of the resamples: the same for every method, so differences are paired
     block: int = 100  # replicates computed at once; memory O(block x test images)
-    references: list[str] = field(default_factory=lambda: ["baseline", "resample"])  # rows every difference is taken to
+    references: list[str] = field(default_factory=lambda: ["resample"])  # rows every difference is taken to, besides the scheme's real-only row
 
 
 def read_scores(paths: Mapping[str, str | Path]) -> tuple[np.ndarray, np.ndarray, list[str], list[int], dict[str, np.ndarray]]:
@@ -231,10 +232,22 @@ def read_scores(paths: Mapping[str, str | Path]) -> tuple[np.ndarray, np.ndarray
     return data["ids"], data["labels"], [str(c) for c in data["classes"]], [int(s) for s in data["seeds"]], out
 
 
+def row_references(rows: Sequence[str], references: Sequence[str]) -> dict[str, list[str]]:
+    """Per row, the rows its paired differences are taken to: its scheme's real-only row (Baseline, Balanced,
+    Logit-adjusted) when that is a row, then each of ``references`` (eval.intervals.references); never itself."""
+    out = {}
+    for row in rows:
+        scheme, _ = parse_row(row)
+        own = [row_id(scheme, None)] if row_id(scheme, None) in rows else []
+        out[row] = [r for r in dict.fromkeys([*own, *references]) if r != row]
+    return out
+
+
 def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: IntervalsConfig) -> dict:
-    """Stage compare_methods: every method's metrics with bootstrap intervals and its paired difference to each
-    reference of ``cfg.references`` (Baseline, Resample) with interval, p-value and Holm-adjusted p-value (per
-    reference and metric, over the methods). A reference must be one of the methods."""
+    """Stage compare_methods: every row's metrics with bootstrap intervals and its paired difference to its scheme's
+    real-only row and to each reference of ``cfg.references`` (Resample) with interval, p-value and Holm-adjusted
+    p-value (per reference and metric, over the rows); and, for every row of a scheme with an oracle row, its gain
+    over the real-only row as a share of the oracle's (:func:`oracle_share`). A reference must be one of the rows."""
     ids, labels, classes, seeds, scores = read_scores(paths)
     if list(classes) != list(split.classes):
         raise InputError(f"the test scores' classes {classes} are not those of classes.json {split.classes}; rerun "
@@ -246,6 +259,7 @@ def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: Int
     head = [classes.index(c) for c in split.head]
     tail = [classes.index(c) for c in split.tail]
     point, reps = bootstrap(labels, scores, head, tail, cfg.resamples, cfg.seed, cfg.block)
+    refs = row_references(list(scores), cfg.references)
     methods = {}
     for m in scores:
         entry = {}
@@ -256,10 +270,13 @@ def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: Int
             lo, hi = interval(reps[m][key], cfg.level)
             entry[key] = {c: {"estimate": float(point[m][key][k]), "lo": float(lo[k]), "hi": float(hi[k])}
                           for k, c in enumerate(classes)}  # fmt: skip
-        entry["delta"] = {ref: paired_difference(point[m], point[ref], reps[m], reps[ref], cfg.level)
-                          for ref in cfg.references if ref != m}  # fmt: skip
+        entry["delta"] = {ref: paired_difference(point[m], point[ref], reps[m], reps[ref], cfg.level) for ref in refs[m]}
+        scheme, synthetic = parse_row(m)
+        real, oracle = row_id(scheme, None), row_id(scheme, "oracle")
+        if synthetic not in (None, "oracle") and real in scores and oracle in scores:
+            entry["oracle_share"] = oracle_share(point, reps, m, real, oracle, cfg.level)
         methods[m] = entry
-    for ref in cfg.references:
+    for ref in dict.fromkeys(r for rs in refs.values() for r in rs):
         for key in GROUPS:
             adjusted = holm({m: e["delta"][ref][key]["p"] for m, e in methods.items() if ref in e["delta"]})
             for m, p in adjusted.items():
@@ -273,11 +290,30 @@ def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: Int
         "n_test": int(len(ids)),
         "test_positives": {c: int(v) for c, v in zip(classes, labels.sum(axis=0))},
         "how": "percentile intervals over bootstrap replicates that resample the test images (the same resamples "
-        "for every method) and, with several classifier seeds, the seeds (the same seed draw for every method); "
-        "delta: the paired difference to each reference; p: two-sided bootstrap p-value of a zero paired difference; "
-        "p_holm: Holm-adjusted over the methods, per reference",
+        "for every method) and, with several classifier seeds, the seeds (the same seed draw for every method; seed i "
+        "of every row trained with draw i of its set); delta: the paired difference to the row's scheme's real-only "
+        "row and to each reference; p: two-sided bootstrap p-value of a zero paired difference; p_holm: "
+        "Holm-adjusted over the rows, per reference; oracle_share: the row's tail mAP gain over its scheme's "
+        "real-only row divided by the oracle's, per replicate",
         "methods": methods,
     }
+
+
+def oracle_share(point: Mapping, reps: Mapping, row: str, real: str, oracle: str, level: float) -> dict:
+    """The tail mAP gain of ``row`` over ``real`` as a share of the gain of ``oracle`` over ``real`` (1: all a
+    perfect generator could add), with a percentile interval of the replicate-wise ratios (paired: one resample for
+    all three rows). The share is only defined when the oracle gains: ``defined`` says whether the oracle's own gain
+    has an interval above 0; without it the ratio's interval is reported but means nothing."""
+    gain = reps[row]["map_tail"] - reps[real]["map_tail"]
+    room = reps[oracle]["map_tail"] - reps[real]["map_tail"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(room != 0, gain / room, np.nan)
+    lo, hi = interval(ratio, level)
+    room_lo, _ = interval(room, level)
+    estimate_room = point[oracle]["map_tail"] - point[real]["map_tail"]
+    estimate = (point[row]["map_tail"] - point[real]["map_tail"]) / estimate_room if estimate_room else float("nan")
+    return {"estimate": float(estimate), "lo": float(lo), "hi": float(hi), "oracle_gain": float(estimate_room),
+            "defined": bool(room_lo > 0)}  # fmt: skip
 
 
 def paired_difference(point: Mapping, point_ref: Mapping, reps: Mapping, reps_ref: Mapping, level: float) -> dict:

@@ -30,9 +30,10 @@ import pandas as pd
 
 from ltaug.common.errors import InputError
 from ltaug.common.io import atomic_path
-from ltaug.common.variants import REAL_ONLY, display_name, variant_of
+from ltaug.common.variants import display_name, parse_row, row_id, set_name, variant_of
 from ltaug.data.classes import ClassSplit
 from ltaug.data.synthetic import SyntheticSet
+from ltaug.evaluation.report_notes import notes_for
 from ltaug.evaluation.report_figures import forest_plot, memorisation_panel, novelty_panel, panels, per_class_ap_plot
 
 QUALITY = ("avg_tail_kid", "avg_tail_fd", "avg_tail_precision", "avg_tail_recall", "avg_tail_density",
@@ -57,43 +58,53 @@ def _fmt(mean: float | None, std: float | None = None, digits: int = 3) -> str:
     return text + (f" ± {std:.{digits}f}" if std is not None and not math.isnan(std) else "")
 
 
-def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[str, dict], intervals: dict) -> pd.DataFrame:
-    """One row per method: numbers from evaluate_classifier ({method}.json), compare_methods (intervals.json)
-    and evaluate_fid; one group of Δ columns per reference row (delta_tail_map_<reference>, ...).
+OWN = "own"  # the column group of every row's difference to its own scheme's real-only row
 
-    A method other than the baseline without a synthetic sample, or without its distance
-    results or intervals, is an error: an empty set must not look like a row of zeros.
+
+def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[str, dict], intervals: dict) -> pd.DataFrame:
+    """One row per row of Table 1 (a set under a training scheme): numbers from evaluate_classifier ({row}.json),
+    compare_methods (intervals.json) and evaluate_fid (per set, the same under every scheme); one group of Δ columns
+    for the row's own scheme's real-only row (delta_tail_map_own, ...) and one per reference row
+    (delta_tail_map_<reference>, ...), and the row's share of its scheme's oracle's gain.
+
+    A row with a set but without any synthetic sample, or without its distance results or intervals, is an error:
+    an empty set must not look like a row of zeros.
     """
     references = intervals.get("references", [])
     rows = []
     for method in methods:
         c = classifier[method]
-        if method not in REAL_ONLY and not c["n"]["synthetic"]:
+        scheme, synthetic = parse_row(method)
+        if synthetic is not None and not c["n"]["synthetic"]:
             raise InputError(
                 f"evaluation of {method!r}: it was trained without any synthetic sample; its synthetic set is "
-                f"empty or was not read. Rebuild results/synthetic/{method}/ and rerun evaluate_classifier."
+                f"empty or was not read. Rebuild results/synthetic/{synthetic}/ and rerun evaluate_classifier."
             )
-        f = fid.get(method)
-        if method not in REAL_ONLY and f is None:
-            raise InputError(f"evaluation of {method!r}: no evaluate_fid results; run evaluate_fid for it.")
+        f = fid.get(synthetic) if synthetic else None
+        if synthetic is not None and f is None:
+            raise InputError(f"evaluation of {method!r}: no evaluate_fid results of {synthetic!r}; run evaluate_fid for it.")
         i = intervals["methods"].get(method)
         if i is None:
             raise InputError(f"evaluation of {method!r}: not in intervals.json; rerun compare_methods.")
         std = c["std"]
         many = len(c["seeds"]) > 1
-        row = {"method": method, "row": display_name(method), "variant": variant_of(method),
-               "metric": f["metric"] if f else None}  # fmt: skip
+        row = {"method": method, "row": display_name(method), "scheme": scheme, "set": synthetic,
+               "variant": variant_of(method), "metric": f["metric"] if f else None}  # fmt: skip
         for key in QUALITY:
             row[key] = f.get(key) if f else None
         for key, name in (("map_head", "head_map"), ("map_tail", "tail_map"), ("auroc_macro", "auroc_macro")):
             row[name] = i[key]["estimate"]
             row[f"{name}_lo"], row[f"{name}_hi"] = i[key]["lo"], i[key]["hi"]
             row[f"{name}_std"] = std[key] if many else None
-        for ref in references:
+        own = row_id(scheme, None)
+        for ref, column in ((own, OWN), *((r, r) for r in references)):
             for key, name in (("map_tail", "delta_tail_map"), ("map_head", "delta_head_map")):
                 d = i.get("delta", {}).get(ref, {}).get(key)
                 for part in ("estimate", "lo", "hi", "p", "p_holm"):
-                    row[f"{name}_{ref}" if part == "estimate" else f"{name}_{ref}_{part}"] = d[part] if d else None
+                    row[f"{name}_{column}" if part == "estimate" else f"{name}_{column}_{part}"] = d[part] if d else None
+        share = i.get("oracle_share") or {}
+        row |= {"oracle_share": share.get("estimate"), "oracle_share_lo": share.get("lo"),
+                "oracle_share_hi": share.get("hi"), "oracle_share_defined": share.get("defined")}  # fmt: skip
         novelty = (f or {}).get("novelty") or {}
         detector = (f or {}).get("detector") or {}
         row |= {
@@ -104,6 +115,7 @@ def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[s
             "tail_detector_fidelity_hi": detector.get("fidelity", {}).get("hi"),
             "detector_fpr_synthetic": detector.get("fpr_synthetic", {}).get("rate"),
             "n_synthetic": c["n"]["synthetic"],
+            "draws": len(c.get("draws") or []),
             "seeds": len(c["seeds"]),
         }
         rows.append(row)
@@ -133,8 +145,8 @@ def verdicts(table: pd.DataFrame, references: Sequence[str], level: float, resam
     lines = []
     for r in table.to_dict("records"):
         parts = []
-        for ref in references:
-            name = display_name(ref)
+        for ref in (OWN, *references):
+            name = display_name(row_id(r["scheme"], None)) if ref == OWN else display_name(ref)
             for what in ("tail", "head"):
                 key = f"delta_{what}_map_{ref}"
                 d = r.get(key)
@@ -148,9 +160,9 @@ def verdicts(table: pd.DataFrame, references: Sequence[str], level: float, resam
         if parts:
             lines.append(f"**{r['row']}**: " + "; ".join(parts) + ".")
     if lines:
-        names = " and to ".join(display_name(r) for r in references)
-        lines.insert(0, f"Differences to {names} ({level:.0%} paired bootstrap interval; distinguishable when it "
-                        f"excludes 0):")  # fmt: skip
+        names = " and to ".join(["its scheme's real-only row", *(display_name(r) for r in references)])
+        lines.insert(0, f"Differences of every row to {names} ({level:.0%} paired bootstrap interval; distinguishable "
+                        f"when it excludes 0):")  # fmt: skip
     return lines
 
 
@@ -166,27 +178,32 @@ def markdown(
     funnels side by side (demo), then the notes, as GitHub markdown."""
     metric = next((m for m in table["metric"] if isinstance(m, str)), "FID")
     ci = f"[{level:.0%} CI]"
-    head = ["Method", "Avg Tail KID ↓", f"Avg Tail {metric} ↓", f"Head mAP ↑ {ci}", f"Tail mAP ↑ {ci}"]
+    head = ["Method", "Avg Tail KID ↓", f"Avg Tail {metric} ↓", f"Head mAP ↑ {ci}", f"Tail mAP ↑ {ci}",
+            f"Δ Tail mAP vs its scheme's real-only row {ci}", f"Share of the oracle's gain {ci}"]  # fmt: skip
     head += [f"Δ Tail mAP vs {display_name(ref)} {ci}" for ref in references] + [f"Macro AUROC ↑ {ci}"]
     lines = [_line(head), "|" + "---|" * len(head)]
     for r in table.to_dict("records"):
         cells = [r["row"], _fmt(r["avg_tail_kid"], digits=4), _fmt(r["avg_tail_fd"], digits=2),
                  _ci(r["head_map"], r["head_map_lo"], r["head_map_hi"]), _ci(r["tail_map"], r["tail_map_lo"], r["tail_map_hi"])]  # fmt: skip
-        for ref in references:
+        for ref in (OWN, *references):
             key = f"delta_tail_map_{ref}"
             cells.append(_ci(r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi"), sign=True))
+            if ref == OWN:
+                cells.append(_share(r))
         cells.append(_ci(r["auroc_macro"], r["auroc_macro_lo"], r["auroc_macro_hi"]))
         lines.append(_line(cells))
-    quality = table[~table["method"].isin(REAL_ONLY)]
+    quality = table[table["set"].notna()].drop_duplicates("set")
     if len(quality):
         demo = quality["tail_detector_fidelity"].notna().any()
         head = ["Method", "New ↑ (pixels / judge)", "d / d_real (pixels)", "Nearest is its source ↓", "Memorised ↓",
                 "Label fidelity ↑"]  # fmt: skip
         head += [f"Detector fidelity ↑ {ci}", "Detector FPR, synthetic ↓"] if demo else []
         head += ["Precision ↑", "Recall ↑", "Coverage ↑"]
-        lines += ["", "What the synthetic samples are, per tail class, averaged: new (and not copied), faithful:", "",
-                  _line(head), "|" + "---|" * len(head)]  # fmt: skip
+        lines += ["", "What the synthetic samples are (each set's first draw, the same under every scheme), per tail "
+                  "class, averaged: new (and not copied), faithful; the oracle's fresh real images are what a real "
+                  "image scores:", "", _line(head), "|" + "---|" * len(head)]  # fmt: skip
         for r in quality.to_dict("records"):
+            r = {**r, "row": set_name(r["set"])}
             new = "–" if _missing(r["novelty_pixels_new"]) else f"{r['novelty_pixels_new']:.2f} / {_fmt(r['novelty_features_new'], digits=2)}"
             cells = [r["row"], new, _fmt(r["novelty_pixels_median_ratio"], digits=2), _fmt(r["novelty_own_source"], digits=2),
                      _fmt(r["avg_memorised"]), _fmt(r["tail_label_fidelity"])]  # fmt: skip
@@ -202,6 +219,15 @@ def markdown(
     if funnel:
         text += funnel + "\n"
     return text + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def _share(r: dict) -> str:
+    """A row's share of its scheme's oracle's gain: the estimate and its interval, "–" for a real-only row or without
+    an oracle row, and marked "(oracle gains nothing)" when the oracle's own gain has an interval reaching 0."""
+    if _missing(r.get("oracle_share")):
+        return "–"
+    text = _ci(r["oracle_share"], r["oracle_share_lo"], r["oracle_share_hi"], digits=2)
+    return text if r.get("oracle_share_defined") else text + " (oracle gains nothing)"
 
 
 def funnel_table(funnels: dict[str, pd.DataFrame], off_path: set[str] = frozenset()) -> str:
@@ -243,97 +269,6 @@ def funnel_table(funnels: dict[str, pd.DataFrame], off_path: set[str] = frozense
     return "\n".join(lines) + "\n"
 
 
-def notes_for(
-    split: ClassSplit, classifier: dict[str, dict], fid: dict[str, dict], detector: dict | None, intervals: dict,
-    variants: dict[str, dict] | None = None, judge: dict | None = None,
-) -> list[str]:  # fmt: skip
-    """The facts a reader needs beside the numbers: what each variant does, classifier, seeds, test split, the
-    judge, what each column means."""
-    base = classifier["baseline"] if "baseline" in classifier else next(iter(classifier.values()))
-    seeds = len(intervals["seeds"])
-    notes = [f"Variant {v['line']}." for v in (variants or {}).values()]
-    notes += [
-        f"Intervals: {intervals['level']:.0%} percentile bootstrap over {intervals['resamples']} resamples of the "
-        f"{intervals['n_test']} test images, the same resamples for every method, so each Δ is a paired difference "
-        + (f"(the {seeds} classifier seeds are resampled too, the same draw for every method: the interval holds the "
-           f"seed-to-seed spread of the mean of {seeds} trainings); " if seeds > 1 else "(one classifier seed: the "
-           "interval holds the test-set variance only, not the spread between trainings); ")
-        + f"p: two-sided bootstrap p-value of a zero difference (≤ {2 / (intervals['resamples'] + 1):.3f}: no "
-        "replicate reached zero, the smallest value this many resamples can give); Holm: adjusted over the methods.",
-        f"Classifier: {base['classifier']} at {base['config']['image_size']} px, {base['config']['steps']} steps, "
-        f"seeds {base['seeds']}; trained on {base['n']['train_real']} real training images (+ the method's synthetic "
-        f"set), selected on {base['n']['val']} validation images, scored on the {base['n']['test']} test images only.",
-        f"Head classes: {', '.join(split.head)}. Tail classes: {', '.join(split.tail)} (test positives: "
-        + ", ".join(f"{c} {base['test_positives'][c]}" for c in split.tail) + ").",
-    ]
-    policy = split.labels or {}
-    uncertain, blank = policy.get("uncertain", "error"), policy.get("blank", "error")
-    parts = [f"uncertain (-1) labels read as {int(uncertain == 'ones')} (U-{uncertain.capitalize()})"] if uncertain != "error" else []
-    parts += ["blank labels read as 0"] if blank != "error" else []
-    if parts:
-        notes.append("Labels: " + "; ".join(parts) + " (data.uncertain, data.blank).")
-    if policy.get("ignore_labels"):
-        notes.append(f"Labels: names dropped as no class (data.ignore_labels): {', '.join(policy['ignore_labels'])}.")
-    any_fid = next(iter(fid.values()), None)
-    if judge:
-        notes.append(
-            f"Judge: {any_fid['judge'] if any_fid else 'a DenseNet'}, trained on the real training images only with "
-            f"class-balanced batches (eval.judge.balance {judge.get('balance', 1.0):g}), so that its features see the "
-            f"tail; test tail mAP {judge['mean']['map_tail']:.3f}, head mAP {judge['mean']['map_head']:.3f}. Distances, "
-            "precision / recall, memorisation and novelty are measured in its features, label fidelity by its scores."
-        )
-    if any_fid:
-        notes.append(
-            f"Avg Tail {any_fid['metric']}: Frechet distance per tail class between its generated samples and its real "
-            f"images of the {'/'.join(any_fid['real_splits'])} split(s), in the features of {any_fid['features']}, "
-            f"averaged over tail classes; KID likewise (unbiased, polynomial kernel)."
-            + (" FD-DenseNet is not Inception FID: compare it only within this table." if any_fid["metric"] != "FID" else "")
-            + " With a few dozen real images per tail class the Frechet distance is dominated by its small-sample bias;"
-            " KID is unbiased and is the headline."
-        )
-        notes.append(
-            "New: share of a set's samples that are at least as far from every real training image of their tail class "
-            "as the real images of that class are from their nearest other (the median of those distances, d_real), in "
-            "grayscale pixels at the classifier's input size / in the judge's features; d / d_real: the median ratio (0: "
-            "a copy). Nearest is its source: share of samples whose nearest training image (of any class) is one they "
-            "were made from (tail_id, head_id, source_id, neighbour_id): a near-copy of its source (novelty.png shows "
-            "each set's median sample beside its nearest real image)."
-        )
-        ks = sorted({v["prdc_k"] for v in any_fid["per_class"].values() if v["prdc_k"]})
-        k = f"k = {', '.join(map(str, ks))}" if ks else "undefined: fewer than 3 real images per tail class"
-        mem = any_fid["memorisation"]
-        notes.append(
-            f"Precision / recall / coverage (Naeem et al. 2020, {k}; density in table1.csv) of each tail class's "
-            f"samples against its real images, averaged. Memorised: share of samples whose nearest training image "
-            f"({mem['train']} images) is closer than the {mem['percentile']:g}th percentile ({mem['threshold']:.3f}) of "
-            f"{mem['reference']} real test images' nearest-training-image distances; a generator that does not copy "
-            f"scores about {mem['percentile'] / 100:.2f}, one that copies training images 1 (memorisation.png shows "
-            f"the closest pairs)."
-        )
-        real = [v["label_rate_real"] for v in any_fid["per_class"].values()]
-        notes.append(
-            "Label fidelity: share of the samples made for a tail class that the judge scores positive for that class "
-            f"(threshold: best F1 on validation); on real held-out images of those classes: {np.mean(real):.3f}."
-        )
-        if detector:
-            parts = []
-            for name in split.tail:
-                test = detector["classes"].get(name, {}).get("test")
-                if test:
-                    parts.append(f"{name} sensitivity {_fmt(test['sensitivity'], digits=2)}, specificity "
-                                 f"{_fmt(test['specificity'], digits=2)}")  # fmt: skip
-            fitted = next(iter(detector["classes"].values()), {}).get("fitted_on", "val")
-            notes.append(
-                "Detector fidelity: share of the samples made for a tail class in which the demo's pattern detector finds "
-                f"its finding, mean over tail classes with a bootstrap interval over the samples; the detector's region "
-                f"and threshold are fitted on the {fitted} split only (no training image, which the samples are made "
-                "from). Detector FPR, synthetic: its rate on the samples made for the other tail classes, negative for "
-                "the class; a fidelity near it means the finding is not there. On real test images: "
-                + "; ".join(parts) + "."
-            )
-    return notes
-
-
 def write_report(
     outdir: str | Path, methods: Sequence[str], classifier_dir: str | Path, fid_dir: str | Path, split: ClassSplit,
     sets: dict[str, SyntheticSet], manifest: pd.DataFrame, intervals_path: str | Path, detector: dict | None = None,
@@ -344,9 +279,10 @@ def write_report(
     samples.png under ``outdir``. ``variants``: per variant, the line its notes print and whether the funnel's il
     stage is on its path; ``funnels``: the fidelity funnel of each variant (demo)."""
     if not methods:
-        raise InputError("eval.methods is empty; list the methods to evaluate, e.g. [baseline, resample, smote, roentgen, ours].")
+        raise InputError("eval.methods is empty; list the sets to evaluate, e.g. [oracle, resample, smote, roentgen, ours].")
     classifier = {m: _read(Path(classifier_dir) / f"{m}.json", f"classifier results of {m!r}") for m in methods}
-    fid = {m: _read(Path(fid_dir) / f"{m}.json", f"distance results of {m!r}") for m in methods if m not in REAL_ONLY}
+    sets_of = list(dict.fromkeys(parse_row(m)[1] for m in methods if parse_row(m)[1]))
+    fid = {m: _read(Path(fid_dir) / f"{m}.json", f"distance results of {m!r}") for m in sets_of}
     intervals = _read(Path(intervals_path), "bootstrap intervals (rule compare_methods)")
     judge = _read(Path(judge_path), "judge results (rule train_judge)") if judge_path else None
     references = intervals.get("references", [])
@@ -362,8 +298,10 @@ def write_report(
                                          funnel_table(frames, off_path))  # fmt: skip
     with atomic_path(outdir / "table1.md") as tmp:
         Path(tmp).write_text(text)
-    per_class_ap_plot(outdir / "per_class_ap.png", methods, intervals, split)
-    forest_plot(outdir / "forest.png", table, references, intervals["level"])
+    last = parse_row(methods[-1])[0]  # the last scheme's rows, beside every scheme's real-only and oracle rows
+    shown = [m for m in methods if parse_row(m)[0] == last or parse_row(m)[1] in (None, "oracle")]
+    per_class_ap_plot(outdir / "per_class_ap.png", shown, intervals, split)
+    forest_plot(outdir / "forest.png", table, [OWN, *references], intervals["level"])
     memorisation_panel(outdir / "memorisation.png", fid)
     novelty_panel(outdir / "novelty.png", fid, split)
     panels(outdir / "samples.png", sets, manifest, split)

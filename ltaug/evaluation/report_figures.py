@@ -55,8 +55,8 @@ def per_class_ap_plot(path: Path, methods: Sequence[str], intervals: dict, split
 
 
 def forest_plot(path: Path, table: pd.DataFrame, references: Sequence[str], level: float) -> None:
-    """Δ tail mAP and Δ head mAP of every method against each reference row (one row of panels per reference) with
-    their paired intervals; red: the interval excludes 0."""
+    """Δ tail mAP and Δ head mAP of every row against each reference (one row of panels per reference; "own": each
+    row's own scheme's real-only row) with their paired intervals; red: the interval excludes 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +64,7 @@ def forest_plot(path: Path, table: pd.DataFrame, references: Sequence[str], leve
 
     references = list(references) or [None]
     n = max(len(table) - 1, 1)
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(len(references), 2, figsize=(9, len(references) * (0.42 * n + 1.3)), squeeze=False)
     for r, ref in enumerate(references):
         rows = table[table[f"delta_tail_map_{ref}"].notna()].reset_index(drop=True) if ref else table.iloc[:0]
@@ -79,7 +80,9 @@ def forest_plot(path: Path, table: pd.DataFrame, references: Sequence[str], leve
             ax.axvline(0, color="0.5", lw=0.8, ls="--")
             ax.errorbar(estimate, y, xerr=[estimate - lo, hi - estimate], fmt="none", ecolor="0.3", capsize=3)
             ax.scatter(estimate, y, c=np.where(real, "tab:red", "0.4"), zorder=3, s=22)
-            ax.set_title(f"{title} vs {display_name(ref)} ({level:.0%} paired interval)", fontsize=9)
+            against = "its scheme's real-only row" if ref == "own" else display_name(ref)
+            ax.set_title(f"{title} vs {against} ({level:.0%} paired interval)", fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(5))  # a few ticks: small differences print long labels
             ax.set_yticks(y, rows["row"].tolist(), fontsize=8)
             ax.grid(axis="x", color="0.9")
     fig.tight_layout()

@@ -33,9 +33,19 @@ from ltaug.common.errors import ConfigError, InputError
 from ltaug.common.io import atomic_path
 from ltaug.common.seeds import seed64, stream
 from ltaug.common.shards import COMPRESSOR
+from ltaug.common.variants import effective_policy
 from ltaug.data.classes import ClassSplit
 from ltaug.method.cam import il_fingerprint, open_training_stores, select_maps
-from ltaug.method.fusion import FusionConfig, FusionMasks, combine, config_masks, decode_fused, fused_labels, shares
+from ltaug.method.fusion import (
+    FusionConfig,
+    FusionMasks,
+    combine,
+    config_masks,
+    decode_fused,
+    fused_labels,
+    region_carried,
+    shares,
+)
 
 
 PAIR_COLUMNS = ["j", "tail_id", "tail_class", "head_class", "head_id", "distance"]
@@ -91,6 +101,27 @@ def plan(pairs: pd.DataFrame, split: ClassSplit, n_per_class: int, source: str =
     return pd.DataFrame(rows)
 
 
+def second_tail_carried(
+    cfg: FusionConfig, y_tail: np.ndarray, maps: np.ndarray, map_classes: list[str], from_tail: torch.Tensor,
+    tail_column: np.ndarray, classes: list[str], tail: list[str],
+) -> np.ndarray | None:  # fmt: skip
+    """(B, K) bool: which of the tail images' classes each fused sample carries. A second tail class u of a tail
+    image (not the one the sample was made for) is carried when at least half of its region, M^S of the image's map
+    for u (:func:`ltaug.method.fusion.region_carried`), was taken from the tail; every other class counts as
+    carried. None for class-agnostic maps (EigenCAM: no map says where u is; the policy's labels stand)."""
+    if maps.ndim == 3:
+        return None
+    carried = np.ones(y_tail.shape, dtype=bool)
+    for u in tail:
+        k = classes.index(u)
+        rows = np.flatnonzero((y_tail[:, k] == 1) & (tail_column != k))
+        if len(rows) == 0 or u not in map_classes:
+            continue
+        m_u = torch.from_numpy(maps[rows, map_classes.index(u)])  # (R, h, w)
+        carried[rows, k] = region_carried(m_u, from_tail[rows], cfg.tau_h, cfg.tail_mask, cfg.region_grow)
+    return carried
+
+
 def _create(root: zarr.Group, n: int, latent: tuple, k: int, chunk: int) -> None:
     def array(name, shape, dtype):
         root.create_array(name, shape=(n, *shape), chunks=(chunk, *shape), dtype=dtype, compressors=COMPRESSOR)
@@ -137,6 +168,7 @@ def fuse_latents(
             f"name the class that means no finding, or set it to \"\" if there is none."
         )
     exclusive = classes.index(cfg.exclusive_class) if cfg.exclusive_class else None
+    policy = effective_policy(cfg.label_policy, cfg.tail_mask)
     n, chunk = len(todo), cfg.chunk_size
     latent_shape = tuple(latents["z"].shape[1:])
     student, decoder, classifier = il.model.student, il.model.decoder, il.model.classifier
@@ -145,6 +177,7 @@ def fuse_latents(
     attrs = {k: latents.attrs.get(k) for k in ("classes", "model_path", "model_fingerprint", "scaling_factor",
                                                 "shift_factor", "image_size")}  # fmt: skip
     attrs |= {"split": "fused", "head": list(split.head), "tail": list(split.tail), "config": asdict(cfg),
+              "label_policy": policy,
               "il_model": str(il_path), "il_fingerprint": il_fingerprint(il_path)}  # fmt: skip
     with atomic_path(store) as tmp, torch.no_grad():
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
@@ -184,8 +217,10 @@ def fuse_latents(
                 out["from_tail"].append(masks.from_tail.numpy().astype(np.uint8))  # (B, h, w)
                 tail_column = np.array([classes.index(t) for t in rows["tail_class"]])  # (B,)
                 out["tail_labels"].append(y_in[ti])
-                out["labels"].append(fused_labels(cfg.label_policy, y_in[ti], y_in[hi], probs, cfg.label_threshold,
-                                                  tail_column, exclusive))  # fmt: skip
+                carried = second_tail_carried(cfg, y_in[ti], maps_in[ti], map_classes, masks.from_tail, tail_column,
+                                              classes, split.tail) if policy in ("union", "tail_only") else None  # fmt: skip
+                out["labels"].append(fused_labels(policy, y_in[ti], y_in[hi], probs, cfg.label_threshold, tail_column,
+                                                  exclusive, carried))  # fmt: skip
                 for name, values in shares(masks).items():
                     out[name].append(values)
                 bar.update(len(rows))

@@ -38,10 +38,12 @@ coin's bias uniformly per batch; here it is a fair coin, as DESIGN.md says.
 The stage makes one fused sample per row of pairs.csv, ``fusion.n_per_class`` per tail class
 (pair_neighbours draws a fresh neighbour for each); sample j of tail class t draws its coins
 from a generator seeded by (fusion.seed, stream("fuse.coins"), t, j), so the result does not depend on the
-batch size. Labels follow ``fusion.label_policy``: union (tail and head labels, the paper), tail_only (the tail sample's
-labels) or classifier (classes whose probability C(z_F^s) exceeds label_threshold); each
-keeps the tail class the sample was made for, and clears ``exclusive_class`` ("No Finding")
-when another class is positive.
+batch size. Labels follow ``fusion.label_policy``: union (tail and head labels, the paper, for its whole-image
+masks), neighbour (the head neighbour's labels and the tail class: what a region pasted into the neighbour shows),
+tail_only (the tail sample's labels) or classifier (classes whose probability C(z_F^s) exceeds label_threshold);
+auto, the default, is neighbour for a region mask and union for cells. Each keeps the tail class the sample was made
+for, claims a second tail class of the tail image only where the sample carries its region (class-specific maps),
+and clears ``exclusive_class`` ("No Finding") when another class is positive.
 
 The stage itself, and the store it writes, are :mod:`ltaug.method.fused_store`.
 """
@@ -55,8 +57,8 @@ import numpy as np
 import torch
 
 from ltaug.common.config import config_section
+from ltaug.common.variants import LABEL_POLICIES
 
-LABEL_POLICIES = ("union", "tail_only", "classifier")
 DECODES = ("d", "residual")
 TAIL_MASKS = ("cells", "region")
 OVERLAPS = ("coin", "tail")
@@ -68,7 +70,7 @@ class FusionConfig:
     n_per_class: int = 100  # fused samples per tail class (one pair of pairs.csv each)
     tau_h: float = 0.5  # tail-specific positions: tail map > tau_h (M^S, Eq. 6)
     tau_l: float = 0.5  # generic positions: head map < tau_l (M^G, Eq. 6)
-    label_policy: str = "union"  # union (tail and head labels, the paper) | tail_only | classifier
+    label_policy: str = "auto"  # auto (neighbour for a region mask, union for cells) | union (the paper) | neighbour | tail_only | classifier
     label_threshold: float = 0.5  # classifier policy: classes with sigmoid(C(z_F^s)) above this (plus the tail class)
     exclusive_class: str = "No Finding"  # a class meaning "no other finding": cleared when a fused label has another class; "" = none
     decode: str = "d"  # d: z_F = D(z_F^s) (Eq. 13) | residual: plus each source's z - D(S(z)) where F took it
@@ -211,6 +213,17 @@ def shares(masks: FusionMasks) -> dict[str, np.ndarray]:
     return {"tail_share": tail.numpy(), "head_share": (1 - tail).numpy(), "coin_share": coin.numpy()}
 
 
+def region_carried(m_class: torch.Tensor, from_tail: torch.Tensor, tau_h: float, tail_mask: str = "cells",
+                   grow: int = 1) -> np.ndarray:  # fmt: skip
+    """(B,) bool: whether each fused sample carries the tail image's finding whose (B, h, w) map is ``m_class``: at
+    least half of that finding's M^S (as :func:`specific_mask` builds it) lies in F, the positions taken from the
+    tail. An empty M^S (the map never above tau_h) is not carried."""
+    region = specific_mask(m_class, tau_h, tail_mask, grow)  # (B, h, w)
+    size = region.flatten(1).sum(1)
+    kept = (region & from_tail.bool()).flatten(1).sum(1)
+    return ((size > 0) & (2 * kept >= size)).cpu().numpy()
+
+
 def fused_labels(
     policy: str,
     y_tail: np.ndarray,
@@ -219,20 +232,27 @@ def fused_labels(
     threshold: float,
     tail_column: np.ndarray,
     exclusive_column: int | None = None,
+    carried: np.ndarray | None = None,
 ) -> np.ndarray:
     """(B, K) uint8 labels of fused samples under ``policy`` from (B, K) tail and head labels, (B, K)
     probabilities C(z_F^s) and the (B,) column of the tail class each sample was made for.
 
-    union: tail or head label (the paper); tail_only: the tail sample's labels; classifier: the
-    classes whose probability exceeds ``threshold``. Every policy keeps the tail class a sample
-    was made for, so each synthetic sample counts for its class. ``exclusive_column`` is a class
-    that excludes every other (CXR-LT's "No Finding"): a head neighbour without findings gives
-    the union that label, which the fused sample, positive for its tail class, cannot carry.
+    union: tail or head label (the paper, for its whole-image masks); neighbour: the head neighbour's labels (the
+    image outside the pasted region is the neighbour's) and the tail class; tail_only: the tail sample's labels;
+    classifier: the classes whose probability exceeds ``threshold``. Every policy keeps the tail class a sample
+    was made for, so each synthetic sample counts for its class. ``carried`` (B, K) bool, where known, says which
+    of the tail image's classes the sample carries (:func:`region_carried`): union and tail_only claim a class of
+    the tail image only where it is carried (a second tail finding left in the tail image is not the sample's).
+    ``exclusive_column`` is a class that excludes every other (CXR-LT's "No Finding"): a head neighbour without
+    findings gives that label, which the fused sample, positive for its tail class, cannot carry.
     """
+    y_from_tail = y_tail if carried is None else y_tail * np.asarray(carried, dtype=y_tail.dtype)
     if policy == "union":
-        labels = np.maximum(y_tail, y_head)
+        labels = np.maximum(y_from_tail, y_head)
+    elif policy == "neighbour":
+        labels = y_head.copy()
     elif policy == "tail_only":
-        labels = y_tail.copy()
+        labels = y_from_tail.copy()
     elif policy == "classifier":
         labels = (probs > threshold).astype(np.uint8)
     else:

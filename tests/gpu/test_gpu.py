@@ -18,6 +18,7 @@ from ltaug.backbone.diffusion import sample_latents
 from ltaug.backbone.latents import decode_latents, encode_images
 from ltaug.backbone.model_dir import load_stable_diffusion
 from ltaug.evaluation.classifier import ClassifierConfig, predict, train_classifier
+from ltaug.evaluation.schemes import TrainingPool
 from ltaug.method.iterated import ILConfig
 from ltaug.method.train_il import train_iterated
 
@@ -99,11 +100,12 @@ def test_the_classifier_trains_under_bfloat16_autocast_on_cuda():
     (train, y), (val, yv) = labelled_images(128, 0), labelled_images(64, 1)
     cfg = ClassifierConfig(image_size=32, growth_rate=8, block_config=[2, 2], num_init_features=16, steps=60,
                            batch_size=32, eval_every=20, lr=0.005, seeds=[0], precision="bfloat16")  # fmt: skip
-    model, info = train_classifier(train, y, val, yv, ["a", "b"], cfg, 0, CUDA)
+    pool = TrainingPool(y.astype(np.uint8), len(y), np.zeros(0, dtype=np.int64))
+    model, info = train_classifier(train, pool, val, yv, ["a", "b"], cfg, 0, CUDA)
     assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay float32
     scores = predict(model, val, CUDA)
     assert np.isfinite(scores).all() and info["val_map"] > 0.9
-    again, _ = train_classifier(train, y, val, yv, ["a", "b"], cfg, 0, CUDA)
+    again, _ = train_classifier(train, pool, val, yv, ["a", "b"], cfg, 0, CUDA)
     assert np.allclose(predict(again, val, CUDA), scores, atol=1e-3)  # seeded on CUDA too
 
 

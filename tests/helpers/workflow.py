@@ -38,7 +38,9 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": path})
 
 
-ROWS = ["Baseline", "Balanced", "Resample", "SMOTE", "RoentGen@4", "Ours@0", "Ours@1", "Ours-paper@0"]
+SETS = ["Oracle", "Resample", "SMOTE", "RoentGen@4", "Ours@0", "Ours@1", "Ours-paper@0"]  # the tiny config's sets
+ROWS = ["Baseline", *SETS, "Balanced", *(f"Balanced+{s}" for s in SETS)]  # under its schemes, plain and balanced
+DRAWS = 2  # draws of every set: one per classifier seed
 
 
 def write_config(workdir: Path, **sections) -> dict:
@@ -58,10 +60,16 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 # Table 1 of the tiny config: its references, and its columns in order
-REFERENCES = ["baseline", "resample"]
+REFERENCES = ["resample"]
 
 
-COLUMNS = ["method", "row", "variant", "metric", "avg_tail_kid", "avg_tail_fd", "avg_tail_precision", "avg_tail_recall",
-           "avg_tail_density", "avg_tail_coverage", "avg_memorised",
+COLUMNS = ["method", "row", "scheme", "set", "variant", "metric", "avg_tail_kid", "avg_tail_fd", "avg_tail_precision",
+           "avg_tail_recall", "avg_tail_density", "avg_tail_coverage", "avg_memorised",
            "head_map", "head_map_lo", "head_map_hi", "head_map_std", "tail_map", "tail_map_lo", "tail_map_hi",
            "tail_map_std", "auroc_macro", "auroc_macro_lo", "auroc_macro_hi", "auroc_macro_std"]
+COLUMNS += [f"delta_{what}_map_{ref}{part}" for ref in ("own", *REFERENCES) for what in ("tail", "head")
+            for part in ("", "_lo", "_hi", "_p", "_p_holm")]
+COLUMNS += ["oracle_share", "oracle_share_lo", "oracle_share_hi", "oracle_share_defined",
+            "novelty_pixels_new", "novelty_features_new", "novelty_pixels_median_ratio", "novelty_features_median_ratio",
+            "novelty_own_source", "tail_label_fidelity", "tail_detector_fidelity", "tail_detector_fidelity_lo",
+            "tail_detector_fidelity_hi", "detector_fpr_synthetic", "n_synthetic", "draws", "seeds"]  # fmt: skip

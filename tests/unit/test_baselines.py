@@ -14,12 +14,13 @@ from ltaug.backbone.bootstrap_config import BootstrapConfig
 from ltaug.backbone.bootstrap_models import build_vae
 from ltaug.backbone.latents import decode_latents
 from ltaug.backbone.model_dir import load_stable_diffusion
-from ltaug.common.errors import ConfigError
+from ltaug.common.errors import ConfigError, InputError
 from ltaug.common.images import load_image
 from ltaug.data.synthetic import read_synthetic_set
 from ltaug.evaluation.baselines import (
     BaselinesConfig,
     balanced_repeats,
+    make_oracle,
     make_resample,
     make_smote,
     make_text_to_image,
@@ -146,6 +147,51 @@ def test_resample_set_copies_real_tail_images_with_their_labels(tmp_path):
         assert row[CLASSES].tolist() == manifest.loc[i, CLASSES].tolist()
         expected = load_image(manifest.loc[i, "path"], 32)  # the image encode_latents encodes: 40 x 48 -> 32 x 32
         assert (np.asarray(Image.open(s.root / row["path"])) == expected[..., None]).all()
+
+
+def test_the_oracle_on_the_demo_is_fresh_real_images_labelled_with_what_they_show(tmp_path):
+    from ltaug.data.demo import DemoConfig, class_names, render_oracle
+
+    cfg = DemoConfig(seed=2, image_size=32, n_train=20, n_val=4, n_test=4)
+    classes, tail = class_names(), ["Nodule", "Fracture"]
+    make_oracle(classes, tail, 4, 32, 1, tmp_path / "oracle", demo=cfg)
+    s = read_synthetic_set(tmp_path / "oracle", classes, tail, 4)
+    assert s.method == "oracle" and s.info["draw"] == 1
+    boxes = pd.read_csv(s.root / "boxes.csv")
+    for _, row in s.frame.iterrows():
+        present = [c for c in classes if row[c]]
+        assert row["tail_class"] in present and row["No Finding"] == 0
+        j = int(row["source_id"].split("-")[3])
+        image, found = render_oracle(cfg, row["tail_class"], 1, j, present)
+        assert (np.asarray(Image.open(s.root / row["path"]))[..., 0] == image).all()  # the drawn image itself
+        assert sorted(boxes.loc[boxes["dicom_id"] == row["source_id"], "class"]) == sorted(b[0] for b in found)
+    make_oracle(classes, tail, 4, 32, 2, tmp_path / "other", demo=cfg)  # another draw: other patients
+    other = read_synthetic_set(tmp_path / "other", classes, tail, 4)
+    first = {np.asarray(Image.open(s.root / p)).tobytes() for p in s.frame["path"]}
+    assert not first & {np.asarray(Image.open(other.root / p)).tobytes() for p in other.frame["path"]}
+
+
+def test_the_oracle_on_real_data_draws_from_the_held_out_images_only(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(9):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
+        rows.append({"id": f"img-{i}", "path": str(path), "split": "holdout" if i >= 5 else "train",
+                     "Cardiomegaly": int(i == 5), "Nodule": int(i in (1, 5, 6)), "Fracture": int(i in (2, 7, 8)),
+                     "No Finding": int(i in (0, 3, 4))})  # fmt: skip
+    manifest = pd.DataFrame(rows)
+    make_oracle(CLASSES, TAIL, 3, 32, 0, tmp_path / "oracle", manifest=manifest, seed=4)
+    s = read_synthetic_set(tmp_path / "oracle", CLASSES, TAIL, 3)
+    for name, held in (("Nodule", {"img-5", "img-6"}), ("Fracture", {"img-7", "img-8"})):
+        picks = s.frame.loc[s.frame["tail_class"] == name, "source_id"].value_counts()
+        assert set(picks.index) == held and sorted(picks) == [1, 2]  # every held-out image in turn, no training image
+    for _, row in s.frame.iterrows():  # the real labels: img-5 shows Cardiomegaly too
+        assert row[CLASSES].tolist() == manifest.loc[int(row["source_id"][4:]), CLASSES].tolist()
+    manifest.loc[manifest["Fracture"] == 1, "split"] = "train"
+    with pytest.raises(InputError, match="tail class 'Fracture' has no held-out training image"):
+        make_oracle(CLASSES, TAIL, 3, 32, 0, tmp_path / "none", manifest=manifest)
+    assert not (tmp_path / "none").exists()
 
 
 # ---------------------------------------------------------------------------- text-to-image

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -25,6 +26,7 @@ from ltaug.evaluation.classifier import (
     save_classifier,
     train_classifier,
 )
+from ltaug.evaluation.schemes import TrainingPool
 
 TINY = ClassifierConfig(image_size=32, growth_rate=4, block_config=[1, 1], num_init_features=8, steps=6, batch_size=8,
                         eval_every=3, seeds=[0], threads=1)  # fmt: skip
@@ -63,10 +65,11 @@ def test_only_the_test_split_is_scored_and_never_trained_on(data, monkeypatch):
     labels_of.update({p: row for p, row in zip(synthetic.paths(), synthetic.labels(split.classes))})
     seen = {}
 
-    def fake_train(train, train_labels, val, val_labels, classes, cfg, seed, device, balance=0.0):
+    def fake_train(train, pool, val, val_labels, classes, cfg, seed, device, scheme, rebalancing, balance):
         seen["train"], seen["val"] = list(train.paths), list(val.paths)
-        assert (train_labels == np.stack([labels_of[p] for p in train.paths])).all()
-        return torch.nn.Linear(1, 1), {"best_step": 1, "val_map": 1.0, "history": []}
+        assert (pool.labels == np.stack([labels_of[p] for p in train.paths])).all() and pool.n_real == 40
+        assert pool.made_for.tolist() == [split.classes.index(t) for t in synthetic.frame["tail_class"]]
+        return torch.nn.Linear(1, 1), {"best_step": 1, "val_map": 1.0, "history": [], "synthetic_draw_share": 0.1}
 
     def oracle(model, source, device, batch_size=64):  # perfect scores: the labels of exactly the images given
         seen.setdefault("scored", []).append(list(source.paths))
@@ -74,7 +77,7 @@ def test_only_the_test_split_is_scored_and_never_trained_on(data, monkeypatch):
 
     monkeypatch.setattr(evaluate, "train_classifier", fake_train)
     monkeypatch.setattr(evaluate, "predict", oracle)
-    results, _, meta, scores = evaluate_method("smote", manifest, split, synthetic, TINY, torch.device("cpu"))
+    results, _, meta, scores = evaluate_method("smote", manifest, split, [synthetic], TINY, torch.device("cpu"))
 
     paths = {s: set(manifest.loc[manifest["split"] == s, "path"]) for s in ("train", "val", "test")}
     assert set(seen["train"]) == paths["train"] | set(synthetic.paths()) and len(seen["train"]) == 40 + 4
@@ -100,7 +103,43 @@ def test_a_set_made_from_a_test_image_is_refused(data):
     root, manifest, split = data
     leaky = synthetic_set(root, manifest, split, ["train-0003", "test-0002"], name="leaky")
     with pytest.raises(InputError, match=r"line 3: column 'source_id' names 'test-0002', an image of the test split"):
-        evaluate_method("leaky", manifest, split, leaky, TINY, torch.device("cpu"))
+        evaluate_method("leaky", manifest, split, [leaky], TINY, torch.device("cpu"))
+
+
+def test_a_held_out_image_is_the_oracle_s_alone(data):
+    root, manifest, split = data
+    held = manifest.assign(split=manifest["split"].where(manifest["id"] != "train-0003", "holdout"))
+    for name in ("smote", "oracle"):
+        made = synthetic_set(root, held, split, ["train-0003"], name=f"from-holdout-{name}")
+        made = dataclasses.replace(made, info={**made.info, "method": name})
+        if name == "oracle":
+            evaluate.check_provenance(made, held)
+        else:
+            with pytest.raises(InputError, match=r"names 'train-0003', an image of the holdout split"):
+                evaluate.check_provenance(made, held)
+
+
+def test_seed_i_trains_with_draw_i_of_the_set(data, monkeypatch):
+    root, manifest, split = data
+    draws = [synthetic_set(root, manifest, split, ["train-0001"], name=f"draw{d}") for d in range(2)]
+    seen = []
+
+    def fake_train(train, pool, val, val_labels, classes, cfg, seed, device, scheme, rebalancing, balance):
+        seen.append((seed, scheme, sorted(p for p in train.paths if "draw" in p)))
+        return torch.nn.Linear(1, 1), {"best_step": 1, "val_map": 1.0, "history": [], "synthetic_draw_share": 0.5}
+
+    monkeypatch.setattr(evaluate, "train_classifier", fake_train)
+    monkeypatch.setattr(evaluate, "predict", lambda model, source, device, batch_size=64: np.full((len(source), len(split.classes)), 0.5))
+    two = dataclasses.replace(TINY, seeds=[0, 1])
+    results, *_ = evaluate_method("balanced+smote", manifest, split, draws, two, torch.device("cpu"), scheme="balanced")
+    assert [(s, scheme) for s, scheme, _ in seen] == [(0, "balanced"), (1, "balanced")]
+    assert seen[0][2] == sorted(draws[0].paths()) and seen[1][2] == sorted(draws[1].paths())
+    assert [r["draw"] for r in results["runs"]] == [str(d.root) for d in draws] and results["scheme"] == "balanced"
+    seen.clear()
+    evaluate_method("smote", manifest, split, draws[:1], two, torch.device("cpu"))  # one draw serves every seed
+    assert seen[0][2] == seen[1][2] == sorted(draws[0].paths())
+    with pytest.raises(InputError, match="3 draws of its set for 2 classifier seeds"):
+        evaluate_method("smote", manifest, split, draws + draws[:1], two, torch.device("cpu"))
 
 
 def test_training_is_seeded_and_selects_on_validation(data):
@@ -108,7 +147,8 @@ def test_training_is_seeded_and_selects_on_validation(data):
     rows = {s: manifest[manifest["split"] == s] for s in ("train", "val")}
     sources = {s: ImageSource(32, True, 1, None, r) for s, r in rows.items()}
     labels = {s: r[split.classes].to_numpy(dtype=np.uint8) for s, r in rows.items()}
-    runs = [train_classifier(sources["train"], labels["train"], sources["val"], labels["val"], split.classes, TINY, 7,
+    pool = TrainingPool(labels["train"], len(labels["train"]), np.zeros(0, dtype=np.int64))
+    runs = [train_classifier(sources["train"], pool, sources["val"], labels["val"], split.classes, TINY, 7,
                              torch.device("cpu")) for _ in range(2)]  # fmt: skip
     (a, info), (b, _) = runs
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -202,3 +242,23 @@ def test_available_memory_is_capped_by_the_jobs_cgroup(tmp_path, version):
     assert available_memory(proc, cgroup) == 60 * gib  # --mem=64G, 4 GiB used
     (folder / limit).write_text("max\n" if version == "v2" else "9223372036854771712\n")  # no limit
     assert available_memory(proc, cgroup) == 500 * gib
+
+
+def test_every_scheme_trains_a_row_with_a_set_added(data):
+    """The stage's own path under each scheme: the set's share of the drawn rows is the scheme's (plain: its share of
+    the pool; balanced and logit-adjusted: the mix's, for the tail classes' draws), and the plain and logit-adjusted
+    rows of the real images alone train on the same batches, so only their loss tells them apart."""
+    root, manifest, split = data
+    synthetic = synthetic_set(root, manifest, split, ["train-0001"], name="mixed")
+    cfg = dataclasses.replace(TINY, seeds=[0], steps=6)
+    shares = {}
+    for scheme in ("plain", "balanced", "logit-adjusted"):
+        results, *_ = evaluate_method(f"{scheme}+set", manifest, split, [synthetic], cfg, torch.device("cpu"), scheme=scheme)
+        assert results["scheme"] == scheme and results["rebalancing"]["synthetic_share"] == 0.5
+        shares[scheme] = results["runs"][0]["synthetic_draw_share"]
+    assert shares["plain"] == pytest.approx(4 / 44, abs=0.08)  # 4 synthetic images in a pool of 44
+    assert 0 < shares["balanced"] < 0.5 and 0 < shares["logit-adjusted"] < 0.5
+    plain, *_ = evaluate_method("baseline", manifest, split, None, cfg, torch.device("cpu"))
+    adjusted, *_ = evaluate_method("logit-adjusted", manifest, split, None, cfg, torch.device("cpu"), scheme="logit-adjusted")
+    losses = [[h["loss"] for h in r["runs"][0]["history"]] for r in (plain, adjusted)]
+    assert losses[0] != losses[1] and plain["rebalancing"] is None

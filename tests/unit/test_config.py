@@ -183,7 +183,7 @@ def test_the_schemas_choices_are_the_codes():
 
     choices = {
         "cam.method": ["eigencam", *cam_methods.CLASS_SPECIFIC], "diffusion.dtype": list(diffusion.DTYPES),
-        "fusion.label_policy": list(fusion.LABEL_POLICIES), "fusion.decode": list(fusion.DECODES),
+        "fusion.label_policy": ["auto", *fusion.LABEL_POLICIES], "fusion.decode": list(fusion.DECODES),
         "data.check_images": list(images.CHECKS), "latents.mode": list(latents.MODES),
         "il.classifier": list(models.ARCHITECTURES), "il.classifier_stem": list(models.STEMS),
     }  # fmt: skip
@@ -191,6 +191,9 @@ def test_the_schemas_choices_are_the_codes():
         assert section(schema(), key)["enum"] == values, key
     for key in ("cam.splits", "eval.fid.real_splits"):
         assert section(schema(), key)["items"]["enum"] == list(SPLITS), key
+    from ltaug.common.variants import SCHEMES
+
+    assert section(schema(), "eval.schemes")["items"]["enum"] == list(SCHEMES)
 
 
 def test_every_config_key_is_commented():

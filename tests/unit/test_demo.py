@@ -139,6 +139,31 @@ def test_images_look_like_a_radiograph():
         assert img.std() > 30
 
 
+def test_the_oracle_s_images_are_fresh_draws_in_no_split():
+    """The oracle's images come from streams no split uses: none equals an image of train, val or test, none equals
+    another draw's, and each shows its tail class with the others at their prevalences."""
+    splits = {demo.render_image(TINY, split, i, [])[0].tobytes() for split in SPLITS
+              for i in range(getattr(TINY, f"n_{split}"))}  # fmt: skip
+    seen = set()
+    for draw in (0, 1):
+        for name in ("Nodule", "Fracture"):
+            for j, findings in enumerate(demo.oracle_findings(TINY, name, 6, draw)):
+                assert name in findings
+                image, boxes = demo.render_oracle(TINY, name, draw, j, findings)
+                assert [b[0] for b in boxes] == [c for c in FINDINGS if c in findings]
+                bare = demo.render_oracle(TINY, name, draw, j, [])[0].tobytes()
+                assert bare not in splits and bare not in seen  # a new patient every time
+                seen.add(bare)
+    again, _ = demo.render_oracle(TINY, "Nodule", 0, 2, ["Nodule"])
+    np.testing.assert_array_equal(again, demo.render_oracle(TINY, "Nodule", 0, 2, ["Nodule"])[0])
+    many = demo.oracle_findings(DemoConfig(), "Nodule", 3000, 0)
+    for name in ("Cardiomegaly", "Pneumothorax", "Fracture"):
+        share = np.mean([name in f for f in many])
+        p = DEFAULT_PREVALENCE[name]
+        assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / 3000), name
+    assert demo.oracle_findings(DemoConfig(), "Nodule", 50, 1) != many[:50]
+
+
 def test_rendering_is_deterministic_and_depends_on_seed_split_index():
     a, boxes = demo.render_image(TINY, "train", 2, ["Nodule", "Fracture"])
     b, boxes_b = demo.render_image(TINY, "train", 2, ["Fracture", "Nodule"])

@@ -152,3 +152,55 @@ def test_the_latent_space_control_is_the_blend_of_the_two_latents(inputs, tmp_pa
         want = np.where(mask[None], z_t, z_h)
         assert np.array_equal(latent["z"][f], want)
     assert not np.allclose(sparse["z"][:], latent["z"][:])  # the sparse space's decode is something else
+
+
+def test_a_region_fused_sample_is_labelled_with_its_neighbour_s_classes_and_its_tail_class(inputs, tmp_path):
+    root, latents, model, cams = inputs
+    run_stage(inputs, tmp_path / "fused.zarr", n_per_class=5, tau_h=0.2, tau_l=1.0, tail_mask="region", overlap="tail")
+    fused, store = open_latents(tmp_path / "fused.zarr"), open_latents(latents)
+    assert fused.attrs["label_policy"] == "neighbour" and fused.attrs["config"]["label_policy"] == "auto"
+    row = {s: i for i, s in enumerate(store["ids"][:])}
+    for f in range(10):
+        want = store["labels"][row[str(fused["head_id"][f])]].copy()
+        want[CLASSES.index(str(fused["tail_class"][f]))] = 1
+        want[CLASSES.index("No Finding")] = 0
+        assert fused["labels"][f].tolist() == want.tolist()
+        assert (fused["tail_labels"][f] == store["labels"][row[str(fused["tail_id"][f])]]).all()
+
+
+def test_union_claims_a_second_tail_class_only_where_the_sample_carries_its_region(tmp_path):
+    from ltaug.method.fusion import region_carried
+
+    z, labels = synthetic_latents(48, [0.4, 0.3, 0.1, 0.1, 0.2], shape=(4, 8, 8))
+    both = np.flatnonzero(labels[:, 2])[:3]
+    labels[both, 3] = 1  # three Nodule images that show a Fracture too
+    labels[both, 4] = 0
+    latents = write_latent_store(tmp_path / "train.zarr", z, labels, CLASSES, chunk=16)
+    model = save_tiny_il(tmp_path / "model.pt")
+    layer = cam_store_for(latents, model, tmp_path / "layer.zarr", method="gradcam")  # a map per class and sample
+    ids = open_latents(latents)["ids"][:]
+    head = [i for i in range(48) if labels[i, 0] and not labels[i, 2:4].any()]
+    fracture = [i for i in range(48) if labels[i, 3] and not labels[i, 2]]
+    n = 6
+    pd.DataFrame({
+        "j": [*range(n), *range(n)], "tail_class": ["Nodule"] * n + ["Fracture"] * n,
+        "tail_id": [ids[both[j % 3]] for j in range(n)] + [ids[fracture[j % len(fracture)]] for j in range(n)],
+        "head_class": "Cardiomegaly", "head_id": [ids[head[j % len(head)]] for j in range(2 * n)], "distance": 0.0,
+    }).to_csv(tmp_path / "pairs.csv", index=False)  # fmt: skip
+    maps = open_cams(layer)
+    classes = list(maps.attrs["map_classes"])
+    seen = []
+    for tau_h, grow in ((0.2, 1), (0.5, 0)):  # tau_l 0: no generic position, so the coin decides outside the region
+        cfg = FusionConfig(n_per_class=n, tau_h=tau_h, tau_l=0.0, tail_mask="region", region_grow=grow, overlap="tail",
+                           label_policy="union")  # fmt: skip
+        out = tmp_path / f"fused{tau_h}.zarr"
+        fuse_latents(tmp_path / "pairs.csv", latents, layer, model, SPLIT, out, cfg)
+        fused = open_latents(out)
+        for f in range(n):  # Nodule samples of tail images that show a Fracture too
+            t = both[f % 3]
+            m = torch.from_numpy(maps["maps"][[t], classes.index("Fracture")])
+            carried = region_carried(m, torch.from_numpy(fused["from_tail"][[f]]).bool(), tau_h, "region", grow)[0]
+            assert fused["labels"][f][CLASSES.index("Fracture")] == int(carried)
+            assert fused["labels"][f][CLASSES.index("Nodule")] == 1
+            seen.append(bool(carried))
+    assert len(set(seen)) == 2, f"both cases occur: a sample that carries the second finding and one that does not ({seen})"

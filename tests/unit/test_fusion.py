@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from ltaug.common.errors import ConfigError
-from ltaug.method.fusion import FusionConfig, combine, decode_fused, fuse, fused_labels, fusion_masks, shares
+from ltaug.common.variants import effective_policy
+from ltaug.method.fusion import (
+    FusionConfig,
+    combine,
+    decode_fused,
+    fuse,
+    fused_labels,
+    fusion_masks,
+    region_carried,
+    shares,
+)
 
 C = 3  # C' of the hand-made sparse vectors
 TAIL = torch.arange(C * 4, dtype=torch.float32).reshape(1, C, 2, 2) + 100  # z_t^s (1, C', 2, 2), every entry distinct
@@ -186,6 +196,39 @@ def test_label_policies():
     assert y_t.tolist() == [[1, 0, 0, 1]]  # input left alone
 
 
+def test_a_region_pasted_into_a_neighbour_is_labelled_with_the_neighbour_s_classes_and_its_tail_class():
+    y_t = np.array([[1, 0, 0, 1, 1, 0]], dtype=np.uint8)  # tail class 3, with head class 0 and a second tail class 4
+    y_h = np.array([[0, 1, 0, 0, 0, 0]], dtype=np.uint8)  # the head neighbour: class 1 only
+    tail = np.array([3])
+    labels = fused_labels("neighbour", y_t, y_h, np.zeros((1, 6)), 0.5, tail)
+    assert labels.tolist() == [[0, 1, 0, 1, 0, 0]]  # no class 0 (its heart is the neighbour's), no second tail class
+    no_finding = np.array([[0, 0, 0, 0, 0, 1]], dtype=np.uint8)  # a normal neighbour: "No Finding" is cleared
+    assert fused_labels("neighbour", y_t, no_finding, np.zeros((1, 6)), 0.5, tail, 5).tolist() == [[0, 0, 0, 1, 0, 0]]
+    assert effective_policy("auto", "region") == "neighbour" and effective_policy("auto", "cells") == "union"
+    assert effective_policy("union", "region") == "union"
+
+
+def test_a_second_tail_class_is_claimed_only_by_a_sample_that_carries_its_region():
+    m_second = torch.zeros(2, 4, 4)
+    m_second[:, 0, 0:2] = 0.9  # the second finding sits in the top-left corner of both tail images
+    from_tail = torch.zeros(2, 4, 4, dtype=torch.bool)
+    from_tail[0, 0, 0:2] = True  # sample 0 took the corner from the tail image; sample 1 took it from the neighbour
+    from_tail[1, 3, 3] = True
+    carried = region_carried(m_second, from_tail, tau_h=0.5)
+    assert carried.tolist() == [True, False]
+    half = from_tail.clone()
+    half[1, 0, 0] = True  # one of its two cells: half the region is carried
+    assert region_carried(m_second, half, tau_h=0.5).tolist() == [True, True]
+    assert region_carried(torch.zeros(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool), 0.5).tolist() == [False]
+    y_t = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], dtype=np.uint8)  # made for class 2, also positive for tail class 3
+    y_h = np.array([[1, 0, 0, 0], [1, 0, 0, 0]], dtype=np.uint8)
+    known = np.ones((2, 4), dtype=bool)
+    known[:, 3] = carried
+    for policy in ("union", "tail_only"):
+        labels = fused_labels(policy, y_t, y_h, np.zeros((2, 4)), 0.5, np.array([2, 2]), carried=known)
+        assert labels[:, 3].tolist() == [1, 0] and labels[:, 2].tolist() == [1, 1]
+
+
 def test_the_exclusive_class_is_cleared_when_another_class_is_positive():
     """A tail sample (class 2) fused with a normal neighbour (class 3 = No Finding) is not normal."""
     y_t = np.array([[0, 0, 1, 0], [0, 0, 1, 0]], dtype=np.uint8)
@@ -200,7 +243,7 @@ def test_the_exclusive_class_is_cleared_when_another_class_is_positive():
 @pytest.mark.parametrize(
     "key,value,pattern",
     [("tau_h", 1.5, r"fusion\.tau_h: 1\.5 is greater than the maximum of 1"), ("tau_l", -0.1, r"fusion\.tau_l"),
-     ("label_policy", "both", r"fusion\.label_policy: 'both' is not one of \['union', 'tail_only', 'classifier'\]"),
+     ("label_policy", "both", r"fusion\.label_policy: 'both' is not one of \['auto', 'union', 'neighbour', 'tail_only', 'classifier'\]"),
      ("n_per_class", 0, r"fusion\.n_per_class: 0 is less than the minimum of 1")],
 )  # fmt: skip
 def test_config_errors_name_the_key(key, value, pattern):

@@ -17,6 +17,7 @@ from ltaug.evaluation.intervals import (
     interval,
     p_value,
     resample_counts,
+    row_references,
     weighted_curves,
 )
 
@@ -144,13 +145,13 @@ def test_compare_methods_gives_intervals_and_paired_differences(tmp_path):
 def test_every_method_is_compared_with_every_reference_and_a_method_with_itself_differs_by_exactly_zero(tmp_path):
     labels, good, poor = hand_made(n=200)
     paths = {"baseline": scores_file(tmp_path / "b.npz", labels, poor), "resample": scores_file(tmp_path / "r.npz", labels, good),
-             "copy": scores_file(tmp_path / "c.npz", labels, good), "ours@0": scores_file(tmp_path / "o.npz", labels, poor)}  # fmt: skip
+             "smote": scores_file(tmp_path / "c.npz", labels, good), "ours@0": scores_file(tmp_path / "o.npz", labels, poor)}  # fmt: skip
     out = compare_methods(paths, SPLIT, IntervalsConfig(resamples=300, references=["baseline", "resample"]))
     methods = out["methods"]
     assert set(methods["baseline"]["delta"]) == {"resample"} and set(methods["resample"]["delta"]) == {"baseline"}
     assert set(methods["ours@0"]["delta"]) == {"baseline", "resample"}
     for key in ("map_tail", "map_head", "map_all", "auroc_macro"):  # the same scores as the reference: exactly 0
-        same = methods["copy"]["delta"]["resample"][key]
+        same = methods["smote"]["delta"]["resample"][key]
         assert (same["estimate"], same["lo"], same["hi"], same["p"]) == (0.0, 0.0, 0.0, 1.0)
         same = methods["ours@0"]["delta"]["baseline"][key]
         assert (same["estimate"], same["lo"], same["hi"], same["p"]) == (0.0, 0.0, 0.0, 1.0)
@@ -159,8 +160,8 @@ def test_every_method_is_compared_with_every_reference_and_a_method_with_itself_
     to_base, to_resample = (methods["ours@0"]["delta"][r]["map_tail"]["estimate"] for r in ("baseline", "resample"))
     assert to_base - to_resample == pytest.approx(gap) and to_resample < 0
     assert methods["ours@0"]["delta"]["resample"]["map_tail"]["hi"] < 0  # worse than Resample, and it says so
-    with pytest.raises(InputError, match=r"eval.intervals.references: \['smote'\] are not among the methods scored"):
-        compare_methods(paths, SPLIT, IntervalsConfig(resamples=10, references=["smote"]))
+    with pytest.raises(InputError, match=r"eval.intervals.references: \['roentgen@10'\] are not among the methods scored"):
+        compare_methods(paths, SPLIT, IntervalsConfig(resamples=10, references=["roentgen@10"]))
 
 
 def test_methods_scored_on_other_test_images_are_refused(tmp_path):
@@ -172,3 +173,29 @@ def test_methods_scored_on_other_test_images_are_refused(tmp_path):
         compare_methods(paths, SPLIT, IntervalsConfig(resamples=10))
     with pytest.raises(InputError, match=r"nowhere.npz: no test scores of 'smote' here; run evaluate_classifier"):
         compare_methods({"baseline": paths["baseline"], "smote": tmp_path / "nowhere.npz"}, SPLIT, IntervalsConfig())
+
+
+def test_every_row_is_compared_with_its_scheme_s_real_only_row_and_gets_its_share_of_the_oracle_s_gain(tmp_path):
+    labels, good, poor = hand_made(n=300)
+    half = (good + poor) / 2  # halfway between the real-only row and the oracle on every test image
+    paths = {"baseline": scores_file(tmp_path / "b.npz", labels, poor), "balanced": scores_file(tmp_path / "bb.npz", labels, poor),
+             "balanced+oracle": scores_file(tmp_path / "bo.npz", labels, good),
+             "balanced+ours@1": scores_file(tmp_path / "bu.npz", labels, half),
+             "balanced+smote": scores_file(tmp_path / "bs.npz", labels, poor)}  # fmt: skip
+    out = compare_methods(paths, SPLIT, IntervalsConfig(resamples=300, references=[]))
+    assert row_references(list(paths), ["baseline"]) == {
+        "baseline": [], "balanced": ["baseline"], "balanced+oracle": ["balanced", "baseline"],
+        "balanced+ours@1": ["balanced", "baseline"], "balanced+smote": ["balanced", "baseline"]}  # fmt: skip
+    methods = out["methods"]
+    assert set(methods["balanced+ours@1"]["delta"]) == {"balanced"} and methods["balanced"]["delta"] == {}
+    share = methods["balanced+ours@1"]["oracle_share"]
+    gain = methods["balanced+ours@1"]["delta"]["balanced"]["map_tail"]["estimate"]
+    room = methods["balanced+oracle"]["delta"]["balanced"]["map_tail"]["estimate"]
+    assert share["estimate"] == pytest.approx(gain / room) and share["oracle_gain"] == pytest.approx(room)
+    assert 0 < share["lo"] < share["estimate"] < share["hi"] < 1 and share["defined"]
+    nothing = methods["balanced+smote"]["oracle_share"]  # the real-only row's scores: no gain at all
+    assert (nothing["estimate"], nothing["lo"], nothing["hi"]) == (0.0, 0.0, 0.0)
+    assert all("oracle_share" not in methods[m] for m in ("baseline", "balanced", "balanced+oracle"))
+    # an oracle that gains nothing makes every share undefined, and the result says so
+    paths["balanced+oracle"] = scores_file(tmp_path / "bo2.npz", labels, poor + 1e-9 * np.arange(poor.size).reshape(poor.shape))
+    assert not compare_methods(paths, SPLIT, IntervalsConfig(resamples=100, references=[]))["methods"]["balanced+ours@1"]["oracle_share"]["defined"]

@@ -66,10 +66,13 @@ def test_a_preset_is_a_complete_valid_configuration_at_the_paper_s_scale(name):
     DataConfig(**config["data"])
     LongTailConfig(**config["long_tail"])
     variants = resolve(config)
-    rows = expand_methods(config["eval"]["methods"], variants, config["generate"]["num_steps"])
+    rows = expand_methods(config["eval"]["methods"], variants, config["generate"]["num_steps"], config["eval"]["schemes"])
     paper = ["roentgen@75", "ours@0", "ours@1", "ours@5", "ours-paper@0", "ours-paper@1", "ours-paper@5"]
-    assert ["baseline", "resample", "smote"] + paper == [r for r in rows if r != "balanced"]
-    assert set(config["eval"]["intervals"]["references"]) == {"baseline", "resample"}
+    sets = ["oracle", "resample", "smote", *paper]
+    assert rows == ["baseline", *sets, "balanced", *(f"balanced+{s}" for s in sets), "logit-adjusted",
+                    *(f"logit-adjusted+{s}" for s in sets)]  # every scheme, the third one too  # fmt: skip
+    assert config["eval"]["intervals"]["references"] == ["resample"]
+    assert 0 < config["eval"]["oracle"]["holdout"] < 1, "real data: the oracle's images are a held-out share"
     for sections in variants.values():  # every variant's stages accept their settings
         CamConfig(**{k: v for k, v in sections["cam"].items() if k not in ("splits", "shards")})
         PairingConfig(**sections["pairing"])

@@ -12,12 +12,6 @@ from ltaug.common.variants import describe, display_name, resolve
 from ltaug.evaluation.report import build_table, markdown, notes_for
 from helpers.workflow import COLUMNS, REFERENCES
 
-COLUMNS += [f"delta_{what}_map_{ref}{part}" for ref in REFERENCES for what in ("tail", "head")
-            for part in ("", "_lo", "_hi", "_p", "_p_holm")]
-COLUMNS += ["novelty_pixels_new", "novelty_features_new", "novelty_pixels_median_ratio", "novelty_features_median_ratio",
-            "novelty_own_source", "tail_label_fidelity", "tail_detector_fidelity", "tail_detector_fidelity_lo",
-            "tail_detector_fidelity_hi", "detector_fpr_synthetic", "n_synthetic", "seeds"]  # fmt: skip
-
 
 def classifier_result(head: list[float], tail: list[float], synthetic: int) -> dict:
     runs = [{"map_head": h, "map_tail": t, "map_all": 0.5, "auroc_macro": 0.8} for h, t in zip(head, tail)]
@@ -41,47 +35,70 @@ def interval(estimate: float, half: float, p: float | None = None) -> dict:
 
 
 def intervals_result(classifier: dict, references=REFERENCES) -> dict:
-    """compare_methods' file for hand-made classifier results: intervals and deltas to each reference of +-0.05."""
+    """compare_methods' file for hand-made classifier results: intervals and deltas (to each row's own scheme's
+    real-only row and to each reference) of +-0.05, and the share of the scheme's oracle's gain."""
+    from ltaug.common.variants import parse_row, row_id
+    from ltaug.evaluation.intervals import row_references
+
     methods = {}
+    refs = row_references(list(classifier), references)
     for m, c in classifier.items():
         mean = c["mean"]
         methods[m] = {k: interval(mean[k], 0.05) for k in ("map_head", "map_tail", "auroc_macro")}
         methods[m]["delta"] = {
             ref: {k: interval(mean[k] - classifier[ref]["mean"][k], 0.05, 0.5 if abs(mean[k] - classifier[ref]["mean"][k]) < 0.05 else 0.0004)
                   for k in ("map_head", "map_tail")}
-            for ref in references if ref != m and ref in classifier
+            for ref in refs[m] if ref in classifier
         }  # fmt: skip
+        scheme, synthetic = parse_row(m)
+        real, oracle = row_id(scheme, None), row_id(scheme, "oracle")
+        if synthetic and oracle in classifier:
+            room = classifier[oracle]["mean"]["map_tail"] - classifier[real]["mean"]["map_tail"]
+            share = (mean["map_tail"] - classifier[real]["mean"]["map_tail"]) / room
+            methods[m]["oracle_share"] = {"estimate": share, "lo": share - 0.5, "hi": share + 0.5, "defined": room > 0.1}
     return {"level": 0.95, "references": list(references), "methods": methods}
 
 
 def test_table_has_one_row_per_method_with_intervals_and_differences_to_every_reference():
-    methods = ["baseline", "resample", "smote", "roentgen@75", "ours@0"]
+    methods = ["baseline", "resample", "smote", "roentgen@75", "ours@0", "balanced", "balanced+oracle", "balanced+ours@0"]
     classifier = {"baseline": classifier_result([0.6, 0.8], [0.1, 0.3], 0), "resample": classifier_result([0.7, 0.7], [0.3, 0.3], 400),
                   "smote": classifier_result([0.7, 0.7], [0.2, 0.2], 400), "roentgen@75": classifier_result([0.5, 0.5], [0.1, 0.1], 400),
-                  "ours@0": classifier_result([0.9, 0.7], [0.4, 0.2], 400)}  # fmt: skip
-    fid = {m: fid_result(10.0 * (i + 1), new=0.1 * i) for i, m in enumerate(methods[1:])}
+                  "ours@0": classifier_result([0.9, 0.7], [0.4, 0.2], 400), "balanced": classifier_result([0.7, 0.7], [0.5, 0.5], 0),
+                  "balanced+oracle": classifier_result([0.7, 0.7], [0.7, 0.7], 400),
+                  "balanced+ours@0": classifier_result([0.7, 0.7], [0.6, 0.6], 400)}  # fmt: skip
+    fid = {m: fid_result(10.0 * (i + 1), new=0.1 * i) for i, m in enumerate(["resample", "smote", "roentgen@75", "ours@0", "oracle"])}
     table = build_table(methods, classifier, fid, intervals_result(classifier))
     assert list(table.columns) == COLUMNS
-    assert table["row"].tolist() == ["Baseline", "Resample", "SMOTE", "RoentGen@75", "Ours@0"]
+    assert table["row"].tolist() == ["Baseline", "Resample", "SMOTE", "RoentGen@75", "Ours@0", "Balanced", "Balanced+Oracle",
+                                     "Balanced+Ours@0"]  # fmt: skip
+    assert table["scheme"].tolist() == ["plain"] * 5 + ["balanced"] * 3
     assert table.loc[0, "head_map"] == pytest.approx(0.7) and table.loc[0, "head_map_std"] == pytest.approx(0.1414, abs=1e-4)
     assert table.loc[0, "head_map_lo"] == pytest.approx(0.65) and table.loc[0, "head_map_hi"] == pytest.approx(0.75)
-    assert table["avg_tail_fd"].tolist()[1:] == [10.0, 20.0, 30.0, 40.0] and math.isnan(table.loc[0, "avg_tail_fd"])
-    assert table["delta_tail_map_baseline"].tolist()[1:] == pytest.approx([0.1, 0.0, -0.1, 0.1])
-    assert table["delta_tail_map_resample"].tolist() == pytest.approx([-0.1, float("nan"), -0.1, -0.2, 0.0], nan_ok=True)
-    assert table["novelty_pixels_new"].tolist()[1:] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert table["avg_tail_fd"].tolist()[1:5] == [10.0, 20.0, 30.0, 40.0] and math.isnan(table.loc[0, "avg_tail_fd"])
+    assert table.loc[7, "avg_tail_fd"] == 40.0, "a set's quality is the same under every scheme"
+    # each row against its own scheme's real-only row: Baseline for plain, Balanced for balanced
+    assert table["delta_tail_map_own"].tolist() == pytest.approx([float("nan"), 0.1, 0.0, -0.1, 0.1, float("nan"), 0.2, 0.1],
+                                                                 nan_ok=True)  # fmt: skip
+    assert table["delta_tail_map_resample"].tolist()[:5] == pytest.approx([-0.1, float("nan"), -0.1, -0.2, 0.0], nan_ok=True)
+    assert table.loc[7, "oracle_share"] == pytest.approx(0.5) and table.loc[7, "oracle_share_defined"]
+    assert table["novelty_pixels_new"].tolist()[1:5] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     text = markdown(table, ["a note"], references=REFERENCES)
     assert ("| Method | Avg Tail KID ↓ | Avg Tail FD-DenseNet ↓ | Head mAP ↑ [95% CI] | Tail mAP ↑ [95% CI] | Δ Tail mAP vs "
-            "Baseline [95% CI] | Δ Tail mAP vs Resample [95% CI] | Macro AUROC ↑ [95% CI] |") in text
-    assert "| Baseline | – | – | 0.700 [0.650, 0.750] | 0.200 [0.150, 0.250] | – | -0.100 [-0.150, -0.050] | 0.800 [0.750, 0.850] |" in text
-    assert "| Ours@0 | 0.4000 | 40.00 | 0.800 [0.750, 0.850] | 0.300 [0.250, 0.350] | +0.100 [+0.050, +0.150] | +0.000 [-0.050, +0.050] |" in text
-    # what the samples are: new (pixels / judge), ratio, own source, memorised, label and detector fidelity, FPR
+            "its scheme's real-only row [95% CI] | Share of the oracle's gain [95% CI] | Δ Tail mAP vs Resample [95% CI] | "
+            "Macro AUROC ↑ [95% CI] |") in text
+    assert "| Baseline | – | – | 0.700 [0.650, 0.750] | 0.200 [0.150, 0.250] | – | – | -0.100 [-0.150, -0.050] | 0.800 [0.750, 0.850] |" in text
+    assert ("| Ours@0 | 0.4000 | 40.00 | 0.800 [0.750, 0.850] | 0.300 [0.250, 0.350] | +0.100 [+0.050, +0.150] | – | "
+            "+0.000 [-0.050, +0.050] |") in text  # fmt: skip
+    assert "| Balanced+Ours@0 | 0.4000 | 40.00 | 0.700 [0.650, 0.750] | 0.600 [0.550, 0.650] | +0.100 [+0.050, +0.150] | 0.50 [0.00, 1.00] |" in text
+    # what the samples are, once per set: new (pixels / judge), ratio, own source, memorised, label and detector fidelity, FPR
     assert "| SMOTE | 0.10 / 0.05 | 0.20 | 0.90 | 0.020 | 0.500 | 0.250 [0.200, 0.300] | 0.050 | 0.600 | 0.400 | 0.500 |" in text
+    assert text.count("| Ours@0 | 0.30 / 0.15 |") == 1 and "| Oracle | 0.40 / 0.20 |" in text
     # one verdict per method and reference: an interval that excludes 0 is a difference, one that holds it is not
     assert "**SMOTE**: tail mAP +0.000 [-0.050, +0.050] vs Baseline (p 0.500, Holm 1.000): not distinguishable from Baseline" in text
     assert "tail mAP -0.100 [-0.150, -0.050] vs Resample (p < 0.001, Holm < 0.001): lower than Resample" in text
     assert "**RoentGen@75**: tail mAP -0.100 [-0.150, -0.050] vs Baseline (p < 0.001, Holm < 0.001): lower than Baseline" in text
-    assert "**Ours@0**: tail mAP +0.100 [+0.050, +0.150] vs Baseline (p < 0.001, Holm < 0.001): higher than Baseline" in text
-    assert "Differences to Baseline and to Resample (95% paired bootstrap interval" in text
+    assert "**Balanced+Ours@0**: tail mAP +0.100 [+0.050, +0.150] vs Balanced (p < 0.001, Holm < 0.001): higher than Balanced" in text
+    assert "Differences of every row to its scheme's real-only row and to Resample (95% paired bootstrap interval" in text
     assert "- a note" in text
 
 
@@ -136,7 +153,7 @@ def test_a_p_value_at_the_bootstrap_floor_says_so():
 def test_display_names():
     assert [display_name(m) for m in ("baseline", "balanced", "resample", "smote", "roentgen@75", "ours@5", "ours-paper@0")] == [
         "Baseline", "Balanced", "Resample", "SMOTE", "RoentGen@75", "Ours@5", "Ours-paper@0"]  # fmt: skip
-    with pytest.raises(ValueError, match="unknown method 'gan'"):
+    with pytest.raises(ValueError, match="unknown row 'gan'"):
         display_name("gan")
 
 

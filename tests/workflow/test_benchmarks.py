@@ -258,7 +258,7 @@ def test_evaluate_classifier_trains_what_the_stage_trains(tiny_reference, tmp_pa
     out = tmp_path / "out"
     run = tiny_reference
     bench(tmp_path, "evaluate_classifier.py", "--manifest", "results/data/manifest.csv", "--classes",
-          "results/data/classes.json", "--synthetic", "results/synthetic/resample", "--config", "config.yaml",
+          "results/data/classes.json", "--synthetic", "results/synthetic/resample/draw0", "--config", "config.yaml",
           "--set", "seeds=[0]", "--threads", "1", "--label", "resample", "--out", str(out), cwd=run)  # fmt: skip
     row = read_json(out / "resample.json")
     assert row["method"] == "resample" and row["config"]["steps"] == TINY["eval"]["classifier"]["steps"]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from helpers.data import REPO, write_dataset
-from helpers.workflow import TAIL, planned_jobs, snakemake, write_config
+from helpers.workflow import DRAWS, TAIL, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -86,16 +86,18 @@ def test_nothing_to_do_on_a_second_run(tiny_run):
 
 
 # the IL model and each variant's chain after it: maps of train and val by LayerCAM (ours) and EigenCAM (ours-paper),
-# pairs, fused store, sets ours@0, ours@1 and ours-paper@0, and Fig. 2 of both
-IL_ON = {"train_il": 1, "cam_maps": 4, "pair_neighbours": 2, "fuse": 2, "generate": 3, "fig2_panels": 2}
-BASELINES = {"baseline_resample": 1, "baseline_smote": 1, "baseline_roentgen": 1}
+# pairs, fused store, sets ours@0, ours@1 and ours-paper@0 (each once per draw), and Fig. 2 of both
+IL_ON = {"train_il": 1, "cam_maps": 4, "pair_neighbours": 2 * DRAWS, "fuse": 2 * DRAWS, "generate": 3 * DRAWS,
+         "fig2_panels": 2}  # fmt: skip
+BASELINES = {"baseline_resample": DRAWS, "baseline_smote": DRAWS, "baseline_roentgen": DRAWS}
 
 
-def evaluation(rows: int, funnels: int, baseline: bool = False) -> dict[str, int]:
-    """Jobs that recompute ``rows`` rows of Table 1 (the Baseline and Balanced rows have no evaluate_fid job, but a
-    new class split means a new judge and new training-image features), their intervals, and the fidelity funnels
-    of ``funnels`` variants (each reads its variant's sets and, on the demo, the detector)."""
-    jobs = {"evaluate_classifier": rows, "evaluate_fid": rows - 2 * baseline, "compare_methods": 1, "report": 1,
+def evaluation(sets: int, funnels: int, baseline: bool = False) -> dict[str, int]:
+    """Jobs that recompute ``sets`` synthetic sets' rows of Table 1 (each under both schemes; the real-only rows
+    Baseline and Balanced too, and a new judge and new training-image features, with a new class split), their
+    distances (one evaluate_fid per set), their intervals, and the fidelity funnels of ``funnels`` variants (each
+    reads its variant's sets and, on the demo, the detector)."""
+    jobs = {"evaluate_classifier": 2 * sets + 2 * baseline, "evaluate_fid": sets, "compare_methods": 1, "report": 1,
             "fidelity_funnel": funnels}  # fmt: skip
     return jobs | ({"real_features": 1, "train_judge": 1} if baseline else {})
 
@@ -103,31 +105,36 @@ def evaluation(rows: int, funnels: int, baseline: bool = False) -> dict[str, int
 @pytest.mark.parametrize(
     "section,key,value,jobs",
     [
-        # everything after the class split, not the data, the model or the latents
+        # everything after the class split, not the data, the model or the latents (the oracle's draws: their labels)
         ("long_tail", "tail_max_prevalence", 0.05, {"split_classes": 1, "check_class_names": 2, **IL_ON, **BASELINES,
-                                                     "fit_detector": 1, **evaluation(8, 2, baseline=True)}),
+                                                     "baseline_oracle": DRAWS, "fit_detector": 1,
+                                                     **evaluation(7, 2, baseline=True)}),
         # re-encodes the splits a stage reads (train, val; not test), keeps the model; of the baselines only SMOTE reads latents
-        ("latents", "mode", "mean", {"encode_latents": 2, **IL_ON, "baseline_smote": 1, **evaluation(4, 2)}),
+        ("latents", "mode", "mean", {"encode_latents": 2, **IL_ON, "baseline_smote": DRAWS, **evaluation(4, 2)}),
         # a new VAE: everything from the latents on
         ("diffusion.bootstrap", "vae_steps", 7, {"bootstrap_vae": 1, "bootstrap_unet": 1, "encode_latents": 2, **IL_ON,
-                                                 "baseline_smote": 1, "baseline_roentgen": 1, **evaluation(5, 2)}),
+                                                 "baseline_smote": DRAWS, "baseline_roentgen": DRAWS,
+                                                 **evaluation(5, 2)}),
         # a new UNet: only what runs it (ours@s for s > 0, text-to-image, Fig. 2), not the latents, IL, ours@0 or SMOTE
-        ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_unet": 1, "generate": 1, "baseline_roentgen": 1,
+        ("diffusion.bootstrap", "unet_steps", 7, {"bootstrap_unet": 1, "generate": DRAWS, "baseline_roentgen": DRAWS,
                                                   "fig2_panels": 1, **evaluation(2, 1)}),
-        ("il", "lam", 0.7, {**IL_ON, **evaluation(3, 2)}),  # the three rows of the variants only
+        ("il", "lam", 0.7, {**IL_ON, **evaluation(3, 2)}),  # the three sets of the variants only
         # a key ours-paper sets itself: the ours variant alone follows the section
-        ("fusion", "decode", "residual", {"fuse": 1, "generate": 2, "fig2_panels": 1, **evaluation(2, 1)}),
+        ("fusion", "decode", "residual", {"fuse": DRAWS, "generate": 2 * DRAWS, "fig2_panels": 1, **evaluation(2, 1)}),
         # one variant's own key: that variant's chain and nothing else
-        ("variants.ours-paper.fusion", "tau_h", 0.6, {"fuse": 1, "generate": 1, "fig2_panels": 1, **evaluation(1, 1)}),
+        ("variants.ours-paper.fusion", "tau_h", 0.6, {"fuse": DRAWS, "generate": DRAWS, "fig2_panels": 1,
+                                                      **evaluation(1, 1)}),
         # a variant's CAM method: its own maps (train and val, cam.splits), then its chain
-        ("variants.ours-paper.cam", "method", "gradcam", {"cam_maps": 2, "pair_neighbours": 1, "fuse": 1, "generate": 1,
-                                                          "fig2_panels": 1, **evaluation(1, 1)}),
+        ("variants.ours-paper.cam", "method", "gradcam", {"cam_maps": 2, "pair_neighbours": DRAWS, "fuse": DRAWS,
+                                                          "generate": DRAWS, "fig2_panels": 1, **evaluation(1, 1)}),
         # the prompt reaches the UNet passes only: ours@s for s > 0 and text-to-image, not ours@0
         ("generate", "prompt_template", "chest x-ray showing {classes}",
-         {"generate": 1, "baseline_roentgen": 1, "fig2_panels": 1, **evaluation(2, 1)}),
+         {"generate": DRAWS, "baseline_roentgen": DRAWS, "fig2_panels": 1, **evaluation(2, 1)}),
         # a class-naming key is checked again, and the fusions that read it rerun
-        ("fusion", "exclusive_class", "Pneumothorax", {"check_class_names": 2, "fuse": 2, "generate": 3, "fig2_panels": 2,
-                                                        **evaluation(3, 2)}),
+        ("fusion", "exclusive_class", "Pneumothorax", {"check_class_names": 2, "fuse": 2 * DRAWS, "generate": 3 * DRAWS,
+                                                        "fig2_panels": 2, **evaluation(3, 2)}),
+        # how a set is added on top of re-balancing: the balanced rows with a set, and nothing else
+        ("eval.rebalancing", "synthetic_share", 0.25, {"evaluate_classifier": 7, "compare_methods": 1, "report": 1}),
     ],
 )
 def test_a_config_change_reruns_exactly_the_stages_that_depend_on_it(tiny_run, section, key, value, jobs):
@@ -240,3 +247,25 @@ def test_padchest_as_downloaded_through_the_workflow(tmp_path):
     assert "--window='[0, 4095]'" in result.stderr  # decode_images maps the pixels, once, for every later stage
     store = open_latents(tmp_path / "results/latents/train.zarr")
     assert [str(i) for i in store["ids"][:]] == manifest.loc[manifest["split"] == "train", "id"].tolist()
+
+
+def test_the_oracle_on_real_data_is_a_held_out_share_that_no_other_stage_sees(tmp_path):
+    data = write_dataset(tmp_path / "real", n={"train": 80, "val": 10, "test": 10})
+    long_tail = {"head_min_prevalence": 0.2, "tail_max_prevalence": 0.05}
+    write_config(tmp_path, demo={"enabled": False}, data=data, long_tail=long_tail)
+    result = snakemake(tmp_path, "--dry-run")
+    assert result.returncode != 0  # the tiny config's methods hold the oracle, and real data has no fresh images
+    assert "the oracle row needs fresh real tail images" in result.stdout + result.stderr
+    write_config(tmp_path, demo={"enabled": False}, data=data, long_tail=long_tail,
+                 eval={"oracle": {"holdout": 0.5, "seed": 1}})  # fmt: skip
+    result = snakemake(tmp_path, "results/synthetic/oracle/draw1", "results/data/classes.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = pd.read_csv(tmp_path / "results/data/manifest.csv")
+    classes = json.loads((tmp_path / "results/data/classes.json").read_text())
+    assert classes["tail"] == ["Nodule", "Fracture"] and classes["n"]["holdout"] == (manifest["split"] == "holdout").sum()
+    held = manifest[manifest["split"] == "holdout"]
+    for name in classes["tail"]:  # half of each tail class's 4 training images, the rest still trains every row
+        assert held[name].sum() >= 2 and ((manifest["split"] == "train") & (manifest[name] == 1)).sum() >= 1
+        assert classes["train_counts"][name] == ((manifest["split"] == "train") & (manifest[name] == 1)).sum()
+    oracle = pd.read_csv(tmp_path / "results/synthetic/oracle/draw1/manifest.csv")
+    assert set(oracle["source_id"]) <= set(held["id"]) and len(oracle) == 3 * 2

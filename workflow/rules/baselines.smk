@@ -1,5 +1,6 @@
-# Baselines of Table 1, each a synthetic set in the layout of results/synthetic/<variant>@{s}/
-# (ltaug.data.synthetic): SMOTE on the VAE latents, class-balanced resampling, text-to-image.
+# Baselines of Table 1, each a synthetic set in the layout of results/synthetic/<variant>@{s}/draw{d}/
+# (ltaug.data.synthetic), one per draw (baselines.seed advanced per draw): SMOTE on the VAE latents,
+# class-balanced resampling, text-to-image, and the oracle's fresh real tail images.
 
 
 rule baseline_smote:
@@ -8,16 +9,18 @@ rule baseline_smote:
         classes=rules.split_classes.output.classes,
         model=vae_model(),
     output:
-        synthetic=directory(f"{OUT}/synthetic/smote"),
+        synthetic=directory(f"{OUT}/synthetic/smote/draw{{draw}}"),
     log:
-        "logs/baselines/baseline_smote.log",
+        "logs/baselines/baseline_smote_draw{draw}.log",
     benchmark:
-        "benchmarks/baselines/baseline_smote.tsv"
+        "benchmarks/baselines/baseline_smote_draw{draw}.tsv"
+    wildcard_constraints:
+        draw=r"\d+",
     conda:
         ENV
     threads: 2
     params:
-        cfg=section_json("baselines"),
+        cfg=lambda wildcards: draw_json("baselines", wildcards.draw),
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
@@ -30,16 +33,18 @@ rule baseline_resample:
         classes=rules.split_classes.output.classes,
         images=image_stores(["train"], LATENT_SIZE),
     output:
-        synthetic=directory(f"{OUT}/synthetic/resample"),
+        synthetic=directory(f"{OUT}/synthetic/resample/draw{{draw}}"),
     log:
-        "logs/baselines/baseline_resample.log",
+        "logs/baselines/baseline_resample_draw{draw}.log",
     benchmark:
-        "benchmarks/baselines/baseline_resample.tsv"
+        "benchmarks/baselines/baseline_resample_draw{draw}.tsv"
+    wildcard_constraints:
+        draw=r"\d+",
     conda:
         ENV
     params:
         images=lambda wildcards, input: stores_root(input.images),
-        cfg=section_json("baselines"),
+        cfg=lambda wildcards: draw_json("baselines", wildcards.draw),
         n_per_class=config["fusion"]["n_per_class"],
         image_size=config["latents"]["image_size"],
     shell:
@@ -51,23 +56,57 @@ rule baseline_roentgen:
         classes=rules.split_classes.output.classes,
         model=diffusion_model(),
     output:
-        synthetic=directory(f"{OUT}/synthetic/roentgen@{{steps}}"),
+        synthetic=directory(f"{OUT}/synthetic/roentgen@{{steps}}/draw{{draw}}"),
     log:
-        "logs/baselines/baseline_roentgen@{steps}.log",
+        "logs/baselines/baseline_roentgen@{steps}_draw{draw}.log",
     benchmark:
-        "benchmarks/baselines/baseline_roentgen@{steps}.tsv"
+        "benchmarks/baselines/baseline_roentgen@{steps}_draw{draw}.tsv"
     wildcard_constraints:
         steps=r"\d+",
+        draw=r"\d+",
     conda:
         ENV
     threads: 2
     resources:
         gpu=1,
     params:
-        cfg=section_json("baselines"),
+        cfg=lambda wildcards: draw_json("baselines", wildcards.draw),
         n_per_class=config["fusion"]["n_per_class"],
         guidance=config["generate"]["guidance_scale"],
         template=lambda wildcards: config["generate"]["prompt_template"],  # a function: "{classes}" is no wildcard
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
     shell:
         stage_command("baseline_text_to_image")
+
+
+# The oracle: fresh real images of every tail class, added as a generator's samples would be; the most
+# any generator could add. The demo draws them from streams of their own; real data holds out a
+# share of each tail class's training images (eval.oracle.holdout, split holdout of the manifest).
+rule baseline_oracle:
+    input:
+        manifest=rules.prepare_data.output.manifest,
+        classes=rules.split_classes.output.classes,
+        demo=demo_outputs(),
+    output:
+        synthetic=directory(f"{OUT}/synthetic/oracle/draw{{draw}}"),
+    log:
+        "logs/baselines/baseline_oracle_draw{draw}.log",
+    benchmark:
+        "benchmarks/baselines/baseline_oracle_draw{draw}.tsv"
+    wildcard_constraints:
+        draw=r"\d+",
+    conda:
+        ENV
+    params:
+        n_per_class=config["fusion"]["n_per_class"],
+        image_size=config["latents"]["image_size"],
+        draw=lambda wildcards: int(wildcards.draw),
+        demo=(
+            section_json("demo", drop=("enabled", "outdir"))
+            if config["demo"]["enabled"]
+            else ""
+        ),
+        oracle=section_json("eval.oracle"),
+        window=WINDOW,
+    shell:
+        stage_command("baseline_oracle")

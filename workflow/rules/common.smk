@@ -8,14 +8,16 @@ from ltaug.common.config import section_schema, validate_config
 from ltaug.data.classes import LongTailConfig
 from ltaug.data.manifest import SPLITS, DataConfig
 from ltaug.common.errors import ConfigError
+from ltaug.common.seeds import draw_seed
 from ltaug.common.variants import (
-    BALANCED,
-    REAL_ONLY,
     describe,
     expand_methods,
+    expand_sets,
     on_decoder_path,
+    parse_row,
     resolve,
 )
+from ltaug.evaluation.schemes import RebalancingConfig, check_scheme
 
 
 def _validated(config):
@@ -34,8 +36,23 @@ def _validated(config):
         LongTailConfig(**values["long_tail"])
         variants = resolve(values)
         rows = expand_methods(
-            values["eval"]["methods"], variants, values["generate"]["num_steps"]
+            values["eval"]["methods"],
+            variants,
+            values["generate"]["num_steps"],
+            values["eval"]["schemes"],
         )
+        for scheme in values["eval"]["schemes"]:
+            check_scheme(scheme, RebalancingConfig(**values["eval"]["rebalancing"]))
+        if (
+            "oracle" in values["eval"]["methods"]
+            and not values["demo"]["enabled"]
+            and not values["eval"]["oracle"]["holdout"]
+        ):
+            raise ConfigError(
+                "eval.methods: the oracle row needs fresh real tail images, and on real data they are a held-out "
+                "share of each tail class's training images: set eval.oracle.holdout (e.g. 0.2), or remove oracle "
+                "from eval.methods."
+            )
         for reference in values["eval"]["intervals"]["references"]:
             if reference not in rows:
                 raise ConfigError(
@@ -168,18 +185,33 @@ def vae_model():
     return diffusion_model()
 
 
-METHOD_PATTERN = r"baseline|balanced|resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # evaluate_classifier's {method}
-SYNTHETIC_PATTERN = r"resample|smote|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # methods with a synthetic set
+SYNTHETIC_PATTERN = r"resample|smote|oracle|roentgen@\d+|ours(?:-[a-z0-9]+)*@\d+"  # a synthetic set's {method}
+METHOD_PATTERN = rf"baseline|balanced|logit-adjusted|(?:(?:balanced|logit-adjusted)\+)?(?:{SYNTHETIC_PATTERN})"  # a row of Table 1
+DRAWS = (
+    list(range(len(config["eval"]["classifier"]["seeds"])))
+    if config["eval"]["draw_per_seed"]
+    else [0]
+)  # the draws of every synthetic set: classifier seed i trains with draw i (eval.draw_per_seed)
 VARIANT_PATTERN = "|".join(
     re.escape(v) for v in VARIANTS
 )  # {variant}: a name of config key variants
 
 
 def eval_methods():
-    """Table 1's rows in order: eval.methods with roentgen -> roentgen@{generate.num_steps} (roentgen@N stays), a
-    variant's name -> one <name>@<s> per s of its generate.steps (ltaug.common.variants.expand_methods).
-    """
+    """Table 1's rows in order: per scheme of eval.schemes its real-only row, then every set of eval.methods under it
+    (roentgen -> roentgen@{generate.num_steps}, a variant's name -> one <name>@<s> per s of its generate.steps;
+    ltaug.common.variants.expand_methods)."""
     return expand_methods(
+        config["eval"]["methods"],
+        VARIANTS,
+        config["generate"]["num_steps"],
+        config["eval"]["schemes"],
+    )
+
+
+def eval_sets():
+    """The synthetic sets of Table 1 (each trained under every scheme), in the order of eval.methods."""
+    return expand_sets(
         config["eval"]["methods"], VARIANTS, config["generate"]["num_steps"]
     )
 
@@ -189,13 +221,23 @@ def listed_variants():
     return [v for v in VARIANTS if v in config["eval"]["methods"]]
 
 
-def variant_json(variant, section, keep=None, drop=()):
-    """One section as the variant sets it, as JSON for a rule's params (see section_json)."""
+def variant_json(variant, section, keep=None, drop=(), draw=None):
+    """One section as the variant sets it, as JSON for a rule's params (see section_json); with ``draw``, its seed
+    that of that draw of the synthetic sets (ltaug.common.seeds.draw_seed)."""
     values = VARIANTS[variant][section]
     chosen = {
         k: v for k, v in values.items() if (keep is None or k in keep) and k not in drop
     }
+    if draw is not None:
+        chosen["seed"] = draw_seed(values["seed"], int(draw))
     return json.dumps(chosen, sort_keys=True)
+
+
+def draw_json(name, draw, keep=None, drop=()):
+    """section_json of ``name`` with its seed that of draw ``draw`` (ltaug.common.seeds.draw_seed)."""
+    values = json.loads(section_json(name, keep, drop))
+    values["seed"] = draw_seed(values["seed"], int(draw))
+    return json.dumps(values, sort_keys=True)
 
 
 CAM_METHODS = "|".join(
@@ -231,10 +273,11 @@ def cam_store(variant, split="train"):
     return f"{OUT}/cam/{VARIANTS[variant]['cam']['method']}/{split}.zarr"
 
 
-def variant_sets(variant):
-    """The synthetic sets <variant>@<s> of a variant, one per s of its generate.steps."""
+def variant_sets(variant, draw=0):
+    """Draw ``draw`` of the synthetic sets <variant>@<s> of a variant, one per s of its generate.steps."""
     return [
-        synthetic_set(f"{variant}@{s}") for s in VARIANTS[variant]["generate"]["steps"]
+        synthetic_set(f"{variant}@{s}", draw)
+        for s in VARIANTS[variant]["generate"]["steps"]
     ]
 
 
@@ -257,30 +300,56 @@ def class_name_keys(variant):
     return json.dumps({key: VARIANTS[variant]["fusion"]["exclusive_class"]})
 
 
-def synthetic_set(method):
-    """results/synthetic/{method}: a baseline's set or, for <variant>@<s>, rule generate's."""
-    return f"{OUT}/synthetic/{method}"
+REBALANCING_KEYS = {  # the eval.rebalancing keys a row's training reads: (scheme, whether it adds a set)
+    ("plain", False): (),
+    ("plain", True): ("synthetic_weight",),
+    ("balanced", False): (),
+    ("balanced", True): ("synthetic_share", "synthetic_weight"),
+    ("logit-adjusted", False): ("tau",),
+    ("logit-adjusted", True): ("synthetic_share", "synthetic_weight", "tau"),
+}
 
 
-def classifier_inputs(wildcards):
-    """evaluate_classifier: the manifest and classes, and the method's synthetic set (none for baseline and balanced)."""
-    inputs = {
+def rebalancing_json(row):
+    """The eval.rebalancing keys row ``row`` is trained with, as JSON: a change reruns only the rows it reaches."""
+    scheme, synthetic = parse_row(row)
+    return section_json(
+        "eval.rebalancing", keep=REBALANCING_KEYS[(scheme, synthetic is not None)]
+    )
+
+
+def synthetic_set(method, draw=0):
+    """results/synthetic/{method}/draw{draw}: draw ``draw`` of a baseline's set, the oracle's or, for <variant>@<s>,
+    rule generate's."""
+    return f"{OUT}/synthetic/{method}/draw{draw}"
+
+
+def classifier_inputs(wildcards, draws=DRAWS):
+    """evaluate_classifier: the manifest and classes, and every draw of the row's synthetic set (none for a
+    real-only row)."""
+    _, synthetic = parse_row(wildcards.method)
+    return {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",
         "images": image_stores(SPLITS, CLASSIFIER_SIZE),
+        "synthetic": [synthetic_set(synthetic, d) for d in draws] if synthetic else [],
     }
-    if wildcards.method not in REAL_ONLY:
-        inputs["synthetic"] = synthetic_set(wildcards.method)
-    return inputs
+
+
+def export_inputs(wildcards):
+    """export_training_set: classifier_inputs with the first draw of the set alone."""
+    return classifier_inputs(wildcards, draws=[0])
 
 
 def fid_inputs(wildcards):
-    """evaluate_fid: the synthetic set, the judge classifier and its features of the training images and, on the
-    demo, the finding detector."""
+    """evaluate_fid of a set: its first draw, the judge classifier and its features of the training images and, on
+    the demo, the finding detector."""
     inputs = {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",
-        "synthetic": synthetic_set(wildcards.method),
+        "synthetic": synthetic_set(
+            wildcards.method
+        ),  # draw 0: every set's quality is measured on its first draw
         "judge": f"{OUT}/eval/judge/judge.pt",
         "real_features": f"{OUT}/eval/real_features.npz",
         "images": real_image_stores(["train", *config["eval"]["fid"]["real_splits"]])
@@ -308,7 +377,7 @@ def report_inputs(wildcards):
     """report: every method's classifier results, distance results and synthetic set, the judge's results and, on
     the demo, the detector and every listed variant's fidelity funnel."""
     methods = eval_methods()
-    synthetic = [m for m in methods if m not in REAL_ONLY]
+    synthetic = eval_sets()
     inputs = {
         "manifest": f"{OUT}/data/manifest.csv",
         "classes": f"{OUT}/data/classes.json",
@@ -338,7 +407,7 @@ def funnel_inputs(wildcards):
         "latents": f"{OUT}/latents/train.zarr",
         "cams": cam_store(wildcards.variant),
         "model": f"{OUT}/il/model.pt",
-        "fused": f"{OUT}/fused/{wildcards.variant}/latents.zarr",
+        "fused": f"{OUT}/fused/{wildcards.variant}/draw0/latents.zarr",
         "diffusion_model": vae_model(),
         "sets": variant_sets(wildcards.variant),
         "images": image_stores(
@@ -372,8 +441,8 @@ def get_final_output():
         ]
     for v in variants:
         outputs += [
-            f"{OUT}/pairs/{v}/pairs.csv",
-            f"{OUT}/fused/{v}/latents.zarr",
+            f"{OUT}/pairs/{v}/draw0/pairs.csv",
+            f"{OUT}/fused/{v}/draw0/latents.zarr",
             *variant_sets(v),
         ]
         outputs.append(f"{OUT}/figures/fig2/{v}")

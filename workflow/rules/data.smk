@@ -37,6 +37,15 @@ rule prepare_data:
     threads: 4
     params:
         cfg=section_json("data"),
+        # the oracle's held-out share of each tail class (real data): with it, which classes are tail
+        oracle=(
+            section_json("eval.oracle")
+            if config["eval"]["oracle"]["holdout"]
+            else "{}"
+        ),
+        long_tail=(
+            section_json("long_tail") if config["eval"]["oracle"]["holdout"] else "{}"
+        ),
     shell:
         stage_command("prepare_data")
 

@@ -1,5 +1,6 @@
-# Evaluation of Table 1: a DenseNet trained on real + synthetic images (mAP on the test split),
-# FD/FID and KID per tail class with label fidelity, and the demo's finding detector.
+# Evaluation of Table 1: a DenseNet trained on real + synthetic images under each training scheme
+# (mAP on the test split), FD/FID and KID per tail class with label fidelity, and the demo's finding
+# detector.
 
 
 rule evaluate_classifier:
@@ -24,18 +25,19 @@ rule evaluate_classifier:
         cfg=section_json("eval.classifier"),
         n_per_class=config["fusion"]["n_per_class"],
         diffusion=section_json("diffusion", keep=("device",)),
-        synthetic=lambda wildcards, input: input.get("synthetic", ""),
-        balance=lambda wildcards: BALANCED.get(wildcards.method, 0.0),
+        scheme=lambda wildcards: parse_row(wildcards.method)[0],
+        rebalancing=lambda wildcards: rebalancing_json(wildcards.method),
         images=lambda wildcards, input: stores_root(input.images),
     shell:
         stage_command("evaluate_classifier")
 
 
 # What a classifier of Table 1 trains on with each method, as one CSV any trainer reads: the real
-# training rows and the method's synthetic rows (absolute paths, classes.json's class order).
+# training rows and the first draw of the method's synthetic set (absolute paths, classes.json's
+# class order).
 rule export_training_set:
     input:
-        unpack(classifier_inputs),
+        unpack(export_inputs),
     output:
         table=f"{OUT}/export/{{method}}.csv",
     log:
@@ -47,14 +49,15 @@ rule export_training_set:
     conda:
         ENV
     params:
-        synthetic=lambda wildcards, input: input.get("synthetic", ""),
+        synthetic=lambda wildcards, input: input.synthetic[0] if input.synthetic else "",
     shell:
         stage_command("export_training_set")
 
 
-# Table 1's intervals: every method's test scores resampled together (paired bootstrap), the
-# difference of every method to each reference row (eval.intervals.references: Baseline and
-# Resample) with its interval and p-value.
+# Table 1's intervals: every row's test scores resampled together (paired bootstrap), the
+# difference of every row to its scheme's real-only row and to each reference row
+# (eval.intervals.references: Resample) with its interval and p-value, and its gain as a share
+# of its scheme's oracle's.
 rule compare_methods:
     input:
         classes=f"{OUT}/data/classes.json",

@@ -1,7 +1,7 @@
 # Fused latents to images: one synthetic set <variant>@<s> per value s of the variant's
 # generate.steps (s = 0: the VAE decodes z_F; s > 0: the last s of generate.num_steps UNet steps
-# first), and the Fig. 2 panels of each variant. A set's params leave out generate.steps, so
-# adding a value runs only the new set.
+# first), one per draw of the sets (generate.seed advanced per draw), and the Fig. 2 panels of each
+# variant (draw 0). A set's params leave out generate.steps, so adding a value runs only the new set.
 
 
 rule generate:
@@ -18,14 +18,15 @@ rule generate:
             vae_model() if wildcards.steps == "0" else diffusion_model()
         ),
     output:
-        synthetic=directory(f"{OUT}/synthetic/{{variant}}@{{steps}}"),
+        synthetic=directory(f"{OUT}/synthetic/{{variant}}@{{steps}}/draw{{draw}}"),
     log:
-        "logs/generate/generate_{variant}@{steps}.log",
+        "logs/generate/generate_{variant}@{steps}_draw{draw}.log",
     benchmark:
-        "benchmarks/generate/generate_{variant}@{steps}.tsv"
+        "benchmarks/generate/generate_{variant}@{steps}_draw{draw}.tsv"
     wildcard_constraints:
         variant=VARIANT_PATTERN,
         steps=r"\d+",
+        draw=r"\d+",
     priority: 10  # the method's chain is the demo's longest path: it goes first
     conda:
         ENV
@@ -39,6 +40,7 @@ rule generate:
             "generate",
             keep=GENERATE_DECODE_KEYS if wildcards.steps == "0" else None,
             drop=("steps",),
+            draw=None if wildcards.steps == "0" else wildcards.draw,
         ),
         images=lambda wildcards, input: stores_root(input.images),
         diffusion=section_json("diffusion", keep=("device", "dtype", "variant")),
@@ -52,7 +54,7 @@ rule fig2_panels:
         classes=rules.split_classes.output.classes,
         latents=f"{OUT}/latents/train.zarr",
         cams=lambda wildcards: cam_store(wildcards.variant),
-        fused=rules.fuse.output.store,
+        fused=f"{OUT}/fused/{{variant}}/draw0/latents.zarr",
         model=rules.train_il.output.model,
         sets=lambda wildcards: variant_sets(wildcards.variant),
     output:
