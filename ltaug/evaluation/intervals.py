@@ -232,14 +232,28 @@ def read_scores(paths: Mapping[str, str | Path]) -> tuple[np.ndarray, np.ndarray
     return data["ids"], data["labels"], [str(c) for c in data["classes"]], [int(s) for s in data["seeds"]], out
 
 
-def row_references(rows: Sequence[str], references: Sequence[str]) -> dict[str, list[str]]:
-    """Per row, the rows its paired differences are taken to: its scheme's real-only row (Baseline, Balanced,
-    Logit-adjusted) when that is a row, then each of ``references`` (eval.intervals.references); never itself."""
+OWN = "own"  # the reference name of every row's own scheme's real-only row
+
+
+def reference_in(scheme: str, reference: str) -> str:
+    """The row that reference ``reference`` stands for in a row of ``scheme``: "own", the scheme's real-only row
+    (Baseline, Balanced, Logit-adjusted); a set named alone (resample), that set in the scheme (Balanced+Resample),
+    so that a row is compared with the same set trained the same way; any other row (balanced+ours@0, baseline),
+    itself."""
+    if reference == OWN:
+        return row_id(scheme, None)
+    ref_scheme, synthetic = parse_row(reference)
+    return row_id(scheme, synthetic) if synthetic is not None and ref_scheme == "plain" else reference
+
+
+def row_references(rows: Sequence[str], references: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Per row, {name: the row it stands for} (:func:`reference_in`) for "own" and each of ``references``
+    (eval.intervals.references), where that row was scored; a row is never its own reference."""
     out = {}
     for row in rows:
         scheme, _ = parse_row(row)
-        own = [row_id(scheme, None)] if row_id(scheme, None) in rows else []
-        out[row] = [r for r in dict.fromkeys([*own, *references]) if r != row]
+        chosen = {name: reference_in(scheme, name) for name in (OWN, *references)}
+        out[row] = {name: r for name, r in chosen.items() if r in rows and r != row}
     return out
 
 
@@ -252,7 +266,7 @@ def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: Int
     if list(classes) != list(split.classes):
         raise InputError(f"the test scores' classes {classes} are not those of classes.json {split.classes}; rerun "
                          f"evaluate_classifier.")  # fmt: skip
-    absent = [r for r in cfg.references if r not in scores]
+    absent = [r for r in cfg.references if not any(reference_in(parse_row(m)[0], r) in scores for m in scores)]
     if absent:
         raise InputError(f"eval.intervals.references: {absent} are not among the methods scored ({list(scores)}); add "
                          f"them to eval.methods or remove them from the references.")  # fmt: skip
@@ -270,13 +284,15 @@ def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: Int
             lo, hi = interval(reps[m][key], cfg.level)
             entry[key] = {c: {"estimate": float(point[m][key][k]), "lo": float(lo[k]), "hi": float(hi[k])}
                           for k, c in enumerate(classes)}  # fmt: skip
-        entry["delta"] = {ref: paired_difference(point[m], point[ref], reps[m], reps[ref], cfg.level) for ref in refs[m]}
+        entry["references"] = refs[m]  # name -> the row it is, in this row's scheme
+        entry["delta"] = {r: paired_difference(point[m], point[r], reps[m], reps[r], cfg.level)
+                          for r in dict.fromkeys(refs[m].values())}  # fmt: skip
         scheme, synthetic = parse_row(m)
         real, oracle = row_id(scheme, None), row_id(scheme, "oracle")
         if synthetic not in (None, "oracle") and real in scores and oracle in scores:
             entry["oracle_share"] = oracle_share(point, reps, m, real, oracle, cfg.level)
         methods[m] = entry
-    for ref in dict.fromkeys(r for rs in refs.values() for r in rs):
+    for ref in dict.fromkeys(r for rs in refs.values() for r in rs.values()):
         for key in GROUPS:
             adjusted = holm({m: e["delta"][ref][key]["p"] for m, e in methods.items() if ref in e["delta"]})
             for m, p in adjusted.items():
@@ -292,7 +308,8 @@ def compare_methods(paths: Mapping[str, str | Path], split: ClassSplit, cfg: Int
         "how": "percentile intervals over bootstrap replicates that resample the test images (the same resamples "
         "for every method) and, with several classifier seeds, the seeds (the same seed draw for every method; seed i "
         "of every row trained with draw i of its set); delta: the paired difference to the row's scheme's real-only "
-        "row and to each reference; p: two-sided bootstrap p-value of a zero paired difference; p_holm: "
+        "row and to each reference (a reference named by a set alone: that set in the row's own scheme; the row's "
+        "references map each name to the row it is); p: two-sided bootstrap p-value of a zero paired difference; p_holm: "
         "Holm-adjusted over the rows, per reference; oracle_share: the row's tail mAP gain over its scheme's "
         "real-only row divided by the oracle's, per replicate",
         "methods": methods,

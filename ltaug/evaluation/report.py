@@ -33,6 +33,7 @@ from ltaug.common.io import atomic_path
 from ltaug.common.variants import display_name, parse_row, row_id, set_name, variant_of
 from ltaug.data.classes import ClassSplit
 from ltaug.data.synthetic import SyntheticSet
+from ltaug.evaluation.intervals import OWN, reference_in
 from ltaug.evaluation.report_notes import notes_for
 from ltaug.evaluation.report_figures import forest_plot, memorisation_panel, novelty_panel, panels, per_class_ap_plot
 
@@ -58,7 +59,6 @@ def _fmt(mean: float | None, std: float | None = None, digits: int = 3) -> str:
     return text + (f" ± {std:.{digits}f}" if std is not None and not math.isnan(std) else "")
 
 
-OWN = "own"  # the column group of every row's difference to its own scheme's real-only row
 
 
 def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[str, dict], intervals: dict) -> pd.DataFrame:
@@ -96,10 +96,10 @@ def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[s
             row[name] = i[key]["estimate"]
             row[f"{name}_lo"], row[f"{name}_hi"] = i[key]["lo"], i[key]["hi"]
             row[f"{name}_std"] = std[key] if many else None
-        own = row_id(scheme, None)
-        for ref, column in ((own, OWN), *((r, r) for r in references)):
+        names = i.get("references", {})  # column -> the row it is in this row's scheme
+        for column in (OWN, *references):
             for key, name in (("map_tail", "delta_tail_map"), ("map_head", "delta_head_map")):
-                d = i.get("delta", {}).get(ref, {}).get(key)
+                d = i.get("delta", {}).get(names.get(column), {}).get(key)
                 for part in ("estimate", "lo", "hi", "p", "p_holm"):
                     row[f"{name}_{column}" if part == "estimate" else f"{name}_{column}_{part}"] = d[part] if d else None
         share = i.get("oracle_share") or {}
@@ -146,7 +146,7 @@ def verdicts(table: pd.DataFrame, references: Sequence[str], level: float, resam
     for r in table.to_dict("records"):
         parts = []
         for ref in (OWN, *references):
-            name = display_name(row_id(r["scheme"], None)) if ref == OWN else display_name(ref)
+            name = display_name(reference_in(r["scheme"], ref))
             for what in ("tail", "head"):
                 key = f"delta_{what}_map_{ref}"
                 d = r.get(key)
@@ -160,7 +160,8 @@ def verdicts(table: pd.DataFrame, references: Sequence[str], level: float, resam
         if parts:
             lines.append(f"**{r['row']}**: " + "; ".join(parts) + ".")
     if lines:
-        names = " and to ".join(["its scheme's real-only row", *(display_name(r) for r in references)])
+        names = " and to ".join(["its scheme's real-only row", *(display_name(r) + (" of its scheme" if _relative(r) else "")
+                                                                   for r in references)])  # fmt: skip
         lines.insert(0, f"Differences of every row to {names} ({level:.0%} paired bootstrap interval; distinguishable "
                         f"when it excludes 0):")  # fmt: skip
     return lines
@@ -180,7 +181,8 @@ def markdown(
     ci = f"[{level:.0%} CI]"
     head = ["Method", "Avg Tail KID ↓", f"Avg Tail {metric} ↓", f"Head mAP ↑ {ci}", f"Tail mAP ↑ {ci}",
             f"Δ Tail mAP vs its scheme's real-only row {ci}", f"Share of the oracle's gain {ci}"]  # fmt: skip
-    head += [f"Δ Tail mAP vs {display_name(ref)} {ci}" for ref in references] + [f"Macro AUROC ↑ {ci}"]
+    head += [f"Δ Tail mAP vs {display_name(ref)} {ci}" + (" (its scheme's)" if _relative(ref) else "")
+             for ref in references] + [f"Macro AUROC ↑ {ci}"]  # fmt: skip
     lines = [_line(head), "|" + "---|" * len(head)]
     for r in table.to_dict("records"):
         cells = [r["row"], _fmt(r["avg_tail_kid"], digits=4), _fmt(r["avg_tail_fd"], digits=2),
@@ -219,6 +221,11 @@ def markdown(
     if funnel:
         text += funnel + "\n"
     return text + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def _relative(reference: str) -> bool:
+    """Whether a reference column is taken within each row's scheme (a set named alone)."""
+    return reference_in("balanced", reference) != reference
 
 
 def _share(r: dict) -> str:

@@ -104,20 +104,30 @@ def notes_for(
     return notes
 
 
+SCHEME_LINES = {
+    "plain": "Plain (shuffled passes over the real images and the set, the paper's; rows named by the set alone)",
+    "balanced": "Balanced (class-balanced batches)",
+    "logit-adjusted": "Logit-adjusted (plain passes, the logit-adjusted loss of Menon et al. 2021 with the training prior)",
+}
+
+
 def _schemes_note(classifier: dict[str, dict]) -> str:
-    """What the training schemes, the mix, the oracle and the draws are, as this run set them."""
-    mixed = next((c for c in classifier.values() if c.get("rebalancing")), None)
+    """What the training schemes of this run, the mix, the oracle and the draws are, as this run set them."""
+    schemes = list(dict.fromkeys(c["scheme"] for c in classifier.values() if "scheme" in c))
     draws = max((len(c.get("draws") or []) for c in classifier.values()), default=0)
-    text = ("Schemes: every set is trained under each scheme, Plain (shuffled passes over the real images and the set; "
-            "rows named by the set alone), Balanced (class-balanced batches) and Logit-adjusted (plain passes, the "
-            "logit-adjusted loss of Menon et al. 2021 with the training prior); Baseline, Balanced and Logit-adjusted "
-            "are each scheme's real-only row, and every row's Δ and share are taken to the real-only row of its own "
-            "scheme")  # fmt: skip
-    if mixed:
-        r = mixed["rebalancing"]
-        text += (f". A set is added on top of re-balancing: {r['synthetic_share']:g} of the draws made for a tail class "
-                 f"go to its synthetic samples (logit-adjusted: that share of its positives per pass, the prior counting "
-                 f"them), a synthetic sample's loss weighs {r['synthetic_weight']:g}, tau {r['tau']:g}")  # fmt: skip
+    text = ("Schemes: every set is trained under each of " + ", ".join(SCHEME_LINES[s] for s in schemes) + "; each "
+            "scheme's real-only row (Baseline, Balanced, Logit-adjusted) is its reference: every row's Δ and share are "
+            "taken to the real-only row of its own scheme, and a reference named by a set (Resample) is that set "
+            "trained the same way")  # fmt: skip
+    mixed = {c["scheme"]: c["rebalancing"] for c in classifier.values() if c.get("rebalancing") and c["n"]["synthetic"]}
+    share = mixed.get("balanced") or mixed.get("logit-adjusted")
+    if share:
+        text += (f". A set is added on top of re-balancing: {share['synthetic_share']:g} of the draws made for a tail "
+                 "class go to its synthetic samples" + (" (logit-adjusted: that share of its positives per pass, the "
+                 "prior counting them)" if "logit-adjusted" in mixed else "") + ", a synthetic sample's loss weighs "
+                 f"{share['synthetic_weight']:g}")  # fmt: skip
+    if "logit-adjusted" in mixed:
+        text += f"; tau {mixed['logit-adjusted']['tau']:g}"
     text += (". Oracle: fresh real images of each tail class, as many as a set adds, never seen by another row; its gain "
              "over its scheme's real-only row is what a perfect generator could add, and a row's share of it is its "
              "gain divided by the oracle's (per bootstrap replicate for the interval; meaningless where the oracle "

@@ -183,11 +183,19 @@ def test_every_row_is_compared_with_its_scheme_s_real_only_row_and_gets_its_shar
              "balanced+ours@1": scores_file(tmp_path / "bu.npz", labels, half),
              "balanced+smote": scores_file(tmp_path / "bs.npz", labels, poor)}  # fmt: skip
     out = compare_methods(paths, SPLIT, IntervalsConfig(resamples=300, references=[]))
-    assert row_references(list(paths), ["baseline"]) == {
-        "baseline": [], "balanced": ["baseline"], "balanced+oracle": ["balanced", "baseline"],
-        "balanced+ours@1": ["balanced", "baseline"], "balanced+smote": ["balanced", "baseline"]}  # fmt: skip
+    assert row_references(list(paths), ["baseline", "smote"]) == {
+        "baseline": {}, "balanced": {"baseline": "baseline", "smote": "balanced+smote"},  # no plain SMOTE row here
+        "balanced+oracle": {"own": "balanced", "baseline": "baseline", "smote": "balanced+smote"},
+        "balanced+ours@1": {"own": "balanced", "baseline": "baseline", "smote": "balanced+smote"},
+        "balanced+smote": {"own": "balanced", "baseline": "baseline"}}  # fmt: skip
     methods = out["methods"]
     assert set(methods["balanced+ours@1"]["delta"]) == {"balanced"} and methods["balanced"]["delta"] == {}
+    assert methods["balanced+ours@1"]["references"] == {"own": "balanced"}
+    # a set named alone is that set in the row's own scheme: Balanced+Ours@1 against Balanced+SMOTE, not SMOTE
+    relative = compare_methods(paths, SPLIT, IntervalsConfig(resamples=50, references=["smote"]))["methods"]
+    assert relative["balanced+ours@1"]["references"] == {"own": "balanced", "smote": "balanced+smote"}
+    d = relative["balanced+ours@1"]["delta"]["balanced+smote"]["map_tail"]
+    assert d["estimate"] == pytest.approx(relative["balanced+ours@1"]["map_tail"]["estimate"] - relative["balanced+smote"]["map_tail"]["estimate"])
     share = methods["balanced+ours@1"]["oracle_share"]
     gain = methods["balanced+ours@1"]["delta"]["balanced"]["map_tail"]["estimate"]
     room = methods["balanced+oracle"]["delta"]["balanced"]["map_tail"]["estimate"]

@@ -55,11 +55,11 @@ def test_tiny_evaluation_produces_every_row_and_column(evaluated):
     assert "- Variant Ours-paper: eigencam maps; M^S = map_t > 0.4, M^G = map_h < 0.4; z_F = D(z_F^s) (Eq. 13)" in md
     assert "- Variant Ours: layercam maps; M^S = map_t > 0.4, M^G = map_h < 0.6; z_F = D(z_F^s) (Eq. 13)" in md
     assert "Fidelity funnel of every variant" in md and "| stage | Ours | Ours-paper |" in md
-    assert "Schemes: every set is trained under each scheme" in md and "Draws: classifier seed i trains with draw i" in md
+    assert "Schemes: every set is trained under each of Plain" in md and "Draws: classifier seed i trains with draw i" in md
     intervals = json.loads((evaluated / "results/eval/intervals.json").read_text())
     assert intervals["resamples"] == 1000 and intervals["n_test"] == 12 and intervals["seeds"] == [0, 1]
     assert intervals["references"] == ["resample"]
-    assert set(intervals["methods"]["balanced+ours@0"]["delta"]) == {"balanced", "resample"}
+    assert set(intervals["methods"]["balanced+ours@0"]["delta"]) == {"balanced", "balanced+resample"}  # Resample of its scheme
     for row in table.itertuples():  # the point estimate is evaluate_classifier's mean over seeds (scikit-learn's AP)
         assert row.tail_map_lo <= row.tail_map <= row.tail_map_hi, row.method
         c = json.loads((evaluated / f"results/eval/classifier/{row.method}.json").read_text())
