@@ -22,6 +22,10 @@ TINY = yaml.safe_load(TEST_CONFIG.read_text())
 TINY_FUSION, TINY_GENERATE = TINY["fusion"], TINY["generate"]
 
 
+# the tiny config's sets less the oracle, whose fresh images a real data set has only with eval.oracle.holdout
+WITHOUT_ORACLE = {"methods": [m for m in TINY["eval"]["methods"] if m != "oracle"]}
+
+
 TAIL = ["Nodule", "Fracture", "Calcification of the Aorta", "Pneumoperitoneum"]
 
 

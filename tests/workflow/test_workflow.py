@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from helpers.data import REPO, write_dataset
-from helpers.workflow import DRAWS, TAIL, planned_jobs, snakemake, write_config
+from helpers.workflow import DRAWS, TAIL, WITHOUT_ORACLE, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -151,6 +151,7 @@ def test_a_config_change_reruns_exactly_the_stages_that_depend_on_it(tiny_run, s
         write_config(tiny_run)
 
 
+@pytest.mark.slow
 def test_a_key_naming_no_class_fails_as_soon_as_the_classes_are_split(tmp_path):
     write_config(tmp_path, fusion={"exclusive_class": "Normal"})
     result = snakemake(tmp_path)
@@ -180,7 +181,7 @@ def test_a_nested_config_override_is_typed_by_the_schema(tiny_run):
     result = snakemake(tiny_run, "--dry-run", "--config", "fusion={tau_h: 0.6, tau_l: 0.2}")
     assert result.returncode == 0, result.stderr
     jobs = planned_jobs(result)
-    assert jobs["fuse"] == 1 and jobs["generate"] == 2 and "train_il" not in jobs and "cam_maps" not in jobs
+    assert jobs["fuse"] == DRAWS and jobs["generate"] == 2 * DRAWS and "train_il" not in jobs and "cam_maps" not in jobs
 
 
 def test_a_wrong_override_names_the_command_line(tmp_path):
@@ -191,7 +192,8 @@ def test_a_wrong_override_names_the_command_line(tmp_path):
 
 
 def test_missing_labels_file_is_a_config_error(tmp_path):
-    write_config(tmp_path, demo={"enabled": False}, data={"labels": {"train": "nowhere/train.csv", "val": "v.csv", "test": "t.csv"}})
+    labels = {"train": "nowhere/train.csv", "val": "v.csv", "test": "t.csv"}
+    write_config(tmp_path, demo={"enabled": False}, data={"labels": labels}, eval=WITHOUT_ORACLE)
     result = snakemake(tmp_path)
     assert result.returncode != 0
     assert "nowhere/train.csv: labels CSV of the train split (data.labels.train) does not exist" in result.stderr
@@ -203,7 +205,7 @@ def test_bad_label_fails_with_the_rows_and_leaves_no_manifest(tmp_path):
     df = pd.read_csv(path)
     df.loc[2, "Nodule"] = -1
     df.to_csv(path, index=False)
-    write_config(tmp_path, demo={"enabled": False}, data=data)
+    write_config(tmp_path, demo={"enabled": False}, data=data, eval=WITHOUT_ORACLE)
     result = snakemake(tmp_path)
     assert result.returncode != 0
     assert "label values must be 0 or 1" in result.stdout + result.stderr
@@ -224,6 +226,7 @@ def test_tiny_workflow_trains_the_il_model(tiny_run):
     assert sorted(p.name for p in (tiny_run / "results/il").glob("gen_*.pt")) == ["gen_1.pt", "gen_2.pt"]
 
 
+@pytest.mark.slow
 def test_padchest_as_downloaded_through_the_workflow(tmp_path):
     """docs/datasets.md's first command on PadChest's layout (one CSV, list labels, 16-bit PNGs, no split):
     classes.json, then the training latents, with data.window reaching the rule that reads the pixels."""
@@ -232,7 +235,7 @@ def test_padchest_as_downloaded_through_the_workflow(tmp_path):
     from ltaug.backbone.latents import open_latents
 
     data = write_padchest(tmp_path / "padchest")
-    write_config(tmp_path, demo={"enabled": False}, data={**data, "window": [0, 4095]},
+    write_config(tmp_path, demo={"enabled": False}, data={**data, "window": [0, 4095]}, eval=WITHOUT_ORACLE,
                  long_tail={"head_classes": ["normal"], "tail_classes": ["cardiomegaly"]})  # fmt: skip
     result = snakemake(tmp_path, "results/data/classes.json")
     assert result.returncode == 0, result.stdout + result.stderr

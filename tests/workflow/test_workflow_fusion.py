@@ -15,7 +15,7 @@ from ltaug.backbone.latents import open_latents
 from ltaug.data.synthetic import read_synthetic_set
 from ltaug.method.cam import open_cams
 
-pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+pytestmark = pytest.mark.workflow
 
 N_PER_CLASS = TINY_FUSION["n_per_class"]
 STEPS = TINY_GENERATE["steps"]
@@ -82,7 +82,8 @@ def test_the_paper_s_variant_has_its_own_maps_fusion_and_set(run):
     assert cams.attrs["method"] == "eigencam" and cams["maps"].shape == (60, 4, 4)  # one class-agnostic map a sample
     fused = open_latents(run / "results/fused/ours-paper/draw0/latents.zarr")
     config = fused.attrs["config"]
-    assert (config["tau_h"], config["tau_l"], config["decode"], config["label_policy"]) == (0.4, 0.4, "d", "union")
+    assert (config["tau_h"], config["tau_l"], config["decode"], config["label_policy"]) == (0.4, 0.4, "d", "auto")
+    assert fused.attrs["label_policy"] == "union"  # auto on cell masks: the whole-image mixture's label, the paper's
     assert open_latents(run / "results/fused/ours/draw0/latents.zarr").attrs["config"]["tau_l"] == 0.6  # the sections' own
     paper = read_synthetic_set(run / "results/synthetic/ours-paper@0/draw0", classes["classes"], TAIL, N_PER_CLASS)
     assert paper.method == "ours-paper@0" and paper.frame["dicom_id"].iloc[0].startswith("ours-paper@0-")
