@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install ltaug, run the whole workflow on the demo data
-#   make test   create .venv, install ltaug, run the tests (all but the SLURM cluster test)
-#   make test-slurm   the SLURM cluster test alone (root and apt-get; CI runs both)
+#   make test   create .venv, install ltaug, run the tests (all but the slow tier and the SLURM cluster test)
+#   make test-slow    the tests make test leaves out: the slow tier and the SLURM cluster test (CI runs both targets)
+#   make test-slurm   the SLURM cluster test alone (root and apt-get)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,12 +10,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 PYTEST_ARGS ?=
-PYTEST_MARK ?= not slurm
+PYTEST_MARK ?= not slurm and not slow
 # rules run `python -m ltaug ...`: the environment's python comes first on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo ablation test test-slurm env lint clean
+.PHONY: demo ablation test test-slow test-slurm env lint clean
 
 env: $(STAMP)
 
@@ -59,6 +60,11 @@ ablation: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "$(PYTEST_MARK)" $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; rc=0; fi; exit $$rc
+
+# the slow tier (each test a minute or so beyond the tiny reference run) and the SLURM cluster test, in one session:
+# the tiny reference run that both compare with is made once
+test-slow: $(STAMP)
+	$(MAKE) test PYTEST_MARK="slow or slurm" PYTEST_ARGS="$(PYTEST_ARGS)"
 
 # the single-node SLURM cluster test: installs slurm-wlm and munge with apt-get (skipped without root)
 test-slurm: $(STAMP)

@@ -28,7 +28,7 @@ import yaml
 from helpers.data import REPO
 from helpers.workflow import TAIL, TEST_CONFIG, TINY
 
-pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+pytestmark = pytest.mark.workflow
 
 BENCH = REPO / "benchmarks"
 
@@ -99,6 +99,7 @@ def test_demo_data_draws_a_small_demo(tmp_path):
     assert prevalence["Cardiomegaly"] == round(DemoConfig().prevalence["Cardiomegaly"] * 20) / 20
 
 
+@pytest.mark.slow
 def test_decode_once_measures_reads_before_and_after_the_stores(tmp_path):
     """decode_once.py on one full-size JPEG: every read cost positive, the 512 px store larger than the 224 px one,
     the peak memory of decode_images at N and 4N, and the Markdown table beside the JSON."""
@@ -114,6 +115,7 @@ def test_decode_once_measures_reads_before_and_after_the_stores(tmp_path):
     assert "decode_images peak RSS" in (tmp_path / "out" / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_encode_latents_streams_n_and_ten_n_images(tmp_path):
     """encode_latents.py with N = 2: both runs (2 and 20 images) reported, and `ok` says whether peak RSS at 10 N
     stayed within the required ratio of N."""
@@ -127,6 +129,7 @@ def test_encode_latents_streams_n_and_ten_n_images(tmp_path):
     assert result["ok"] is (result["peak_rss_ratio"] <= result["required_ratio"])
 
 
+@pytest.mark.slow
 def test_gpu_runs_every_phase_at_tiny_widths_on_the_cpu(tmp_path):
     """gpu.py --device cpu --widths tiny: every phase measured, no GPU memory on the CPU, and ours@5 (5 of 75
     steps) faster than text-to-image@75."""
@@ -139,6 +142,7 @@ def test_gpu_runs_every_phase_at_tiny_widths_on_the_cpu(tmp_path):
     assert result["speed_ratio_ours@5_vs_text_to_image@75"] > 1
 
 
+@pytest.mark.slow
 def test_full_size_runs_every_phase_at_tiny_widths(tmp_path):
     """full_size.py --widths tiny: SD 1.5's layout built and measured phase by phase, FLOPs counted (a training
     step costs more than inference), the DenseNet and the JPEG reads timed."""
@@ -157,6 +161,7 @@ def test_full_size_runs_every_phase_at_tiny_widths(tmp_path):
     assert positive(result["jpeg_full_res_to_224px_s_per_image"])
 
 
+@pytest.mark.slow
 def test_memory_format_compares_both_formats_on_the_tiny_networks(tmp_path):
     """memory_format.py on the tiny config's networks: both formats timed for each network and computing the same
     function (float rounding only), the precision and side-by-side rows."""
@@ -176,6 +181,7 @@ SCALE_STAGES = ["decode_images", "train_il", "cam_maps", "pair_neighbours", "fus
                 "real_features", "evaluate_fid"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_scale_runs_every_stage_at_the_smallest_n(tmp_path):
     """scale.py at N = 100 (the smallest with a tail class) and 20 validation and test images: a row per stage with
     its time and peak memory, 12 tail and 5 head classes, and results.json beside the table."""
@@ -206,7 +212,7 @@ def test_peak_memory_sees_an_allocation():
 # ------------------------------------------------------------------------------ on the session's tiny workflow run
 
 
-@pytest.mark.parametrize("source", ["stand-ins", "demo run"])
+@pytest.mark.parametrize("source", [pytest.param("stand-ins", marks=pytest.mark.slow), "demo run"])
 def test_fusion_generate_times_the_method_chain(request, tmp_path, source):
     """fusion_generate.py on the tiny config (generate.num_steps 5, so that ours@5 is possible), on stand-in models
     and on the tiny run's results: every stage timed, n_per_class samples per tail class fused and generated."""
@@ -284,6 +290,7 @@ def test_evaluate_times_tabulates_the_runs_benchmark_files(tiny_reference, tmp_p
     assert total["wall_s"] == pytest.approx(rules["wall_s"].sum()) and total["max_rss_mb"] == rules["max_rss_mb"].max()
 
 
+@pytest.mark.slow
 def test_tail_round_trip_scores_a_vae_and_il_variants(tiny_reference, tmp_path):
     """tail_round_trip.py on the tiny run: the trained VAE scored, a VAE variant and an IL variant trained and
     scored, one JSON line each with a detector hit rate per tail class."""
@@ -301,6 +308,7 @@ def test_tail_round_trip_scores_a_vae_and_il_variants(tiny_reference, tmp_path):
     assert len(list(out.glob("il-*/model.pt"))) == 1  # the IL variant's model, under --out
 
 
+@pytest.mark.slow
 def test_bootstrap_diffusion_trains_the_model_of_the_workflow(tiny_reference, tmp_path):
     """bootstrap_diffusion.py with the tiny run's diffusion.bootstrap: the model its bootstrap stages trained (the
     same validation PSNR and final losses), the phases timed, the grids kept."""
@@ -316,6 +324,7 @@ def test_bootstrap_diffusion_trains_the_model_of_the_workflow(tiny_reference, tm
     assert (keep / "reconstructions.png").is_file() and (keep / "Nodule.png").is_file()
 
 
+@pytest.mark.slow
 def test_choose_variant_measures_one_candidate(tiny_reference, tmp_path):
     """choose_variant.py --only ours-paper on a copy of the tiny run: its set made, measured for novelty and the
     detector, and scored on validation for every classifier seed beside Baseline and Resample."""
@@ -367,3 +376,27 @@ def test_make_demo_summary_reads_a_finished_run(tiny_reference, tmp_path):
     assert result["tail"] == TAIL and result["head"] == classes["head"]
     assert result["images_per_split"] == {"train": 60, "val": 12, "test": 12}
     assert set(result["train_prevalence"]) == set(classes["classes"])
+
+
+def test_fair_fight_gathers_a_run_s_figures_and_retrains_a_row_with_one_draw(tiny_reference, tmp_path):
+    """fair_fight.py on the tiny run: every scheme's real-only row and oracle, every set's row under each, the label
+    counts and the costs from its files; Balanced+Resample retrained with draw 0 for both seeds, seed 0 as the run
+    trained it (the tiny run's classifier jobs ran on two threads)."""
+    out = tmp_path / "out"
+    bench(tmp_path, "fair_fight.py", str(tiny_reference), "--widths", "balanced+resample", "--threads", "2",
+          "--out", str(out))  # fmt: skip
+    summary = read_json(out / "summary.json")
+    run = summary["runs"][0]
+    assert run["demo_seed"] == TINY["demo"]["seed"] and set(run["schemes"]) == {"Plain", "Balanced"}
+    balanced = run["schemes"]["Balanced"]
+    assert "oracle_gain" in balanced and isinstance(balanced["oracle_gains"], bool)
+    assert list(balanced["rows"]) == ["Balanced+Oracle", "Balanced+Resample", "Balanced+SMOTE", "Balanced+RoentGen@4",
+                                      "Balanced+Ours@0", "Balanced+Ours@1", "Balanced+Ours-paper@0"]  # fmt: skip
+    assert set(run["sets"]) == {"Oracle", "Resample", "SMOTE", "RoentGen@4", "Ours@0", "Ours@1", "Ours-paper@0"}
+    assert set(run["labels"]) == {"ours", "ours-paper"} and all(v["samples"] == 12 for v in run["labels"].values())
+    assert run["costs"]["evaluate_classifier_jobs"] == {"plain": 8, "balanced": 8}
+    assert set(run["costs"]["set_jobs_s_per_draw"]) == {"draw0", "draw1"}
+    row = summary["widths"]["balanced+resample"]
+    assert row["seed0_as_the_run"] is True and set(row) == {"seed0_as_the_run", "a draw per seed", "draw 0 for every seed"}
+    assert all(positive(row[k]["tail_map_width"]) or row[k]["tail_map_width"] == 0 for k in row if k != "seed0_as_the_run")
+    assert "| balanced+resample | draw 0 for every seed |" in (out / "summary.md").read_text()
