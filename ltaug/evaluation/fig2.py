@@ -11,6 +11,7 @@ directly (ours@0) and after denoising (ours@s), one column per synthetic set.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def _set_image(set_dir: Path, fused_id: str) -> tuple[str, np.ndarray]:
     if row.empty:
         raise InputError(f"{set_dir}/manifest.csv: no image of fused sample {fused_id}; rerun generate.")
     steps = int(row["steps"].iloc[0])
-    name = f"{set_dir.name}\n" + ("z_F decoded" if steps == 0 else f"denoised, s = {steps}")
+    method = json.loads((set_dir / "set.json").read_text())["method"]  # ours@1 (the directory is its draw)
+    name = f"{method}\n" + ("z_F decoded" if steps == 0 else f"denoised, s = {steps}")
     return name, np.asarray(Image.open(set_dir / row["path"].iloc[0]))
 
 
