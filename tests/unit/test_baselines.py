@@ -127,16 +127,21 @@ def test_balanced_repeats_use_every_item_evenly():
     assert (balanced_repeats(7, 30, seed=0) == picks).all()
 
 
-def test_resample_set_copies_real_tail_images_with_their_labels(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(8):
+def write_manifest(tmp_path, shape: tuple[int, int], seed: int, rows: list[dict]) -> pd.DataFrame:
+    """A manifest of ``rows`` (id, split, labels), each with a random image of ``shape`` written as its PNG."""
+    rng = np.random.default_rng(seed)
+    for i, row in enumerate(rows):
         path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(path)
-        rows.append({"id": f"train-{i}", "path": str(path), "split": "train" if i < 6 else "test",
-                     "Cardiomegaly": int(i == 0), "Nodule": int(i in (0, 1, 6)), "Fracture": int(i == 2),
-                     "No Finding": int(i > 2)})  # fmt: skip
-    manifest = pd.DataFrame(rows)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        row["path"] = str(path)
+    return pd.DataFrame(rows)
+
+
+def test_resample_set_copies_real_tail_images_with_their_labels(tmp_path):
+    rows = [{"id": f"train-{i}", "split": "train" if i < 6 else "test", "Cardiomegaly": int(i == 0),
+             "Nodule": int(i in (0, 1, 6)), "Fracture": int(i == 2), "No Finding": int(i > 2)}
+            for i in range(8)]  # fmt: skip
+    manifest = write_manifest(tmp_path, (40, 48), 0, rows)
     make_resample(manifest, CLASSES, TAIL, 5, 32, BaselinesConfig(), tmp_path / "resample", source="m.csv")
     s = read_synthetic_set(tmp_path / "resample", CLASSES, TAIL, 5)
     nodule = s.frame[s.frame["tail_class"] == "Nodule"]
@@ -172,15 +177,10 @@ def test_the_oracle_on_the_demo_is_fresh_real_images_labelled_with_what_they_sho
 
 
 def test_the_oracle_on_real_data_draws_from_the_held_out_images_only(tmp_path):
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(9):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
-        rows.append({"id": f"img-{i}", "path": str(path), "split": "holdout" if i >= 5 else "train",
-                     "Cardiomegaly": int(i == 5), "Nodule": int(i in (1, 5, 6)), "Fracture": int(i in (2, 7, 8)),
-                     "No Finding": int(i in (0, 3, 4))})  # fmt: skip
-    manifest = pd.DataFrame(rows)
+    rows = [{"id": f"img-{i}", "split": "holdout" if i >= 5 else "train", "Cardiomegaly": int(i == 5),
+             "Nodule": int(i in (1, 5, 6)), "Fracture": int(i in (2, 7, 8)), "No Finding": int(i in (0, 3, 4))}
+            for i in range(9)]  # fmt: skip
+    manifest = write_manifest(tmp_path, (32, 32), 1, rows)
     make_oracle(CLASSES, TAIL, 3, 32, 0, tmp_path / "oracle", manifest=manifest, seed=4)
     s = read_synthetic_set(tmp_path / "oracle", CLASSES, TAIL, 3)
     for name, held in (("Nodule", {"img-5", "img-6"}), ("Fracture", {"img-7", "img-8"})):
