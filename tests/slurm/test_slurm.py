@@ -165,15 +165,18 @@ def slurm_programs():
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_the_slurm_benchmark_runs_the_tiny_workflow_on_its_own_cluster(slurm_programs, tiny_reference, tmp_path):
-    """benchmarks/slurm_cluster.py against the session's local run (--local, so the local run is not repeated): it
-    exits 0 and reports the SLURM jobs per rule (train_il with a GPU, pair_neighbours without), their times, and
-    results equal to the local run's."""
+    """benchmarks/slurm_cluster.py against the session's local run (--local, so the local run is not repeated), up to
+    the fused latents of draw 0 (the whole workflow on SLURM is the test above): it exits 0 and reports the SLURM
+    jobs per rule (train_il with a GPU, pair_neighbours without), their times, and results equal to the local run's."""
     out = tmp_path / "slurm" / "tiny.json"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "slurm_cluster.py"), "--local", str(tiny_reference),
-                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=2400)  # fmt: skip
+                           "--target", "results/fused/ours/draw0/latents.zarr", "--out", str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=2400)  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(out.read_text())
     assert report["results_equal"] is True and report["local_s"] is None and report["slurm_s"] > 0
+    assert report["targets"] == ["results/fused/ours/draw0/latents.zarr"]
+    assert "evaluate_classifier" not in report["jobs_per_rule"]  # nothing after the targets
     per_rule = report["jobs_per_rule"]
     assert report["jobs_total"] == sum(r["jobs"] for r in per_rule.values()) > 0
     assert per_rule["train_il"]["jobs"] == per_rule["train_il"]["gpu_jobs"] == 1
