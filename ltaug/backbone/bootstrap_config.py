@@ -31,7 +31,7 @@ class BootstrapConfig:
     vae_edge_weight: float = 0.0  # weight of the L1 error of the image's horizontal and vertical differences (sharp lines)
     vae_balance: float = 1.0  # class balancing of VAE batches: 0 = image frequency, 1 = every class equally often
     vae_crop_size: int = 0  # side of the random crops the VAE trains on, on the latent grid (0 = whole images)
-    vae_precision: str = "float32"  # float32 | bfloat16 (autocast of the VAE's training passes; weights stay float32)
+    vae_precision: str = "auto"  # auto | float32 | bfloat16: autocast of the VAE's training passes (ltaug.common.precision)
     # UNet + text encoder
     unet_channels: tuple[int, ...] = (32, 64, 128)  # block_out_channels, one level each; latents are image_size / 8
     unet_cross_attention: tuple[bool, ...] = (False, True, True)  # per level: cross-attention blocks (SD: all)

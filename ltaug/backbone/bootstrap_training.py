@@ -15,6 +15,7 @@ from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
 from ltaug.backbone import bootstrap_models as nets  # the networks, tokenizer, prompts and saved directory
 from ltaug.backbone.bootstrap_config import BootstrapConfig
+from ltaug.common.precision import resolve_precision, training_autocast
 from ltaug.common.sampling import balanced_indices
 from ltaug.common.schedule import warmup_cosine_schedule
 
@@ -67,12 +68,14 @@ def train_vae(
     vae.to(device, memory_format=torch.channels_last).train()  # ~20 % faster convolutions on CPU
     opt, schedule = _optimizer(vae.parameters(), cfg.vae_lr, cfg.vae_steps)
     losses = []
+    precision = resolve_precision(cfg.vae_precision, device, "diffusion.bootstrap.vae_precision")
+    print(f"VAE training passes in {precision} on {device}", file=sys.stderr)
     with _progress(cfg.vae_steps, "VAE") as bar:
         for _ in range(cfg.vae_steps):
             idx = balanced_indices(labels, cfg.vae_batch_size, cfg.vae_balance, generator)
             batch = images[idx] if not cfg.vae_crop_size else random_crops(images[idx], cfg.vae_crop_size, generator)
             x = to_pixels(batch, device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.vae_precision == "bfloat16"):
+            with training_autocast(precision, device):
                 loss = vae_loss(vae, x, cfg, generator)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -40,6 +40,7 @@ from ltaug.common.config import THREADS, config_section
 from ltaug.common.errors import ConfigError, InputError
 from ltaug.common.io import atomic_path
 from ltaug.common.metrics import best_thresholds, mean_over, mean_std, per_class_ap, score_metrics
+from ltaug.common.precision import resolve_precision, training_autocast
 from ltaug.common.schedule import warmup_cosine_schedule
 from ltaug.data.classes import ClassSplit
 from ltaug.data.image_source import ImageSource, cache_decision
@@ -65,7 +66,7 @@ class ClassifierConfig:
     weight_decay: float = 0.0001  # AdamW weight decay
     eval_every: int = 250  # steps between validation passes; the step with the best val mAP is kept
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training per seed: mean and std are reported
-    precision: str = "float32"  # float32 | bfloat16: autocast of the training forward passes (predictions stay float32)
+    precision: str = "auto"  # auto | float32 | bfloat16: autocast of the training forward passes (ltaug.common.precision)
     cache_images: bool | str = "auto"  # true: every image in memory as uint8; false: read per batch; auto: see cache_decision
     threads: int = 2  # torch CPU threads and image-reading threads
 
@@ -190,6 +191,7 @@ def train_classifier(
     weights: the same seed gives the same model for the same data on the same device and threads.
     """
     torch.manual_seed(seed)
+    precision = resolve_precision(cfg.precision, device, "eval.classifier.precision")
     model = to_device(build_densenet(cfg, len(classes)), device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = warmup_cosine_schedule(optimiser, cfg.steps)
@@ -209,7 +211,7 @@ def train_classifier(
         drawn += int((rows >= pool.n_real).sum())
         model.train()
         x = normalise(train.batch(rows.numpy()).to(device))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+        with training_autocast(precision, device):
             logits = model(x)
         loss = training_loss(logits.float(), targets[rows].to(device), None if weights is None else weights[rows], offsets)
         optimiser.zero_grad(set_to_none=True)
@@ -228,7 +230,7 @@ def train_classifier(
     model.load_state_dict(best["state"])
     share = drawn / (cfg.steps * cfg.batch_size)
     return model.eval(), {"best_step": best["best_step"], "val_map": best["val_map"], "history": history,
-                          "synthetic_draw_share": share}  # fmt: skip
+                          "synthetic_draw_share": share, "precision": precision}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the stage

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from ltaug.common.config import THREADS, config_section
 from ltaug.common.errors import ConfigError
 from ltaug.common.metrics import group_map
+from ltaug.common.precision import resolve_precision, training_autocast
 from ltaug.common.sampling import balanced_indices
 from ltaug.common.seeds import seed64, stream
 from ltaug.data.classes import ClassSplit
@@ -76,7 +77,7 @@ class ILConfig:
     classifier_stem: str = "small"  # densenet121: imagenet (7x7/2 conv + pool; latents >= 32) | small (3x3/1, no pool)
     reset_heads: bool = False  # re-initialise D and C at every generation (default: they carry over)
     shuffle_buffer: int = 4096  # samples shuffled together (whole Zarr chunks); memory is O(this)
-    precision: str = "float32"  # float32 | bfloat16: autocast of the training passes (weights and losses stay float32)
+    precision: str = "auto"  # auto | float32 | bfloat16: autocast of the training passes (ltaug.common.precision)
     threads: int = 2  # torch CPU threads
 
     def identity(self) -> dict:
@@ -251,8 +252,8 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def autocast(cfg: ILConfig, device: torch.device) -> torch.autocast:
-    """bfloat16 autocast of a training pass when ``cfg.precision`` asks for it, else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+    """bfloat16 autocast of a training pass when ``cfg.precision`` resolves to it on ``device``, else a no-op."""
+    return training_autocast(resolve_precision(cfg.precision, device, "il.precision"), device)
 
 
 def imitation_phase(

@@ -24,7 +24,7 @@ SPLIT = ClassSplit(
 TINY = ILConfig(
     generations=2, imitation_epochs=1, interaction_epochs=6, batch_size=16, lr=3e-3, embed_channels=16,
     student_width=8, student_depth=1, decoder_width=16, decoder_depth=1, classifier_width=8, classifier_depth=2,
-    threads=1,
+    threads=1, precision="float32",  # the same numbers on every CPU, whatever auto would pick
 )  # fmt: skip
 
 

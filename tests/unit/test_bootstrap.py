@@ -39,7 +39,7 @@ TINY = BootstrapConfig(
     image_size=32, threads=2, vae_channels=(8, 8, 8, 8), vae_norm_groups=4, vae_steps=4, vae_batch_size=4,
     unet_channels=(16, 32), unet_cross_attention=(True, True), unet_norm_groups=8, unet_attention_heads=2,
     text_hidden_size=16, text_layers=1, text_heads=2, unet_steps=4, unet_batch_size=8,
-    sample_steps=3, samples_per_class=2, reconstruction_images=2,
+    sample_steps=3, samples_per_class=2, reconstruction_images=2, vae_precision="float32",  # the same on every CPU
 )  # fmt: skip
 
 
@@ -407,7 +407,7 @@ def test_psnr():
         ("unet_attention_heads", 3, "unet_attention_heads: 3 does not divide"),
         ("vae_crop_size", 12, "vae_crop_size: 12 is not a multiple of 8"),
         ("vae_crop_size", 136, r"vae_crop_size: 136 is larger than the images \(latents.image_size 128\)"),
-        ("vae_precision", "float16", r"vae_precision: 'float16' is not one of \['float32', 'bfloat16'\]"),
+        ("vae_precision", "float16", r"vae_precision: 'float16' is not one of \['auto', 'float32', 'bfloat16'\]"),
     ],
 )
 def test_config_errors(key, value, match):
@@ -468,9 +468,12 @@ def test_bfloat16_vae_training_keeps_float32_weights_and_the_float32_loss():
     assert {p.dtype for p in vae.parameters()} == {torch.float32}
 
 
-@pytest.mark.parametrize("precision, autocast", [("float32", False), ("bfloat16", True)])
-def test_train_vae_runs_its_passes_in_the_configured_precision(monkeypatch, precision, autocast):
+@pytest.mark.parametrize("precision, native, autocast", [("float32", True, False), ("bfloat16", False, True),
+                                                       ("auto", False, False), ("auto", True, True)])  # fmt: skip
+def test_train_vae_runs_its_passes_in_the_configured_precision(monkeypatch, precision, native, autocast):
+    """An explicit precision wins; auto autocasts only where the CPU computes bfloat16 natively (detection faked)."""
     cfg = dataclasses.replace(TINY, vae_precision=precision, vae_steps=2)
+    monkeypatch.setattr("ltaug.common.precision.native_bfloat16", lambda device, **probe: native)
     seen = []
 
     def loss(vae, x, cfg, generator):

@@ -29,7 +29,7 @@ from ltaug.evaluation.classifier import (
 from ltaug.evaluation.schemes import TrainingPool
 
 TINY = ClassifierConfig(image_size=32, growth_rate=4, block_config=[1, 1], num_init_features=8, steps=6, batch_size=8,
-                        eval_every=3, seeds=[0], threads=1)  # fmt: skip
+                        eval_every=3, seeds=[0], threads=1, precision="float32")  # fmt: skip
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread in this module

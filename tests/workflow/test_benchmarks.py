@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from helpers.data import REPO
 from helpers.workflow import TAIL, TEST_CONFIG, TINY
@@ -175,6 +176,26 @@ def test_memory_format_compares_both_formats_on_the_tiny_networks(tmp_path):
     assert [r["threads"] for r in result["precision"]] == [1]
     assert positive(result["precision"][0]["float32_ms"]) and positive(result["precision"][0]["bfloat16_ms"])
     assert result["side_by_side"]["processes"] == 1 and positive(result["side_by_side"]["one_process_steps_per_s"])
+
+
+@pytest.mark.slow
+def test_precision_times_every_pass_with_onednn_s_bfloat16_kernels_on_and_off(tmp_path):
+    """precision.py on the tiny config's networks: the VAE, IL and DenseNet steps in both precisions, once as this
+    machine runs and once with ONEDNN_MAX_CPU_ISA=AVX512_CORE, where auto resolves to float32 whatever the CPU."""
+    from ltaug.common.precision import native_bfloat16
+
+    out = tmp_path / "out"
+    bench(tmp_path, "precision.py", "--config", str(TEST_CONFIG), "--repeats", "1", "--out", str(out))
+    result = read_json(out / "results.json")
+    plain, off = result["runs"].values()
+    assert plain["auto"] == ("bfloat16" if native_bfloat16(torch.device("cpu")) else "float32")
+    assert off["auto"] == "float32" and off["onednn_max_cpu_isa"] == "AVX512_CORE" and plain["onednn_max_cpu_isa"] == ""
+    for run in (plain, off):
+        assert list(run["passes"]) == ["vae", "il", "densenet"]
+        for row in run["passes"].values():
+            assert positive(row["float32_ms"]) and positive(row["bfloat16_ms"])
+            assert row["bfloat16_speed_up"] == pytest.approx(row["float32_ms"] / row["bfloat16_ms"])
+    assert "| off (ONEDNN_MAX_CPU_ISA=AVX512_CORE) | float32 | densenet |" in (out / "results.md").read_text()
 
 
 SCALE_STAGES = ["decode_images", "train_il", "cam_maps", "pair_neighbours", "fuse", "evaluate_classifier",
