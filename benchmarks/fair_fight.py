@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from evaluate_times import rule_times  # benchmarks/evaluate_times.py: every rule's benchmark file of a run
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -82,11 +83,7 @@ def costs(run: Path) -> dict:
     """Snakemake's wall seconds: every classifier job per scheme, every set job per draw, the whole run's rules."""
     from ltaug.common.variants import parse_row
 
-    rows = []
-    for tsv in sorted((run / "benchmarks").glob("*/*.tsv")):
-        b = pd.read_csv(tsv, sep="\t").iloc[-1]
-        rows.append({"rule": tsv.stem, "s": float(b["s"])})
-    table = pd.DataFrame(rows)
+    table = rule_times(run).rename(columns={"wall_s": "s"})
     out = {"all_rules_s": round(table["s"].sum(), 1)}
     classifier = table[table["rule"].str.startswith("evaluate_classifier_")]
     schemes = classifier["rule"].str.removeprefix("evaluate_classifier_").map(lambda r: parse_row(r)[0])

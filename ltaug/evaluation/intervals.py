@@ -235,6 +235,15 @@ def read_scores(paths: Mapping[str, str | Path]) -> tuple[np.ndarray, np.ndarray
 OWN = "own"  # the reference name of every row's own scheme's real-only row
 
 
+def scheme_relative(reference: str) -> bool:
+    """Whether reference ``reference`` is taken within each row's scheme: a set named alone (resample), not "own"
+    or a row of its own (balanced+ours@0, baseline)."""
+    if reference == OWN:
+        return False
+    scheme, synthetic = parse_row(reference)
+    return synthetic is not None and scheme == "plain"
+
+
 def reference_in(scheme: str, reference: str) -> str:
     """The row that reference ``reference`` stands for in a row of ``scheme``: "own", the scheme's real-only row
     (Baseline, Balanced, Logit-adjusted); a set named alone (resample), that set in the scheme (Balanced+Resample),
@@ -242,8 +251,7 @@ def reference_in(scheme: str, reference: str) -> str:
     itself."""
     if reference == OWN:
         return row_id(scheme, None)
-    ref_scheme, synthetic = parse_row(reference)
-    return row_id(scheme, synthetic) if synthetic is not None and ref_scheme == "plain" else reference
+    return row_id(scheme, parse_row(reference)[1]) if scheme_relative(reference) else reference
 
 
 def row_references(rows: Sequence[str], references: Sequence[str]) -> dict[str, dict[str, str]]:

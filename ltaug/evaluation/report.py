@@ -33,7 +33,7 @@ from ltaug.common.io import atomic_path
 from ltaug.common.variants import display_name, parse_row, row_id, set_name, variant_of
 from ltaug.data.classes import ClassSplit
 from ltaug.data.synthetic import SyntheticSet
-from ltaug.evaluation.intervals import OWN, reference_in
+from ltaug.evaluation.intervals import OWN, reference_in, scheme_relative
 from ltaug.evaluation.report_notes import notes_for
 from ltaug.evaluation.report_figures import forest_plot, memorisation_panel, novelty_panel, panels, per_class_ap_plot
 
@@ -57,8 +57,6 @@ def _fmt(mean: float | None, std: float | None = None, digits: int = 3) -> str:
         return "–"
     text = f"{mean:.{digits}f}"
     return text + (f" ± {std:.{digits}f}" if std is not None and not math.isnan(std) else "")
-
-
 
 
 def build_table(methods: Sequence[str], classifier: dict[str, dict], fid: dict[str, dict], intervals: dict) -> pd.DataFrame:
@@ -160,7 +158,7 @@ def verdicts(table: pd.DataFrame, references: Sequence[str], level: float, resam
         if parts:
             lines.append(f"**{r['row']}**: " + "; ".join(parts) + ".")
     if lines:
-        names = " and to ".join(["its scheme's real-only row", *(display_name(r) + (" of its scheme" if _relative(r) else "")
+        names = " and to ".join(["its scheme's real-only row", *(display_name(r) + (" of its scheme" if scheme_relative(r) else "")
                                                                    for r in references)])  # fmt: skip
         lines.insert(0, f"Differences of every row to {names} ({level:.0%} paired bootstrap interval; distinguishable "
                         f"when it excludes 0):")  # fmt: skip
@@ -181,7 +179,7 @@ def markdown(
     ci = f"[{level:.0%} CI]"
     head = ["Method", "Avg Tail KID ↓", f"Avg Tail {metric} ↓", f"Head mAP ↑ {ci}", f"Tail mAP ↑ {ci}",
             f"Δ Tail mAP vs its scheme's real-only row {ci}", f"Share of the oracle's gain {ci}"]  # fmt: skip
-    head += [f"Δ Tail mAP vs {display_name(ref)} {ci}" + (" (its scheme's)" if _relative(ref) else "")
+    head += [f"Δ Tail mAP vs {display_name(ref)} {ci}" + (" (its scheme's)" if scheme_relative(ref) else "")
              for ref in references] + [f"Macro AUROC ↑ {ci}"]  # fmt: skip
     lines = [_line(head), "|" + "---|" * len(head)]
     for r in table.to_dict("records"):
@@ -221,11 +219,6 @@ def markdown(
     if funnel:
         text += funnel + "\n"
     return text + "\n".join(f"- {n}" for n in notes) + "\n"
-
-
-def _relative(reference: str) -> bool:
-    """Whether a reference column is taken within each row's scheme (a set named alone)."""
-    return reference_in("balanced", reference) != reference
 
 
 def _share(r: dict) -> str:

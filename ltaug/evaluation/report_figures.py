@@ -20,9 +20,9 @@ import pandas as pd
 from ltaug.common.images import open_image
 from ltaug.common.io import atomic_path
 from ltaug.common.variants import display_name, variant_of
-from ltaug.evaluation.intervals import reference_in
 from ltaug.data.classes import ClassSplit
 from ltaug.data.synthetic import SyntheticSet
+from ltaug.evaluation.intervals import scheme_relative
 
 
 def per_class_ap_plot(path: Path, methods: Sequence[str], intervals: dict, split: ClassSplit) -> None:
@@ -82,7 +82,7 @@ def forest_plot(path: Path, table: pd.DataFrame, references: Sequence[str], leve
             ax.errorbar(estimate, y, xerr=[estimate - lo, hi - estimate], fmt="none", ecolor="0.3", capsize=3)
             ax.scatter(estimate, y, c=np.where(real, "tab:red", "0.4"), zorder=3, s=22)
             against = "its scheme's real-only row" if ref == "own" else display_name(ref)
-            if ref != "own" and reference_in("balanced", ref) != ref:
+            if scheme_relative(ref):
                 against += " of its scheme"
             ax.set_title(f"{title} vs {against}\n({level:.0%} paired interval)", fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(5))  # a few ticks: small differences print long labels
